@@ -1,0 +1,275 @@
+#!/usr/bin/env node
+// joblet-agent command line: `start` runs the daemon; the other commands talk to it over its socket.
+import './polyfill.js';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { callDaemon, UserError } from './control.js';
+import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from './config.js';
+import { formatBytes, ProgressBar, shortId, table } from './format.js';
+import { log } from './log.js';
+import { PackageError } from '../runtime/types.js';
+import { generatePublisherKeys } from '../store/manifest.js';
+import { generateFleetKey } from './p2p-node.js';
+
+const USAGE = `usage: joblet-agent <command> [options]
+
+commands:
+  init    [--dir DIR] [--fleet-key FILE] [start options]   make a fleet key, a publisher key pair and a config
+  start   [--config FILE] [--data-dir DIR] [--runtimes-dir DIR] [--socket PATH]
+          [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--fleet-key FILE]
+          [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
+          [--owner USER:GROUP] [--max-package-bytes N]      run the agent in the foreground
+  publish PKG [--force] [--json]     ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
+  list    [--json]                   installed runtimes
+  status  [--json] [--watch]         this agent, its store and its runtimes
+  remove  NAME[@VERSION] [--json]    uninstall a runtime
+
+client commands accept --socket PATH (or JOBLET_AGENT_SOCKET) and --config FILE to find the daemon.
+exit codes: 0 ok, 1 failure, 2 usage.`;
+
+class UsageError extends Error {}
+
+const START_OPTIONS = {
+  config: { type: 'string' },
+  'data-dir': { type: 'string' },
+  'runtimes-dir': { type: 'string' },
+  socket: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  bootstrap: { type: 'string', multiple: true },
+  'fleet-key': { type: 'string' },
+  trust: { type: 'string', multiple: true },
+  'publisher-key': { type: 'string' },
+  zone: { type: 'string' },
+  'no-mdns': { type: 'boolean' },
+  owner: { type: 'string' },
+  'max-package-bytes': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+const CLIENT_OPTIONS = {
+  socket: { type: 'string' },
+  config: { type: 'string' },
+  json: { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O, positionals: number) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (parsed.positionals.length > positionals) {
+    throw new UsageError(`unexpected argument "${parsed.positionals[positionals]}"`);
+  }
+  return parsed;
+}
+
+function startFlags(v: Record<string, unknown>): ConfigFlags {
+  const abs = (p: unknown) => (typeof p === 'string' ? path.resolve(p) : undefined);
+  let maxPackageBytes: number | undefined;
+  if (v['max-package-bytes'] !== undefined) {
+    maxPackageBytes = Number(v['max-package-bytes']);
+    if (!Number.isSafeInteger(maxPackageBytes) || maxPackageBytes <= 0) throw new UsageError('--max-package-bytes must be a positive integer');
+  }
+  return {
+    dataDir: abs(v['data-dir']),
+    runtimesDir: abs(v['runtimes-dir']),
+    socket: abs(v.socket),
+    listen: v.listen as string[] | undefined,
+    bootstrap: v.bootstrap as string[] | undefined,
+    fleetKey: abs(v['fleet-key']),
+    trust: (v.trust as string[] | undefined)?.map((t) => (t.startsWith('ed25519:') ? t : path.resolve(t))),
+    publisherKey: abs(v['publisher-key']),
+    zone: v.zone as string | undefined,
+    mdns: v['no-mdns'] ? false : undefined,
+    owner: v.owner as string | undefined,
+    maxPackageBytes,
+  };
+}
+
+async function cmdStart(argv: string[]): Promise<void> {
+  const { values } = parse(argv, START_OPTIONS, 0);
+  const config = await loadConfig(values.config ? path.resolve(values.config) : undefined, startFlags(values));
+  // Imported here so that client commands do not load the store and libp2p.
+  const { Agent } = await import('./daemon.js');
+  const agent = await Agent.start(config);
+  log(`joblet-agent ${agent.peerId} serving ${config.socket}; runtimes in ${config.runtimesDir}, data in ${config.dataDir}`);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log(`${sig} received, stopping`);
+      agent.stop().then(resolve, (err) => { log(`error while stopping: ${(err as Error).message}`); resolve(); });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function cmdInit(argv: string[]): Promise<void> {
+  const { values } = parse(argv, { ...START_OPTIONS, dir: { type: 'string' }, json: { type: 'boolean' } }, 0);
+  const dir = path.resolve(values.dir ?? path.dirname(DEFAULT_CONFIG_PATH));
+  const files = {
+    fleetKey: path.join(dir, 'fleet.key'),
+    publisherKey: path.join(dir, 'publisher.key'),
+    publisherPub: path.join(dir, 'publisher.pub'),
+    config: path.join(dir, 'config.yml'),
+  };
+  for (const f of Object.values(files)) {
+    if (await fs.stat(f).then(() => true, () => false)) {
+      throw new UserError(`${f} already exists; init never overwrites keys or configs: remove it or choose another --dir`);
+    }
+  }
+  let fleetKey: string;
+  if (values['fleet-key']) {
+    // Joining an existing fleet: copy its secret rather than making a new one.
+    fleetKey = (await fs.readFile(path.resolve(values['fleet-key']), 'utf8').catch((e: Error) => {
+      throw new UserError(`cannot read fleet key ${values['fleet-key']}: ${e.message}`);
+    })).trim();
+    if (!/^[0-9a-f]{64}$/.test(fleetKey)) throw new UserError(`fleet key ${values['fleet-key']} does not hold 64 hex characters`);
+  } else {
+    fleetKey = generateFleetKey();
+  }
+  const keys = generatePublisherKeys();
+  const flags = startFlags(values);
+  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  // 'wx' so that a file appearing meanwhile is never overwritten.
+  await fs.writeFile(files.fleetKey, fleetKey + '\n', { mode: 0o600, flag: 'wx' });
+  await fs.writeFile(files.publisherKey, keys.privatePem, { mode: 0o600, flag: 'wx' });
+  await fs.writeFile(files.publisherPub, keys.publicKey + '\n', { mode: 0o644, flag: 'wx' });
+  const config = renderConfig({
+    ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)),
+    fleetKey: 'fleet.key',
+    publisherKey: 'publisher.key',
+    trust: [keys.publicKey, ...(flags.trust ?? [])],
+  });
+  await fs.writeFile(files.config, config, { mode: 0o644, flag: 'wx' });
+  if (values.json) {
+    console.log(JSON.stringify({ ...files, publisher: keys.publicKey }, null, 2));
+  } else {
+    console.log(`wrote ${files.fleetKey}, ${files.publisherKey}, ${files.publisherPub} and ${files.config}`);
+    console.log(`publisher key: ${keys.publicKey}`);
+    console.log(`start the agent with: joblet-agent start --config ${files.config}`);
+  }
+}
+
+async function cmdPublish(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, { ...CLIENT_OPTIONS, force: { type: 'boolean' } }, 1);
+  if (positionals.length !== 1) throw new UsageError('publish needs exactly one package path');
+  const pkg = path.resolve(positionals[0]);
+  // Checked here too so that a typo gets an answer without a daemon round trip.
+  if (!(await fs.stat(pkg).then(() => true, () => false))) throw new UserError(`package ${pkg} does not exist`);
+  const socket = await clientSocket(values.socket, values.config);
+  const bar = process.stderr.isTTY && !values.json ? new ProgressBar(process.stderr, 'publishing') : null;
+  let result: Record<string, unknown>;
+  try {
+    result = (await callDaemon(socket, { cmd: 'publish', args: { path: pkg, force: values.force === true } }, (p) => {
+      bar?.update(Number(p.read), Number(p.total));
+    })) as Record<string, unknown>;
+  } finally {
+    bar?.finish();
+  }
+  if (values.json) {
+    console.log(JSON.stringify(result, null, 2));
+    return;
+  }
+  console.log(`${result.unchanged ? 'unchanged' : 'published'} ${result.name}@${result.version}`);
+  console.log(`manifest  ${result.manifestId}`);
+  console.log(`path      ${result.path ?? '(not installed here: this machine\'s architecture is excluded)'}`);
+  console.log(`chunks    ${result.chunks} (${result.newChunks} new, ${formatBytes(Number(result.storedNewBytes))} stored)`);
+}
+
+interface InstallRow { name: string; version: string; manifestId: string; path: string; sizeBytes: number; installedAt: string }
+
+function runtimesTable(rows: InstallRow[]): string {
+  if (rows.length === 0) return 'no runtimes installed';
+  return table(['NAME', 'VERSION', 'SIZE', 'MANIFEST', 'PATH'],
+    rows.map((r) => [r.name, r.version, formatBytes(r.sizeBytes), shortId(r.manifestId), r.path]));
+}
+
+async function cmdList(argv: string[]): Promise<void> {
+  const { values } = parse(argv, CLIENT_OPTIONS, 0);
+  const rows = (await callDaemon(await clientSocket(values.socket, values.config), { cmd: 'list' })) as InstallRow[];
+  console.log(values.json ? JSON.stringify(rows, null, 2) : runtimesTable(rows));
+}
+
+function renderStatus(s: Record<string, any>): string {
+  const lines = [
+    `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${s.zone}` : ''}, up ${s.uptimeSeconds}s)`,
+    `addresses  ${s.addresses.length ? s.addresses.join(' ') : '(none)'}`,
+    `data dir   ${s.dataDir}`,
+    `runtimes   ${s.runtimesDir}`,
+    `publisher  ${s.publisher ?? '(none: this agent cannot publish)'}`,
+    `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
+    '',
+    runtimesTable(s.runtimes),
+  ];
+  return lines.join('\n');
+}
+
+async function cmdStatus(argv: string[]): Promise<void> {
+  const { values } = parse(argv, { ...CLIENT_OPTIONS, watch: { type: 'boolean' } }, 0);
+  const socket = await clientSocket(values.socket, values.config);
+  if (!values.watch) {
+    const s = await callDaemon(socket, { cmd: 'status' });
+    console.log(values.json ? JSON.stringify(s, null, 2) : renderStatus(s as Record<string, unknown>));
+    return;
+  }
+  // --watch: redraw in place on a TTY, one JSON document per line otherwise; until Ctrl-C.
+  for (;;) {
+    const s = await callDaemon(socket, { cmd: 'status' });
+    if (values.json) console.log(JSON.stringify(s));
+    else if (process.stdout.isTTY) process.stdout.write(`\x1b[H\x1b[J${renderStatus(s as Record<string, unknown>)}\n`);
+    else console.log(renderStatus(s as Record<string, unknown>) + '\n');
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function cmdRemove(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, CLIENT_OPTIONS, 1);
+  if (positionals.length !== 1) throw new UsageError('remove needs NAME or NAME@VERSION');
+  const spec = positionals[0];
+  const at = spec.indexOf('@');
+  const name = at < 0 ? spec : spec.slice(0, at);
+  const version = at < 0 ? undefined : spec.slice(at + 1);
+  if (!name || version === '') throw new UsageError(`"${spec}" is not NAME or NAME@VERSION`);
+  const res = (await callDaemon(await clientSocket(values.socket, values.config), { cmd: 'remove', args: { name, version } })) as
+    { removed: { name: string; version: string; path: string }[]; freedBytes: number };
+  if (values.json) { console.log(JSON.stringify(res, null, 2)); return; }
+  for (const r of res.removed) console.log(`removed ${r.name}@${r.version} (${r.path})`);
+  console.log(`freed ${formatBytes(res.freedBytes)} of chunks`);
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
+  init: cmdInit, start: cmdStart, publish: cmdPublish, list: cmdList, status: cmdStatus, remove: cmdRemove,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    console.log(USAGE);
+    return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === '--version') { console.log('0.1.0'); return 0; }
+  const run = COMMANDS[cmd];
+  if (!run) {
+    console.error(`joblet-agent: unknown command "${cmd}"\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    await run(rest);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`joblet-agent ${cmd}: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (err instanceof UserError || err instanceof PackageError) {
+      console.error(`joblet-agent: ${err.message}`);
+      return 1;
+    }
+    console.error(`joblet-agent: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; });

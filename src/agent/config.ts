@@ -1,0 +1,157 @@
+// Agent configuration: defaults < config file < command-line flags.
+// Relative paths in a config file are taken relative to the file's directory, so a config written by
+// `init --dir DIR` stays valid wherever it is started from.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import YAML from 'yaml';
+import { UserError } from './control.js';
+import { DEFAULT_LIMITS } from '../runtime/types.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/joblet-agent/config.yml';
+export const DEFAULT_SOCKET = '/run/joblet-agent/agent.sock';
+
+export interface AgentConfig {
+  dataDir: string;
+  runtimesDir: string;
+  socket: string;
+  listen: string[];
+  bootstrap: string[];
+  /** Path of the fleet secret; required to join a swarm. */
+  fleetKey: string | null;
+  /** Path of this agent's publisher private key; only publishers have one. */
+  publisherKey: string | null;
+  /** Trusted publisher public keys ('ed25519:<hex>'), already read from files where a path was given. */
+  trust: string[];
+  zone: string | null;
+  mdns: boolean;
+  /** 'user:group' to own installed runtimes; null keeps the daemon's user. */
+  owner: string | null;
+  maxPackageBytes: number;
+}
+
+export const DEFAULTS: AgentConfig = {
+  dataDir: '/var/lib/joblet-agent',
+  runtimesDir: '/opt/joblet/runtimes',
+  socket: DEFAULT_SOCKET,
+  listen: ['/ip4/0.0.0.0/tcp/7946'],
+  bootstrap: [],
+  fleetKey: null,
+  publisherKey: null,
+  trust: [],
+  zone: null,
+  mdns: true,
+  owner: null,
+  maxPackageBytes: DEFAULT_LIMITS.maxUnpackedBytes,
+};
+
+/** Flags as given on the command line; undefined means "not given". */
+export type ConfigFlags = Partial<{ [K in keyof AgentConfig]: AgentConfig[K] }>;
+
+const KEYS = new Set(Object.keys(DEFAULTS));
+const PATH_KEYS = ['dataDir', 'runtimesDir', 'socket', 'fleetKey', 'publisherKey'] as const;
+const PUBKEY_RE = /^ed25519:[0-9a-f]{64}$/;
+
+/** Read a config file (missing is fine only for the default path) and apply flags over it. */
+export async function loadConfig(configPath: string | undefined, flags: ConfigFlags): Promise<AgentConfig> {
+  const file = configPath ?? DEFAULT_CONFIG_PATH;
+  let fromFile: ConfigFlags = {};
+  let text: string | null = null;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || configPath !== undefined) {
+      throw new UserError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
+  }
+  if (text !== null) fromFile = parseConfigFile(text, file);
+  const merged: AgentConfig = { ...DEFAULTS };
+  for (const src of [fromFile, flags]) {
+    for (const [k, v] of Object.entries(src)) {
+      if (v !== undefined) (merged as unknown as Record<string, unknown>)[k] = v;
+    }
+  }
+  merged.trust = await resolveTrust(merged.trust);
+  return merged;
+}
+
+function parseConfigFile(text: string, file: string): ConfigFlags {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text);
+  } catch (err) {
+    throw new UserError(`invalid config file ${file}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new UserError(`invalid config file ${file}: expected a mapping`);
+  const out: Record<string, unknown> = {};
+  const base = path.dirname(path.resolve(file));
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    if (!KEYS.has(k)) throw new UserError(`invalid config file ${file}: unknown key "${k}"`);
+    const want = DEFAULTS[k as keyof AgentConfig];
+    const bad = () => new UserError(`invalid config file ${file}: "${k}" must be ${describe(k)}`);
+    if (v === null) { out[k] = k === 'fleetKey' || k === 'publisherKey' || k === 'zone' || k === 'owner' ? null : want; continue; }
+    if (Array.isArray(want)) {
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw bad();
+      out[k] = v;
+    } else if (typeof want === 'boolean') {
+      if (typeof v !== 'boolean') throw bad();
+      out[k] = v;
+    } else if (typeof want === 'number') {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw bad();
+      out[k] = v;
+    } else {
+      if (typeof v !== 'string' || v === '') throw bad();
+      out[k] = (PATH_KEYS as readonly string[]).includes(k) ? path.resolve(base, v) : v;
+    }
+  }
+  if (Array.isArray(out.trust)) {
+    out.trust = (out.trust as string[]).map((t) => (PUBKEY_RE.test(t) ? t : path.resolve(base, t)));
+  }
+  return out as ConfigFlags;
+}
+
+function describe(k: string): string {
+  const want = DEFAULTS[k as keyof AgentConfig];
+  if (Array.isArray(want)) return 'a list of strings';
+  if (typeof want === 'boolean') return 'true or false';
+  if (typeof want === 'number') return 'a positive integer';
+  return 'a string';
+}
+
+/** Each --trust entry is a public key or a file holding one (e.g. a publisher.pub). */
+async function resolveTrust(entries: string[]): Promise<string[]> {
+  const out = new Set<string>();
+  for (const e of entries) {
+    if (PUBKEY_RE.test(e)) { out.add(e); continue; }
+    let text: string;
+    try {
+      text = (await fs.readFile(e, 'utf8')).trim();
+    } catch {
+      throw new UserError(`trusted publisher "${e}" is neither a key (ed25519:<64 hex>) nor a readable file`);
+    }
+    if (!PUBKEY_RE.test(text)) throw new UserError(`trusted publisher file ${e} does not hold a key of the form ed25519:<64 hex>`);
+    out.add(text);
+  }
+  return [...out];
+}
+
+/** Socket for client commands: --socket, then JOBLET_AGENT_SOCKET, then the config's, then the default. */
+export async function clientSocket(flagSocket: string | undefined, configPath: string | undefined): Promise<string> {
+  if (flagSocket) return path.resolve(flagSocket);
+  if (process.env.JOBLET_AGENT_SOCKET) return path.resolve(process.env.JOBLET_AGENT_SOCKET);
+  if (configPath !== undefined) return (await loadConfig(configPath, {})).socket;
+  try {
+    return (await loadConfig(undefined, {})).socket;
+  } catch {
+    return DEFAULT_SOCKET;
+  }
+}
+
+/** The YAML that `init` writes. */
+export function renderConfig(c: Partial<AgentConfig>): string {
+  const doc: Record<string, unknown> = {};
+  for (const k of Object.keys(DEFAULTS) as (keyof AgentConfig)[]) {
+    if (c[k] !== undefined) doc[k] = c[k];
+  }
+  return '# joblet-agent configuration; flags given to `joblet-agent start` override these values.\n' + YAML.stringify(doc);
+}

@@ -1,0 +1,193 @@
+// The daemon: owns the store and the runtimes dir, and answers the control API.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type net from 'node:net';
+import type { KeyObject } from 'node:crypto';
+import { RuntimesDir, parseOwner } from '../runtime/install.js';
+import { machineArch } from '../runtime/runtime-yml.js';
+import { DEFAULT_LIMITS } from '../runtime/types.js';
+import { Store } from '../store/store.js';
+import { loadPrivateKey, publicKeyOf } from '../store/manifest.js';
+import type { InstallRecord } from '../store/types.js';
+import { serveControl, UserError, type ControlRequest } from './control.js';
+import type { AgentConfig } from './config.js';
+import { Mutex } from './mutex.js';
+import { publishPackage } from './publish.js';
+import { log } from './log.js';
+import { loadOrCreatePeerKey } from './p2p-node.js';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+
+export const AGENT_VERSION = '0.1.0';
+
+export class Agent {
+  private server: net.Server | null = null;
+  private readonly mutex = new Mutex();
+  private readonly startedAt = Date.now();
+  private constructor(
+    readonly config: AgentConfig,
+    readonly store: Store,
+    readonly runtimes: RuntimesDir,
+    private readonly publisherKey: KeyObject | null,
+    private readonly owner: { uid: number; gid: number } | undefined,
+    readonly peerId: string,
+  ) {}
+
+  static async start(config: AgentConfig): Promise<Agent> {
+    await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    await fs.mkdir(config.runtimesDir, { recursive: true, mode: 0o755 });
+    const publisherKey = config.publisherKey ? await readPublisherKey(config.publisherKey) : null;
+    const owner = config.owner ? await parseOwner(config.owner) : undefined;
+    const peerKey = await loadOrCreatePeerKey(path.join(config.dataDir, 'peer.key'));
+    const peerId = peerIdFromPrivateKey(peerKey).toString();
+    const store = await openStore(config.dataDir);
+    try {
+      const runtimes = new RuntimesDir(config.runtimesDir);
+      await runtimes.cleanupLeftovers();
+      const agent = new Agent(config, store, runtimes, publisherKey, owner, peerId);
+      await agent.forgetVanishedInstalls();
+      agent.server = await serveControl(config.socket, (req, progress) => agent.handle(req, progress));
+      return agent;
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await fs.rm(this.config.socket, { force: true });
+    }
+    // Let a publish in progress finish or fail before the store closes under it.
+    await this.mutex.run(async () => {});
+    await this.store.close();
+  }
+
+  private async handle(req: ControlRequest, progress: (p: Record<string, unknown>) => void): Promise<unknown> {
+    const args = req.args ?? {};
+    switch (req.cmd) {
+      case 'publish':
+        return this.publish(String(args.path ?? ''), args.force === true, progress);
+      case 'list':
+        return this.store.index.listInstalls();
+      case 'status':
+        return this.status();
+      case 'remove':
+        return this.remove(String(args.name ?? ''), typeof args.version === 'string' ? args.version : undefined);
+      default:
+        throw new UserError(`unknown control command "${req.cmd}"`);
+    }
+  }
+
+  private async publish(pkg: string, force: boolean, progress: (p: Record<string, unknown>) => void) {
+    if (!this.publisherKey) {
+      throw new UserError('this agent has no publisher key; set publisherKey in its config or start it with --publisher-key FILE');
+    }
+    if (!path.isAbsolute(pkg)) throw new UserError(`package path must be absolute, got "${pkg}"`);
+    const publisherKey = this.publisherKey;
+    return this.mutex.run(async () => {
+      let last = 0;
+      const result = await publishPackage(
+        { store: this.store, runtimes: this.runtimes, publisherKey, limits: this.limits(), owner: this.owner },
+        pkg,
+        {
+          force,
+          onProgress: (read, total) => {
+            const now = Date.now();
+            if (now - last >= 100 || read === total) { last = now; progress({ read, total }); }
+          },
+        },
+      );
+      log(result.unchanged
+        ? `publish ${result.name}@${result.version}: already installed with the same content (${result.manifestId})`
+        : `published ${result.name}@${result.version} as ${result.manifestId}: ${result.chunks} chunks, ${result.newChunks} new`);
+      const { signed: _signed, ...rest } = result;
+      return rest;
+    });
+  }
+
+  private async remove(name: string, version: string | undefined) {
+    if (!name) throw new UserError('remove needs NAME or NAME@VERSION');
+    return this.mutex.run(async () => {
+      const all = await this.store.index.listInstalls();
+      const victims = all.filter((r) => r.name === name && (version === undefined || r.version === version));
+      if (victims.length === 0) throw new UserError(`${version ? `${name}@${version}` : name} is not installed`);
+      for (const r of victims) {
+        await this.runtimes.remove(r.name, r.version);
+        await this.store.index.deleteInstall(r.name, r.version);
+        const stillUsed = (await this.store.index.listInstalls()).some((o) => o.manifestId === r.manifestId);
+        if (!stillUsed) await this.store.index.deleteManifest(r.manifestId);
+        log(`removed ${r.name}@${r.version} from ${r.path}`);
+      }
+      const gc = await this.store.gc();
+      return { removed: victims.map((r) => ({ name: r.name, version: r.version, path: r.path })), freedBytes: gc.bytes };
+    });
+  }
+
+  async status() {
+    const [usage, runtimes, manifests] = await Promise.all([
+      this.store.chunks.usage(), this.store.index.listInstalls(), this.store.index.listManifests(),
+    ]);
+    return {
+      version: AGENT_VERSION,
+      peerId: this.peerId,
+      addresses: [] as string[],
+      arch: machineArch(),
+      zone: this.config.zone,
+      dataDir: this.config.dataDir,
+      runtimesDir: this.config.runtimesDir,
+      socket: this.config.socket,
+      publisher: this.publisherKey ? publicKeyOf(this.publisherKey) : null,
+      trust: this.config.trust,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length },
+      runtimes,
+    };
+  }
+
+  private limits() {
+    return { ...DEFAULT_LIMITS, maxUnpackedBytes: this.config.maxPackageBytes };
+  }
+
+  /** An operator may delete a runtime by hand; the index must not keep claiming it is installed. */
+  private async forgetVanishedInstalls(): Promise<void> {
+    for (const r of await this.store.index.listInstalls()) {
+      const there = await fs.stat(path.join(r.path, 'runtime.yml')).then(() => true, () => false);
+      if (!there) {
+        log(`${r.name}@${r.version} is no longer at ${r.path}; forgetting the install record`);
+        await this.store.index.deleteInstall(r.name, r.version);
+      }
+    }
+  }
+}
+
+async function readPublisherKey(file: string): Promise<KeyObject> {
+  let pem: string;
+  try {
+    pem = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    throw new UserError(`cannot read publisher key ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return loadPrivateKey(pem);
+  } catch {
+    throw new UserError(`publisher key ${file} is not an Ed25519 private key in PEM form`);
+  }
+}
+
+async function openStore(dataDir: string): Promise<Store> {
+  try {
+    return await Store.open(dataDir);
+  } catch (err) {
+    const e = err as { code?: string; cause?: { code?: string; message?: string }; message: string };
+    const text = `${e.message} ${e.cause?.message ?? ''}`;
+    if (/lock/i.test(text) || e.cause?.code === 'LEVEL_LOCKED') {
+      throw new UserError(`data dir ${dataDir} is in use by another joblet-agent`);
+    }
+    throw new UserError(`cannot open the store in ${dataDir}: ${e.message}`);
+  }
+}
+
+export type { InstallRecord };

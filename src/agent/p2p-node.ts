@@ -1,0 +1,175 @@
+import './polyfill.js';
+
+import { createHmac, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { bootstrap } from '@libp2p/bootstrap';
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
+import { identify, type Identify } from '@libp2p/identify';
+import type { PrivateKey } from '@libp2p/interface';
+import { mdns } from '@libp2p/mdns';
+import { ping, type Ping } from '@libp2p/ping';
+import { tcp } from '@libp2p/tcp';
+import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
+
+export type P2PServices = {
+  identify: Identify;
+  ping: Ping;
+  pubsub: GossipSub;
+};
+
+export type P2PNode = Libp2p<P2PServices>;
+
+/**
+ * Yamux settings for bulk chunk transfer. Measured with scripts/bench-exchange.ts on loopback (see the report
+ * there): the per-stream window bounds throughput on links with real RTT (window / RTT), so it is raised from
+ * the 256 KiB initial window up to 16 MiB; the muxer frame size is raised from 64 KiB so a 1 MiB chunk costs
+ * fewer frame headers and event dispatches.
+ */
+export interface MuxerTuning {
+  /** Largest yamux data frame this node sends. */
+  maxMessageSize: number;
+  /** Initial per-stream receive window (yamux minimum is 256 KiB). */
+  initialStreamWindowSize: number;
+  /** Upper bound the receive window grows to. */
+  maxStreamWindowSize: number;
+}
+
+export const DEFAULT_MUXER_TUNING: MuxerTuning = {
+  maxMessageSize: 256 * 1024,
+  initialStreamWindowSize: 1024 * 1024,
+  maxStreamWindowSize: 16 * 1024 * 1024,
+};
+
+export interface P2PNodeOptions {
+  /** Where the node's Ed25519 identity is kept (protobuf bytes, mode 0600). Created if missing. */
+  peerKeyPath: string;
+  /** The 32-byte fleet secret: only nodes holding the same key can complete a connection. */
+  fleetKey: Buffer;
+  /** Multiaddrs to listen on, e.g. '/ip4/0.0.0.0/tcp/4001'. */
+  listen: string[];
+  /** Multiaddrs including '/p2p/<peer id>' to dial at start. */
+  bootstrap: string[];
+  /** Discover fleet peers on the local network by mDNS. */
+  mdns: boolean;
+  /** Override the muxer settings; only benchmarks need this. */
+  muxer?: Partial<MuxerTuning>;
+}
+
+const FLEET_KEY_BYTES = 32;
+const PROLOGUE_LABEL = 'joblet-agent fleet v1';
+
+/**
+ * Noise prologue for a fleet. Both ends mix the prologue into the handshake transcript, so a peer holding a
+ * different fleet key fails the handshake's first authenticated message and no connection is ever reported on
+ * either side. The secret itself never goes on the wire, and unlike a pre-shared-key transport wrapper this
+ * costs nothing once the connection is up.
+ */
+export function fleetPrologue(fleetKey: Buffer): Uint8Array {
+  if (fleetKey.length !== FLEET_KEY_BYTES) {
+    throw new Error(`fleet key must be ${FLEET_KEY_BYTES} bytes, got ${fleetKey.length}`);
+  }
+  return createHmac('sha256', fleetKey).update(PROLOGUE_LABEL).digest();
+}
+
+/** A new random fleet key as 64 hex characters, the format `fleetKeyFromFile` reads. */
+export function generateFleetKey(): string {
+  return randomBytes(FLEET_KEY_BYTES).toString('hex');
+}
+
+/** Read a fleet key file holding 64 hex characters (surrounding whitespace allowed). */
+export async function fleetKeyFromFile(path: string): Promise<Buffer> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read fleet key file ${path}: ${(err as Error).message}`);
+  }
+  const hex = text.trim();
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) {
+    throw new Error(`fleet key file ${path} must hold exactly 64 hex characters (a 32-byte key)`);
+  }
+  return Buffer.from(hex, 'hex');
+}
+
+/**
+ * Load the node's identity key, or create an Ed25519 key there if the file does not exist, so the PeerId
+ * (which other agents and bootstrap lists refer to) survives restarts.
+ */
+export async function loadOrCreatePeerKey(path: string): Promise<PrivateKey> {
+  let bytes: Buffer | undefined;
+  try {
+    bytes = await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new Error(`cannot read peer key file ${path}: ${(err as Error).message}`);
+    }
+  }
+  if (bytes !== undefined) {
+    try {
+      return privateKeyFromProtobuf(bytes);
+    } catch (err) {
+      throw new Error(`peer key file ${path} does not hold a libp2p private key: ${(err as Error).message}`);
+    }
+  }
+  const key = await generateKeyPair('Ed25519');
+  await mkdir(dirname(path), { recursive: true });
+  // Write beside the target and rename, so a crash never leaves a truncated identity behind.
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await writeFile(tmp, privateKeyToProtobuf(key), { mode: 0o600, flag: 'wx' });
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw new Error(`cannot write peer key file ${path}: ${(err as Error).message}`);
+  }
+  return key;
+}
+
+/** Start a libp2p node for the fleet: TCP + Noise (fleet prologue) + Yamux, identify, ping, gossipsub. */
+export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
+  const privateKey = await loadOrCreatePeerKey(opts.peerKeyPath);
+  const tuning = { ...DEFAULT_MUXER_TUNING, ...opts.muxer };
+
+  const peerDiscovery: NonNullable<Libp2pOptions['peerDiscovery']> = [];
+  if (opts.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: opts.bootstrap }));
+  if (opts.mdns) peerDiscovery.push(mdns());
+
+  return createLibp2p({
+    privateKey,
+    addresses: { listen: opts.listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise({ prologueBytes: fleetPrologue(opts.fleetKey) })],
+    streamMuxers: [
+      yamux({
+        maxMessageSize: tuning.maxMessageSize,
+        streamOptions: {
+          initialStreamWindowSize: tuning.initialStreamWindowSize,
+          maxStreamWindowSize: tuning.maxStreamWindowSize,
+          // A paused reader still receives up to one full window from the remote; the read buffer must hold it,
+          // or pausing (our read backpressure) would reset the stream.
+          maxReadBufferLength: tuning.maxStreamWindowSize + tuning.maxMessageSize,
+        },
+      }),
+    ],
+    peerDiscovery,
+    connectionManager: {
+      // A bounded peer set per agent (the scheduler keeps the nearest plus some random peers); the margin
+      // absorbs inbound connections from agents that chose us.
+      maxConnections: 200,
+      maxParallelDials: 50,
+      dialTimeout: 10_000,
+      inboundUpgradeTimeout: 10_000,
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      // An agent alone in its fleet still publishes its announcements; that is not an error.
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
+    },
+  });
+}
