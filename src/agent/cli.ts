@@ -24,6 +24,7 @@ commands:
   list    [--json]                   installed runtimes
   status  [--json] [--watch]         this agent, its store and its runtimes
   remove  NAME[@VERSION] [--json]    uninstall a runtime
+  verify  [--json]                   re-hash every stored chunk; exit 1 if any is corrupt or missing
 
 client commands accept --socket PATH (or JOBLET_AGENT_SOCKET) and --config FILE to find the daemon.
 exit codes: 0 ok, 1 failure, 2 usage.`;
@@ -239,8 +240,21 @@ async function cmdRemove(argv: string[]): Promise<void> {
   console.log(`freed ${formatBytes(res.freedBytes)} of chunks`);
 }
 
+async function cmdVerify(argv: string[]): Promise<void> {
+  const { values } = parse(argv, CLIENT_OPTIONS, 0);
+  const res = (await callDaemon(await clientSocket(values.socket, values.config), { cmd: 'verify' })) as
+    { checked: number; corrupt: { id: string; error: string }[]; missing: string[] };
+  if (values.json) console.log(JSON.stringify(res, null, 2));
+  else {
+    console.log(`checked ${res.checked} chunks: ${res.corrupt.length} corrupt, ${res.missing.length} missing`);
+    for (const c of res.corrupt) console.log(`corrupt  ${c.error}`);
+    for (const id of res.missing) console.log(`missing  ${id}`);
+  }
+  if (res.corrupt.length || res.missing.length) process.exitCode = 1;
+}
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
-  init: cmdInit, start: cmdStart, publish: cmdPublish, list: cmdList, status: cmdStatus, remove: cmdRemove,
+  init: cmdInit, start: cmdStart, publish: cmdPublish, list: cmdList, status: cmdStatus, remove: cmdRemove, verify: cmdVerify,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -257,7 +271,7 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     await run(rest);
-    return 0;
+    return Number(process.exitCode ?? 0);
   } catch (err) {
     if (err instanceof UsageError) {
       console.error(`joblet-agent ${cmd}: ${err.message}\n\n${USAGE}`);

@@ -8,7 +8,7 @@ import { machineArch } from '../runtime/runtime-yml.js';
 import { DEFAULT_LIMITS } from '../runtime/types.js';
 import { Store } from '../store/store.js';
 import { loadPrivateKey, publicKeyOf } from '../store/manifest.js';
-import type { InstallRecord } from '../store/types.js';
+import { CorruptChunkError, type InstallRecord } from '../store/types.js';
 import { serveControl, UserError, type ControlRequest } from './control.js';
 import type { AgentConfig } from './config.js';
 import { Mutex } from './mutex.js';
@@ -74,6 +74,8 @@ export class Agent {
         return this.store.index.listInstalls();
       case 'status':
         return this.status();
+      case 'verify':
+        return this.verify();
       case 'remove':
         return this.remove(String(args.name ?? ''), typeof args.version === 'string' ? args.version : undefined);
       default:
@@ -124,6 +126,25 @@ export class Agent {
       const gc = await this.store.gc();
       return { removed: victims.map((r) => ({ name: r.name, version: r.version, path: r.path })), freedBytes: gc.bytes };
     });
+  }
+
+  /** Re-hash every chunk that a stored manifest references; report the corrupt and the missing. */
+  private async verify() {
+    const ids = new Set<string>();
+    for (const sm of await this.store.index.listManifests()) for (const c of sm.manifest.chunks) ids.add(c.id);
+    const corrupt: { id: string; error: string }[] = [];
+    const missing: string[] = [];
+    for (const id of ids) {
+      try {
+        await this.store.chunks.get(id);
+      } catch (err) {
+        if (err instanceof CorruptChunkError) corrupt.push({ id, error: err.message });
+        else if ((err as NodeJS.ErrnoException).code === 'ENOENT') missing.push(id);
+        else throw err;
+      }
+    }
+    if (corrupt.length) log(`verify: ${corrupt.length} corrupt chunk(s): ${corrupt.map((c) => c.id).join(' ')}`);
+    return { checked: ids.size, corrupt, missing };
   }
 
   async status() {

@@ -303,7 +303,10 @@ export class ChunkStore {
     const handle = await open(temp, 'wx', 0o644);
     try {
       try {
-        await handle.writev([header, stored]);
+        const { bytesWritten } = await handle.writev([header, stored]);
+        if (bytesWritten !== header.length + stored.length) {
+          throw new Error(`short write to ${temp}: ${bytesWritten} of ${header.length + stored.length} bytes`);
+        }
         await handle.sync();
       } finally {
         await handle.close();

@@ -1,0 +1,144 @@
+// Helpers for tests that drive the real CLI and daemon as child processes.
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+
+export const execFileP = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const CLI = path.resolve(here, '../../src/agent/cli.js');
+
+export async function tmpDir(t: ExecutionContext, prefix = 'ja-test-'): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface CliResult { code: number; stdout: string; stderr: string }
+
+/** Run the CLI to completion; never throws on a non-zero exit. */
+export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+export interface AgentHandle {
+  dir: string;
+  socket: string;
+  dataDir: string;
+  runtimesDir: string;
+  config: string;
+  proc: ChildProcess;
+  logs: () => string;
+  /** Run a client command against this agent. */
+  run: (args: string[]) => Promise<CliResult>;
+  json: <T = any>(args: string[]) => Promise<T>;
+  stop: () => Promise<number | null>;
+}
+
+/** `init` a config in dir (once), then start the daemon and wait until its socket answers. */
+export async function startAgent(t: ExecutionContext, dir: string, extra: string[] = []): Promise<AgentHandle> {
+  const config = path.join(dir, 'etc', 'config.yml');
+  const dataDir = path.join(dir, 'data');
+  const runtimesDir = path.join(dir, 'runtimes');
+  const socket = path.join(dir, 'agent.sock');
+  if (!(await exists(config))) {
+    const r = await cli(['init', '--dir', path.join(dir, 'etc'), '--data-dir', dataDir, '--runtimes-dir', runtimesDir,
+      '--socket', socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']);
+    if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`);
+  }
+  const proc = spawn(process.execPath, [CLI, 'start', '--config', config, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let logs = '';
+  proc.stdout!.on('data', (d) => (logs += d));
+  proc.stderr!.on('data', (d) => (logs += d));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  };
+  t.teardown(async () => { await stop(); });
+  const run = (args: string[]) => cli([...args, '--socket', socket]);
+  const handle: AgentHandle = {
+    dir, socket, dataDir, runtimesDir, config, proc, logs: () => logs, run, stop,
+    json: async (args) => {
+      const r = await run([...args, '--json']);
+      if (r.code !== 0) throw new Error(`${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+      return JSON.parse(r.stdout);
+    },
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`agent exited with ${proc.exitCode}: ${logs}`);
+    const r = await run(['status', '--json']);
+    if (r.code === 0) return handle;
+    if (Date.now() > deadline) throw new Error(`agent did not answer on ${socket}: ${logs}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
+
+export async function exists(p: string): Promise<boolean> {
+  return fs.lstat(p).then(() => true, () => false);
+}
+
+export interface TreeEntry { type: 'file' | 'dir' | 'symlink'; mode: number; sha256?: string; target?: string; ino?: number }
+
+/**
+ * A comparable picture of a tree: type, permission bits (setuid/setgid masked, as the agent drops them),
+ * file content hash, symlink target. Inode numbers are kept to check hardlinks separately.
+ */
+export async function snapshot(root: string): Promise<Map<string, TreeEntry>> {
+  const out = new Map<string, TreeEntry>();
+  async function walk(rel: string): Promise<void> {
+    const abs = path.join(root, rel);
+    const st = await fs.lstat(abs);
+    const mode = st.mode & 0o1777;
+    if (st.isSymbolicLink()) {
+      out.set(rel, { type: 'symlink', mode: 0, target: await fs.readlink(abs) });
+    } else if (st.isDirectory()) {
+      if (rel) out.set(rel, { type: 'dir', mode });
+      for (const name of (await fs.readdir(abs)).sort()) await walk(rel ? `${rel}/${name}` : name);
+    } else if (st.isFile()) {
+      const sha256 = crypto.createHash('sha256').update(await fs.readFile(abs)).digest('hex');
+      out.set(rel, { type: 'file', mode, sha256, ino: st.ino });
+    } else {
+      throw new Error(`unexpected file type at ${abs}`);
+    }
+  }
+  await walk('');
+  return out;
+}
+
+/** Snapshot without inode numbers, for deepEqual between trees. */
+export async function comparable(root: string): Promise<Record<string, Omit<TreeEntry, 'ino'>>> {
+  const snap = await snapshot(root);
+  return Object.fromEntries([...snap].map(([k, { ino: _ino, ...v }]) => [k, v]));
+}
+
+/** Every path under root, for "nothing else was written" checks. */
+export async function listAll(root: string): Promise<string[]> {
+  if (!(await exists(root))) return [];
+  const out: string[] = [];
+  async function walk(rel: string): Promise<void> {
+    for (const d of await fs.readdir(path.join(root, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${d.name}` : d.name;
+      out.push(r);
+      if (d.isDirectory()) await walk(r);
+    }
+  }
+  await walk('');
+  return out.sort();
+}
