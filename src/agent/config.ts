@@ -27,6 +27,8 @@ export interface AgentConfig {
   /** 'user:group' to own installed runtimes; null keeps the daemon's user. */
   owner: string | null;
   maxPackageBytes: number;
+  /** Chunk uploads served at once; beyond it peers are told to ask elsewhere. */
+  maxUploads: number;
 }
 
 export const DEFAULTS: AgentConfig = {
@@ -42,6 +44,7 @@ export const DEFAULTS: AgentConfig = {
   mdns: true,
   owner: null,
   maxPackageBytes: DEFAULT_LIMITS.maxUnpackedBytes,
+  maxUploads: 8,
 };
 
 /** Flags as given on the command line; undefined means "not given". */

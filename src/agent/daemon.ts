@@ -14,13 +14,15 @@ import type { AgentConfig } from './config.js';
 import { Mutex } from './mutex.js';
 import { publishPackage } from './publish.js';
 import { log } from './log.js';
-import { loadOrCreatePeerKey } from './p2p-node.js';
+import { fleetKeyFromFile, loadOrCreatePeerKey } from './p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { Swarm } from './swarm.js';
 
 export const AGENT_VERSION = '0.1.0';
 
 export class Agent {
   private server: net.Server | null = null;
+  private swarm: Swarm | null = null;
   private readonly mutex = new Mutex();
   private readonly startedAt = Date.now();
   private constructor(
@@ -40,20 +42,47 @@ export class Agent {
     const peerKey = await loadOrCreatePeerKey(path.join(config.dataDir, 'peer.key'));
     const peerId = peerIdFromPrivateKey(peerKey).toString();
     const store = await openStore(config.dataDir);
+    const agent = new Agent(config, store, new RuntimesDir(config.runtimesDir), publisherKey, owner, peerId);
     try {
-      const runtimes = new RuntimesDir(config.runtimesDir);
-      await runtimes.cleanupLeftovers();
-      const agent = new Agent(config, store, runtimes, publisherKey, owner, peerId);
+      await agent.runtimes.cleanupLeftovers();
       await agent.forgetVanishedInstalls();
       agent.server = await serveControl(config.socket, (req, progress) => agent.handle(req, progress));
+      await agent.startSwarm();
       return agent;
     } catch (err) {
-      await store.close();
+      await agent.stop();
       throw err;
     }
   }
 
+  /** Join the fleet; without a fleet key the agent works alone, which `status` shows. */
+  private async startSwarm(): Promise<void> {
+    const c = this.config;
+    if (!c.fleetKey) {
+      log('no fleet key configured: this agent works alone (set fleetKey in the config to join a fleet)');
+      return;
+    }
+    let fleetKey: Buffer;
+    try {
+      fleetKey = await fleetKeyFromFile(c.fleetKey);
+    } catch (err) {
+      throw new UserError((err as Error).message);
+    }
+    const trust = [...c.trust];
+    if (this.publisherKey && !trust.includes(publicKeyOf(this.publisherKey))) trust.push(publicKeyOf(this.publisherKey));
+    this.swarm = await Swarm.start({
+      peerKeyPath: path.join(c.dataDir, 'peer.key'), fleetKey, listen: c.listen, bootstrap: c.bootstrap, mdns: c.mdns,
+      zone: c.zone, trust, publisherKey: this.publisherKey, maxUploads: c.maxUploads, store: this.store,
+      install: { store: this.store, runtimes: this.runtimes, limits: this.limits(), owner: this.owner },
+      mutex: this.mutex, fault: testFault(),
+    });
+    log(`joined the fleet as ${this.swarm.peerId} on ${this.swarm.addresses().join(' ') || '(no addresses)'}`);
+  }
+
   async stop(): Promise<void> {
+    const swarm = this.swarm;
+    this.swarm = null;
+    if (swarm) await swarm.stop().catch((err) => log(`error while leaving the fleet: ${(err as Error).message}`));
     const server = this.server;
     this.server = null;
     if (server) {
@@ -105,13 +134,21 @@ export class Agent {
       log(result.unchanged
         ? `publish ${result.name}@${result.version}: already installed with the same content (${result.manifestId})`
         : `published ${result.name}@${result.version} as ${result.manifestId}: ${result.chunks} chunks, ${result.newChunks} new`);
-      const { signed: _signed, ...rest } = result;
+      const { signed, ...rest } = result;
+      if (!result.unchanged) void this.swarm?.announcePublished(signed);
       return rest;
     });
   }
 
   private async remove(name: string, version: string | undefined) {
     if (!name) throw new UserError('remove needs NAME or NAME@VERSION');
+    if (this.swarm) {
+      const before = await this.store.chunks.usage();
+      const res = await this.swarm.removeRuntime(name, version ?? null);
+      if (res.removed.length === 0) throw new UserError(`${version ? `${name}@${version}` : name} is not installed`);
+      const after = await this.store.chunks.usage();
+      return { ...res, freedBytes: Math.max(0, before.bytes - after.bytes) };
+    }
     return this.mutex.run(async () => {
       const all = await this.store.index.listInstalls();
       const victims = all.filter((r) => r.name === name && (version === undefined || r.version === version));
@@ -154,7 +191,8 @@ export class Agent {
     return {
       version: AGENT_VERSION,
       peerId: this.peerId,
-      addresses: [] as string[],
+      addresses: this.swarm?.addresses() ?? [],
+      swarm: this.swarm ? await this.swarm.status() : null,
       arch: machineArch(),
       zone: this.config.zone,
       dataDir: this.config.dataDir,
@@ -182,6 +220,17 @@ export class Agent {
       }
     }
   }
+}
+
+/** TEST ONLY: JOBLET_AGENT_TEST_FAULT=corrupt or slow:MS makes this agent a bad or slow chunk server. */
+function testFault(): { corrupt?: boolean; delayMs?: number } | undefined {
+  const v = process.env.JOBLET_AGENT_TEST_FAULT;
+  if (!v) return undefined;
+  log(`TEST FAULT ACTIVE: ${v}`);
+  if (v === 'corrupt') return { corrupt: true };
+  const m = /^slow:(\d+)$/.exec(v);
+  if (m) return { delayMs: Number(m[1]) };
+  throw new UserError(`JOBLET_AGENT_TEST_FAULT must be "corrupt" or "slow:MS", got "${v}"`);
 }
 
 async function readPublisherKey(file: string): Promise<KeyObject> {

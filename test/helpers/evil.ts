@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import zlib from 'node:zlib';
 import tar from 'tar-stream';
 
-export type EvilEntry = tar.Headers & { body?: string };
+export type EvilEntry = Partial<tar.Header> & { name: string; body?: string };
 
 const GOOD_YML = 'name: evil\nversion: "1.0"\n';
 
@@ -11,11 +11,11 @@ const GOOD_YML = 'name: evil\nversion: "1.0"\n';
 export async function writeTar(file: string, entries: EvilEntry[], gzip = file.endsWith('gz')): Promise<void> {
   const pack = tar.pack();
   const chunks: Buffer[] = [];
-  pack.on('data', (c: Buffer) => chunks.push(c));
-  const ended = new Promise((r) => pack.on('end', r));
+  pack.on('data', (c: unknown) => { chunks.push(c as Buffer); });
+  const ended = new Promise<void>((r) => pack.on('end', () => r()));
   for (const { body, ...header } of entries) {
     await new Promise<void>((resolve, reject) => {
-      pack.entry({ mode: 0o644, mtime: new Date(0), ...header }, body ?? '', (err) => (err ? reject(err) : resolve()));
+      pack.entry({ ...header, mode: header.mode ?? 0o644, mtime: header.mtime ?? new Date(0) } as tar.Header, body ?? '', (err) => (err ? reject(err) : resolve()));
     });
   }
   pack.finalize();

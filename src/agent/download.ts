@@ -1,0 +1,179 @@
+// One manifest being downloaded: have-subscriptions to a bounded set of peers feed the scheduler,
+// which decides which chunk to ask which peer for; every chunk is verified by the store on arrival.
+import type { PeerId } from '@libp2p/interface';
+import { CorruptChunkError, type SignedManifest } from '../store/types.js';
+import { ChunkBusyError, ChunkMissError } from '../protocol/chunk-exchange.js';
+import { subscribeHave, type HaveSubscription } from '../protocol/have.js';
+import { DownloadScheduler } from './scheduler.js';
+import type { Swarm } from './swarm.js';
+
+/** Sources per download: the nearest few plus some random ones, whatever the fleet size. */
+const NEAR_SOURCES = 8;
+const RANDOM_SOURCES = 4;
+const TICK_MS = 200;
+
+export interface SourceStats { peer: string; bytes: number; chunks: number }
+
+export class Download {
+  readonly startedAt = Date.now();
+  readonly sched: DownloadScheduler;
+  private readonly subs = new Map<string, HaveSubscription>();
+  private readonly sources = new Map<string, SourceStats>();
+  private wake: (() => void) | null = null;
+  private stopped = false;
+  /** Chunks already on disk when this download started (a restart resumes from them). */
+  readonly resumedChunks: number;
+  fetchedChunks = 0;
+  fetchedBytes = 0;
+  duplicateChunks = 0;
+  private lastPeerScan = 0;
+
+  constructor(private readonly swarm: Swarm, readonly sm: SignedManifest, have: boolean[]) {
+    this.sched = new DownloadScheduler(sm.manifest.chunks, have, { localZone: swarm.zone });
+    this.resumedChunks = have.filter(Boolean).length;
+  }
+
+  get id(): string { return this.sm.id; }
+
+  /** Resolves when every chunk is in the store; rejects only when stopped. */
+  async run(): Promise<void> {
+    while (!this.sched.isDone()) {
+      if (this.stopped) throw new Error('download stopped');
+      const now = Date.now();
+      if (now - this.lastPeerScan > 2000 || this.subs.size === 0) {
+        this.lastPeerScan = now;
+        this.refreshSources();
+      }
+      for (const a of this.sched.next(now)) void this.fetch(a.peer, a.index);
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, TICK_MS);
+      });
+      this.wake = null;
+    }
+    this.closeSubs();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.closeSubs();
+    this.wake?.();
+  }
+
+  peerGone(peer: string): void {
+    this.subs.get(peer)?.close();
+    this.subs.delete(peer);
+    this.sched.removePeer(peer);
+    this.wake?.();
+  }
+
+  ban(peer: string): void {
+    this.sched.ban(peer);
+    this.subs.get(peer)?.close();
+    this.subs.delete(peer);
+  }
+
+  status() {
+    const st = this.sched.stats();
+    const secs = Math.max(0.001, (Date.now() - this.startedAt) / 1000);
+    return {
+      manifestId: this.sm.id,
+      name: this.sm.manifest.runtime.name,
+      version: this.sm.manifest.runtime.version,
+      chunks: st.total,
+      chunksHave: st.have,
+      bytesHave: st.bytesHave,
+      bytesTotal: st.bytesTotal,
+      rateBps: Math.round(this.fetchedBytes / secs),
+      resumedChunks: this.resumedChunks,
+      fetchedChunks: this.fetchedChunks,
+      fetchedBytes: this.fetchedBytes,
+      duplicateChunks: this.duplicateChunks,
+      startedAt: new Date(this.startedAt).toISOString(),
+      sources: [...this.sources.values()].sort((a, b) => b.bytes - a.bytes),
+    };
+  }
+
+  private closeSubs(): void {
+    for (const s of this.subs.values()) s.close();
+    this.subs.clear();
+  }
+
+  /** Subscribe to a bounded set of connected peers: the nearest plus a few random ones. */
+  private refreshSources(): void {
+    const candidates = this.swarm.usablePeers().filter((p) => !this.subs.has(p.toString()));
+    const want = NEAR_SOURCES + RANDOM_SOURCES - this.subs.size;
+    if (want <= 0 || candidates.length === 0) return;
+    const ranked = this.swarm.rankByNearness(candidates);
+    const near = ranked.slice(0, Math.min(want, NEAR_SOURCES));
+    const rest = ranked.slice(near.length).sort(() => Math.random() - 0.5).slice(0, Math.max(0, want - near.length));
+    for (const peer of [...near, ...rest]) void this.subscribe(peer);
+  }
+
+  private async subscribe(peer: PeerId): Promise<void> {
+    const key = peer.toString();
+    if (this.subs.has(key) || this.stopped) return;
+    try {
+      const sub = await subscribeHave(this.swarm.node, peer, this.sm.id,
+        (has) => {
+          const bits = new Uint8Array(Math.ceil(this.sm.manifest.chunks.length / 8));
+          for (let i = 0; i < this.sm.manifest.chunks.length; i++) if (has(i)) bits[i >> 3] |= 0x80 >> (i & 7);
+          this.sched.setPeerHave(key, bits);
+          this.sched.setPeerInfo(key, this.swarm.peerInfo(key));
+          this.wake?.();
+        },
+        (index) => {
+          if (index < this.sm.manifest.chunks.length) this.sched.peerHas(key, index);
+          this.wake?.();
+        });
+      if (this.stopped) { sub.close(); return; }
+      this.subs.set(key, sub);
+      void sub.ended.then(() => {
+        if (this.subs.get(key) === sub) this.subs.delete(key);
+      });
+    } catch {
+      // The peer may not speak the protocol yet or went away; the next scan tries again.
+    }
+  }
+
+  private async fetch(peer: string, index: number): Promise<void> {
+    const ref = this.sm.manifest.chunks[index];
+    const started = performance.now();
+    try {
+      if (await this.swarm.store.chunks.has(ref.id)) {
+        // Stored meanwhile by an endgame duplicate or by another manifest sharing the chunk.
+        this.sched.delivered(peer, index, 0, 1);
+        this.duplicateChunks++;
+        return;
+      }
+      const client = this.swarm.clientFor(peer);
+      const got = await client.fetch(ref.id);
+      if (got.size !== ref.size) throw new CorruptChunkError(ref.id, `peer sent ${got.size} bytes, manifest says ${ref.size}`);
+      if (await this.swarm.store.chunks.has(ref.id)) {
+        this.duplicateChunks++;
+      } else {
+        await this.swarm.store.chunks.putStored(ref.id, got.codec, got.data, got.size);
+        this.fetchedChunks++;
+        this.fetchedBytes += got.data.length;
+        const s = this.sources.get(peer) ?? { peer, bytes: 0, chunks: 0 };
+        s.bytes += got.data.length;
+        s.chunks++;
+        this.sources.set(peer, s);
+        this.swarm.chunkStored(ref.id);
+      }
+      this.sched.delivered(peer, index, got.data.length, Math.max(1, performance.now() - started));
+    } catch (err) {
+      if (err instanceof CorruptChunkError) {
+        this.swarm.peerSentCorrupt(peer, err);
+      } else if (err instanceof ChunkBusyError) {
+        this.sched.busy(peer, index, Date.now());
+      } else if (err instanceof ChunkMissError) {
+        this.sched.failed(peer, index, Date.now());
+      } else {
+        this.sched.failed(peer, index, Date.now());
+      }
+    } finally {
+      this.wake?.();
+    }
+  }
+}

@@ -1,0 +1,392 @@
+// DownloadScheduler policies one by one: rarest first, holder choice, caps, busy backoff, ban, endgame, bitfields.
+import test from 'ava';
+
+import { DownloadScheduler, decodeBitfield, encodeBitfield, type Assignment } from '../src/agent/scheduler.js';
+import { decodeHaveBits, encodeHaveBits } from '../src/protocol/messages.js';
+import type { ChunkRef } from '../src/store/types.js';
+
+/** mulberry32: a tiny seeded PRNG, so every run makes the same "random" choices. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function chunks(n: number, size = 1000): ChunkRef[] {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `sha256:${i.toString(16).padStart(64, '0')}`,
+    size,
+    storedSize: size,
+    codec: 'raw' as const,
+  }));
+}
+
+/** A bitfield holding exactly the given chunk indexes. */
+function holding(n: number, indexes: Iterable<number>): Uint8Array {
+  const have = new Array<boolean>(n).fill(false);
+  for (const i of indexes) have[i] = true;
+  return encodeBitfield(have);
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_, i) => from + i);
+}
+
+function countByPeer(assignments: Assignment[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const a of assignments) counts.set(a.peer, (counts.get(a.peer) ?? 0) + 1);
+  return counts;
+}
+
+test('bitfields are MSB-first and match the protocol encoding', (t) => {
+  const have = [true, false, false, false, false, false, false, true, false, true];
+  const bits = encodeBitfield(have);
+  t.deepEqual([...bits], [0b1000_0001, 0b0100_0000]);
+  t.deepEqual(decodeBitfield(bits, have.length), have);
+  t.is(Buffer.from(bits).toString('base64'), encodeHaveBits(have.length, [0, 7, 9]));
+  const fromWire = decodeHaveBits(encodeHaveBits(10, [0, 7, 9]));
+  t.deepEqual(range(0, 10).map(fromWire), have);
+  t.deepEqual(decodeBitfield(new Uint8Array([0xff]), 12), [...new Array(8).fill(true), false, false, false, false]);
+});
+
+test('rarest first: the chunks held by the fewest peers are requested first; unheld chunks are skipped', (t) => {
+  const n = 21;
+  const s = new DownloadScheduler(chunks(n), [], {
+    maxInFlightPerPeer: 10,
+    maxInFlightTotal: 6,
+    random: seeded(1),
+  });
+  // Chunks 0-9 are held by 3 peers, 10-14 by 2, 15-19 by 1, and chunk 20 by nobody.
+  s.setPeerHave('a', holding(n, range(0, 20)));
+  s.setPeerHave('b', holding(n, range(0, 15)));
+  s.setPeerHave('c', holding(n, range(0, 10)));
+  const first = s.next(0);
+  t.is(first.length, 6);
+  t.deepEqual(
+    first.slice(0, 5).map((a) => a.index).sort((x, y) => x - y),
+    range(15, 20),
+    'the five single-holder chunks come first',
+  );
+  t.true(first.slice(0, 5).every((a) => a.peer === 'a'));
+  t.true(first[5]!.index >= 10 && first[5]!.index < 15, 'then a chunk held by two peers');
+
+  // Play it to the end: chunk 20 is never requested, everything else is.
+  const requested = new Set(first.map((a) => a.index));
+  let now = 1;
+  let batch = first;
+  while (batch.length > 0 || s.inFlight() > 0) {
+    for (const a of batch) s.delivered(a.peer, a.index, 1000, 1);
+    batch = s.next(now++);
+    for (const a of batch) requested.add(a.index);
+  }
+  t.false(requested.has(20));
+  t.is(s.missing(), 1);
+  t.false(s.isDone());
+  s.peerHas('c', 20);
+  const last = s.next(now);
+  t.deepEqual(last, [{ peer: 'c', index: 20 }]);
+  s.delivered('c', 20, 1000, 1);
+  t.true(s.isDone());
+});
+
+test('equally rare chunks are picked in a random order, so hosts spread over different chunks', (t) => {
+  const firstPicks = [1, 2, 3, 4].map((seed) => {
+    const s = new DownloadScheduler(chunks(200), [], { maxInFlightTotal: 4, random: seeded(seed) });
+    s.setPeerHave('publisher', holding(200, range(0, 200)));
+    return s.next(0).map((a) => a.index);
+  });
+  const distinct = new Set(firstPicks.flat());
+  t.true(distinct.size >= 14, `hosts chose overlapping chunks: ${JSON.stringify(firstPicks)}`);
+});
+
+test('chunks already held locally are never requested; a predicate works as localHave', (t) => {
+  const n = 40;
+  const s = new DownloadScheduler(chunks(n), (i) => i % 2 === 0, { maxInFlightPerPeer: 40, maxInFlightTotal: 40 });
+  s.setPeerHave('a', holding(n, range(0, n)));
+  t.is(s.missing(), 20);
+  const batch = s.next(0);
+  t.is(batch.length, 20);
+  t.true(batch.every((a) => a.index % 2 === 1));
+  t.like(s.stats(), { total: 40, have: 20, bytesHave: 20_000, bytesTotal: 40_000 });
+});
+
+test('a peer that delivered faster gets the work', (t) => {
+  const n = 50;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 2, random: seeded(2) });
+  s.setPeerHave('fast', holding(n, range(0, n)));
+  s.setPeerHave('slow', holding(n, range(0, n)));
+  const first = s.next(0);
+  t.deepEqual([...countByPeer(first).keys()].sort(), ['fast', 'slow'], 'untried equal peers share the first work');
+  for (const a of first) s.delivered(a.peer, a.index, 1_000_000, a.peer === 'fast' ? 10 : 200);
+  const second = s.next(1);
+  t.deepEqual(countByPeer(second), new Map([['fast', 2]]));
+  const stats = s.stats().peers;
+  t.is(stats.find((p) => p.peer === 'fast')!.rateBps, 100_000_000);
+  t.is(stats.find((p) => p.peer === 'slow')!.rateBps, 5_000_000);
+});
+
+test('over a whole download a fast peer serves far more than a slow one', (t) => {
+  const n = 300;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 4, random: seeded(3) });
+  const msPerChunk: Record<string, number> = { fast: 2, slow: 20 };
+  for (const peer of Object.keys(msPerChunk)) s.setPeerHave(peer, holding(n, range(0, n)));
+  // Each peer serves its requests one after another, like a real upload link.
+  const queue: Array<{ at: number; a: Assignment }> = [];
+  const linkFreeAt: Record<string, number> = { fast: 0, slow: 0 };
+  let now = 0;
+  const issue = () => {
+    for (const a of s.next(now)) {
+      const start = Math.max(now, linkFreeAt[a.peer]!);
+      linkFreeAt[a.peer] = start + msPerChunk[a.peer]!;
+      queue.push({ at: linkFreeAt[a.peer]!, a });
+    }
+    queue.sort((x, y) => x.at - y.at);
+  };
+  issue();
+  while (queue.length > 0) {
+    const { at, a } = queue.shift()!;
+    now = at;
+    s.delivered(a.peer, a.index, 1000, msPerChunk[a.peer]!);
+    issue();
+  }
+  t.true(s.isDone());
+  const served = new Map(s.stats().peers.map((p) => [p.peer, p.delivered]));
+  t.is(served.get('fast')! + served.get('slow')!, n);
+  t.true(served.get('fast')! > 5 * served.get('slow')!, `fast ${served.get('fast')}, slow ${served.get('slow')}`);
+});
+
+test('a holder in the local zone is preferred, even over a faster one elsewhere', (t) => {
+  const n = 20;
+  const s = new DownloadScheduler(chunks(n), [], {
+    maxInFlightPerPeer: 3,
+    maxInFlightTotal: 5,
+    localZone: 'rack-1',
+    random: seeded(4),
+  });
+  for (const peer of ['far', 'near', 'unknown']) s.setPeerHave(peer, holding(n, range(0, n)));
+  s.setPeerInfo('far', { zone: 'rack-2', rttMs: 1 });
+  s.setPeerInfo('near', { zone: 'rack-1', rttMs: 30 });
+  s.setPeerInfo('unknown', { rttMs: 1 });
+  // 'far' has proven much faster than 'near'.
+  s.peerHas('far', 0);
+  s.delivered('far', 0, 1_000_000, 1);
+  s.delivered('near', 1, 1_000_000, 100);
+  const batch = s.next(0);
+  // 'near' fills its 3 slots first; the zone-less peer ranks before the known-far one.
+  t.deepEqual(countByPeer(batch), new Map([['near', 3], ['unknown', 2]]));
+  t.deepEqual(batch.slice(0, 3).map((a) => a.peer), ['near', 'near', 'near']);
+});
+
+test('lower RTT breaks ties between peers of equal rate', (t) => {
+  const n = 20;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 3, random: seeded(5) });
+  for (const peer of ['a', 'b', 'c']) s.setPeerHave(peer, holding(n, range(0, n)));
+  s.setPeerInfo('a', { rttMs: 40 });
+  s.setPeerInfo('b', { rttMs: 2 });
+  s.setPeerInfo('c', { rttMs: 9 });
+  t.deepEqual(countByPeer(s.next(0)), new Map([['b', 3]]));
+
+  // Once all three have delivered at the same rate, RTT still decides.
+  const s2 = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 3, random: seeded(5) });
+  for (const [i, peer] of ['a', 'b', 'c'].entries()) {
+    s2.setPeerHave(peer, holding(n, range(0, n)));
+    s2.delivered(peer, i, 50_000, 5);
+  }
+  s2.setPeerInfo('a', { rttMs: 40 });
+  s2.setPeerInfo('b', { rttMs: 9 });
+  s2.setPeerInfo('c', { rttMs: 2 });
+  t.deepEqual(countByPeer(s2.next(0)), new Map([['c', 3]]));
+});
+
+test('equal peers share the load', (t) => {
+  const n = 100;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 20, maxInFlightTotal: 20, random: seeded(6) });
+  for (const peer of ['a', 'b', 'c', 'd']) s.setPeerHave(peer, holding(n, range(0, n)));
+  t.deepEqual(
+    countByPeer(s.next(0)),
+    new Map([
+      ['a', 5],
+      ['b', 5],
+      ['c', 5],
+      ['d', 5],
+    ]),
+  );
+});
+
+test('per-peer and total caps hold, and a chunk is never asked of two peers outside the endgame', (t) => {
+  const n = 100;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 3, maxInFlightTotal: 10, random: seeded(7) });
+  for (const peer of ['a', 'b', 'c', 'd', 'e', 'f']) s.setPeerHave(peer, holding(n, range(0, n)));
+  const batch = s.next(0);
+  t.is(batch.length, 10);
+  t.is(s.inFlight(), 10);
+  t.true([...countByPeer(batch).values()].every((c) => c <= 3));
+  t.is(new Set(batch.map((a) => a.index)).size, 10);
+  t.deepEqual(s.next(1), [], 'nothing more while the total cap is reached');
+  s.delivered(batch[0]!.peer, batch[0]!.index, 1000, 1);
+  const refill = s.next(2);
+  t.is(refill.length, 1);
+  t.false(batch.some((a) => a.index === refill[0]!.index));
+
+  // A single holder never gets more than its per-peer cap, whatever the total cap.
+  const single = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 3, maxInFlightTotal: 50 });
+  single.setPeerHave('only', holding(n, range(0, n)));
+  t.is(single.next(0).length, 3);
+  t.deepEqual(single.next(0), []);
+});
+
+test('a busy peer is not asked again until its backoff has passed', (t) => {
+  const n = 10;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 2, maxInFlightTotal: 10, busyBackoffMs: 500 });
+  s.setPeerHave('a', holding(n, range(0, n)));
+  s.setPeerHave('b', holding(n, [9]));
+  const batch = s.next(0);
+  t.deepEqual(countByPeer(batch), new Map([['a', 2], ['b', 1]]));
+  const fromA = batch.find((a) => a.peer === 'a')!;
+  s.busy('a', fromA.index, 1000);
+  t.is(s.inFlight(), 2, 'the busy request is no longer in flight');
+  t.deepEqual(s.next(1000), []);
+  t.deepEqual(s.next(1499), [], 'still backing off');
+  const after = s.next(1500);
+  t.deepEqual(countByPeer(after), new Map([['a', 1]]));
+
+  // An error backs off the same way; a miss does not, but clears the have bit.
+  s.failed('a', after[0]!.index, 2000, 'error');
+  t.deepEqual(s.next(2400), []);
+  t.is(s.next(2500).length, 1);
+  s.delivered('b', 9, 1000, 1);
+  const bAgain = s.next(2500);
+  t.deepEqual(bAgain, [], 'b holds nothing else');
+});
+
+test('a miss clears the have bit so the chunk goes to another holder', (t) => {
+  const n = 1;
+  const s = new DownloadScheduler(chunks(n), [], { random: seeded(8) });
+  s.setPeerHave('liar', holding(n, [0]));
+  s.setPeerHave('honest', holding(n, [0]));
+  s.setPeerInfo('liar', { rttMs: 1 });
+  s.setPeerInfo('honest', { rttMs: 50 });
+  s.setPeerInfo('liar', { rttMs: 1 });
+  const first = s.next(0);
+  // With one chunk missing and two holders the endgame asks both at once.
+  t.deepEqual(first.map((a) => a.peer).sort(), ['honest', 'liar']);
+  s.failed('liar', 0, 1, 'miss');
+  t.deepEqual(s.next(1), [], 'the liar no longer counts as a holder');
+  t.deepEqual(s.delivered('honest', 0, 1000, 1), []);
+  t.true(s.isDone());
+});
+
+test('a banned peer gets nothing more and its chunks go to others; it stays banned after reconnecting', (t) => {
+  const n = 2;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 1, endgameRemaining: 0, random: seeded(9) });
+  s.setPeerHave('bad', holding(n, [0, 1]));
+  s.setPeerHave('good', holding(n, [0, 1]));
+  s.setPeerInfo('bad', { rttMs: 1 });
+  s.setPeerInfo('good', { rttMs: 50 });
+  const first = s.next(0);
+  t.is(first.length, 2);
+  const badIndex = first.find((a) => a.peer === 'bad')!.index;
+  const goodIndex = first.find((a) => a.peer === 'good')!.index;
+  s.ban('bad');
+  t.is(s.inFlight(), 1, "the banned peer's request was dropped at once");
+  t.deepEqual(s.next(1), [], 'good is at its cap and bad is out');
+  s.delivered('good', goodIndex, 1000, 1);
+  t.deepEqual(s.next(2), [{ peer: 'good', index: badIndex }]);
+
+  s.removePeer('bad');
+  s.setPeerHave('bad', holding(n, [0, 1]));
+  s.peerHas('bad', badIndex);
+  s.failed('good', badIndex, 3, 'error');
+  t.deepEqual(s.next(3), [], 'only the banned peer is free, and it gets nothing');
+  t.true(s.stats().peers.find((p) => p.peer === 'bad')!.banned);
+  t.is(s.next(600).length, 1);
+});
+
+test('a removed peer frees its slots and its chunks are reassigned', (t) => {
+  const n = 6;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 3, endgameRemaining: 0, random: seeded(10) });
+  s.setPeerHave('a', holding(n, range(0, n)));
+  s.setPeerHave('b', holding(n, range(0, n)));
+  const first = s.next(0);
+  t.is(first.length, 6);
+  const fromA = first.filter((a) => a.peer === 'a').map((a) => a.index);
+  s.removePeer('a');
+  t.is(s.inFlight(), 3);
+  t.false(s.stats().peers.some((p) => p.peer === 'a'));
+  for (const a of first.filter((x) => x.peer === 'b')) s.delivered('b', a.index, 1000, 1);
+  const second = s.next(1);
+  t.deepEqual(second.map((a) => a.index).sort(), fromA.sort());
+  t.true(second.every((a) => a.peer === 'b'));
+  // A late answer from the removed peer still counts once, and cancels b's request for it.
+  t.deepEqual(s.delivered('a', fromA[0]!, 1000, 1), [{ peer: 'b', index: fromA[0]! }]);
+  t.is(s.inFlight(), 2);
+});
+
+test('endgame: the last chunks are asked of a second holder, and delivery names the duplicate to cancel', (t) => {
+  const n = 20;
+  const s = new DownloadScheduler(chunks(n), [], {
+    maxInFlightPerPeer: 8,
+    maxInFlightTotal: 16,
+    endgameRemaining: 4,
+    random: seeded(11),
+  });
+  for (const peer of ['a', 'b', 'c']) s.setPeerHave(peer, holding(n, range(0, n)));
+  const first = s.next(0);
+  t.is(first.length, 16);
+  t.is(new Set(first.map((a) => a.index)).size, 16, 'no duplicates while many chunks remain');
+  const byIndex = new Map(first.map((a) => [a.index, a.peer]));
+  // Deliver 12 of them: 4 pending + 4 in flight remain, 8 missing > 4, so still no endgame.
+  const delivered = first.slice(0, 12);
+  for (const a of delivered) t.deepEqual(s.delivered(a.peer, a.index, 1000, 1), []);
+  const refill = s.next(1);
+  t.is(refill.length, 4);
+  t.is(new Set([...refill, ...first.slice(12)].map((a) => a.index)).size, 8);
+  for (const a of refill) byIndex.set(a.index, a.peer);
+  // Deliver 4 more: 4 missing, all in flight: endgame duplicates each on another holder.
+  for (const a of first.slice(12)) s.delivered(a.peer, a.index, 1000, 1);
+  t.is(s.missing(), 4);
+  const dups = s.next(2);
+  t.is(dups.length, 4);
+  for (const d of dups) {
+    t.true(byIndex.has(d.index));
+    t.not(d.peer, byIndex.get(d.index), 'the duplicate goes to a different holder');
+  }
+  t.deepEqual(s.next(3), [], 'at most two requests per chunk');
+  t.is(s.inFlight(), 8);
+
+  for (const d of dups) {
+    const cancel = s.delivered(d.peer, d.index, 1000, 1);
+    t.deepEqual(cancel, [{ peer: byIndex.get(d.index)!, index: d.index }]);
+    // The cancelled request may still arrive; it must not count twice.
+    t.deepEqual(s.delivered(byIndex.get(d.index)!, d.index, 1000, 1), []);
+  }
+  t.true(s.isDone());
+  t.is(s.inFlight(), 0);
+  const served = s.stats().peers.reduce((sum, p) => sum + p.delivered, 0);
+  t.is(served, n, 'each chunk counted once');
+  t.like(s.stats(), { have: n, bytesHave: n * 1000, bytesTotal: n * 1000 });
+});
+
+test('no endgame while a missing chunk is still waiting for a free holder', (t) => {
+  const n = 3;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 1, maxInFlightTotal: 16, random: seeded(12) });
+  s.setPeerHave('a', holding(n, range(0, n)));
+  s.setPeerHave('b', holding(n, range(0, n)));
+  const first = s.next(0);
+  t.is(first.length, 2);
+  t.is(new Set(first.map((a) => a.index)).size, 2, 'the third chunk waits; nobody is asked twice');
+});
+
+test('options are validated', (t) => {
+  t.throws(() => new DownloadScheduler(chunks(1), [], { maxInFlightPerPeer: 0 }), {
+    message: /maxInFlightPerPeer must be an integer >= 1/,
+  });
+  t.throws(() => new DownloadScheduler(chunks(1), [], { busyBackoffMs: -1 }), { message: /busyBackoffMs/ });
+  const s = new DownloadScheduler(chunks(2), []);
+  t.throws(() => s.peerHas('a', 2), { instanceOf: RangeError, message: /chunk index 2 is outside 0\.\.1/ });
+});
