@@ -202,12 +202,10 @@ function child(args: string[]): Promise<{ line: string; done: Promise<string[]>;
   });
 }
 
-/** The run with the median rate out of `repeat`: the machine is shared, single runs are noisy. */
-async function medianOf(repeat: number, run: () => Promise<ReceiverResult>): Promise<ReceiverResult> {
-  const results: ReceiverResult[] = [];
-  for (let i = 0; i < repeat; i++) results.push(await run());
-  results.sort((a, b) => a.bytes / a.seconds - b.bytes / b.seconds);
-  return results[Math.floor(results.length / 2)]!;
+/** The run with the median rate: the machine may be shared, single runs are noisy. */
+function median(results: ReceiverResult[]): ReceiverResult {
+  const sorted = [...results].sort((a, b) => a.bytes / a.seconds - b.bytes / b.seconds);
+  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 async function runPair(sender: string[], receiver: (first: string) => string[]): Promise<ReceiverResult> {
@@ -253,19 +251,27 @@ async function main(): Promise<void> {
 
   const seed = randomBytes(32).toString('hex');
   const flags = ['--mib', String(s.mib), '--chunk-kib', String(s.chunkBytes / 1024), '--in-flight', String(s.inFlight)];
-  const repeat = s.repeat;
-  console.log(`${s.mib} MiB in ${s.chunkBytes / 1024} KiB chunks, ${s.inFlight} in flight, loopback, median of ${repeat} runs`);
-  const exchange = (spec: string) => () =>
-    runPair(['send-libp2p', seed, spec, ...flags], (addr) => ['recv-libp2p', addr, seed, spec, ...flags]);
-  const tcp = show('plain TCP copy (node:net)', await medianOf(repeat, () => runPair(['send-tcp', seed, ...flags], (port) => ['recv-tcp', port, ...flags])));
-  const tuned = show('chunk exchange, tuned yamux', await medianOf(repeat, exchange('tuned')));
-  const stock = show('chunk exchange, stock yamux', await medianOf(repeat, exchange('stock')));
-  console.log(`ratio exchange/TCP: tuned ${(tuned / tcp).toFixed(2)}, stock ${(stock / tcp).toFixed(2)}`);
+  console.log(`${s.mib} MiB in ${s.chunkBytes / 1024} KiB chunks, ${s.inFlight} in flight, loopback, median of ${s.repeat} rounds`);
+  const runs: Array<{ label: string; run: () => Promise<ReceiverResult> }> = [
+    { label: 'plain TCP copy (node:net)', run: () => runPair(['send-tcp', seed, ...flags], (port) => ['recv-tcp', port, ...flags]) },
+  ];
   // Extra muxer settings to compare, as --muxer MSG_KIB:INITIAL_WINDOW_KIB:MAX_WINDOW_KIB (repeatable).
-  for (let at = process.argv.indexOf('--muxer'); at >= 0; at = process.argv.indexOf('--muxer', at + 1)) {
-    const spec = process.argv[at + 1]!;
-    const r = show(`chunk exchange, yamux ${spec}`, await medianOf(repeat, exchange(spec)));
-    console.log(`ratio exchange/TCP: ${spec} ${(r / tcp).toFixed(2)}`);
+  const specs = ['tuned', 'stock'];
+  for (let at = process.argv.indexOf('--muxer'); at >= 0; at = process.argv.indexOf('--muxer', at + 1)) specs.push(process.argv[at + 1]!);
+  for (const spec of specs) {
+    runs.push({
+      label: `chunk exchange, ${spec} yamux`,
+      run: () => runPair(['send-libp2p', seed, spec, ...flags], (addr) => ['recv-libp2p', addr, seed, spec, ...flags]),
+    });
+  }
+  // Rounds interleave the variants, so load from other work on a shared machine hits them all alike.
+  const results = runs.map(() => [] as ReceiverResult[]);
+  for (let round = 0; round < s.repeat; round++) {
+    for (const [i, { run }] of runs.entries()) results[i]!.push(await run());
+  }
+  const rates = runs.map(({ label }, i) => show(label, median(results[i]!)));
+  for (let i = 1; i < runs.length; i++) {
+    console.log(`ratio ${runs[i]!.label} / TCP copy: ${(rates[i]! / rates[0]!).toFixed(2)}`);
   }
 }
 

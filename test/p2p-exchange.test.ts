@@ -175,7 +175,7 @@ test('with one upload slot, a second client is told busy while the first is serv
     maxConcurrentUploads: 1,
     // Slow serving keeps the single slot taken long enough for the second request to arrive.
     faultHook: async (_id, data) => {
-      await new Promise((resolve) => setTimeout(resolve, 400));
+      await new Promise((resolve) => setTimeout(resolve, 1000));
       return data;
     },
   });
@@ -183,7 +183,8 @@ test('with one upload slot, a second client is told busy while the first is serv
   const second = client(t, pair, 1);
 
   const slow = fetchAndStore(first, pair.clientStore, ids[0]!);
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // Wait until the first request holds the only slot, however slow this machine is.
+  while (server.stats().activeUploads === 0) await new Promise((resolve) => setTimeout(resolve, 5));
   const err = await t.throwsAsync(second.fetch(ids[0]!), { instanceOf: ChunkBusyError });
   t.is(err!.peerId, pair.server.peerId.toString());
   t.is((await slow).id, ids[0]);
@@ -200,11 +201,11 @@ test('a missing chunk is a ChunkMissError; a stalled answer times out and the cl
   await serve(t, pair, {
     maxConcurrentUploads: 4,
     faultHook: async (_id, data) => {
-      if (stall) await new Promise((resolve) => setTimeout(resolve, 1500));
+      if (stall) await new Promise((resolve) => setTimeout(resolve, 5000));
       return data;
     },
   });
-  const c = client(t, pair, 2, 500);
+  const c = client(t, pair, 2, 1500);
 
   const absent = sha256Id(Buffer.from('not stored anywhere'));
   await t.throwsAsync(c.fetch(absent), { instanceOf: ChunkMissError });

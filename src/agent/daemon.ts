@@ -160,7 +160,7 @@ export class Agent {
         if (!stillUsed) await this.store.index.deleteManifest(r.manifestId);
         log(`removed ${r.name}@${r.version} from ${r.path}`);
       }
-      const gc = await this.store.gc();
+      const gc = await this.store.gc({ chunkGraceMs: 0 });
       return { removed: victims.map((r) => ({ name: r.name, version: r.version, path: r.path })), freedBytes: gc.bytes };
     });
   }

@@ -2,7 +2,7 @@
 // which decides which chunk to ask which peer for; every chunk is verified by the store on arrival.
 import type { PeerId } from '@libp2p/interface';
 import { CorruptChunkError, type SignedManifest } from '../store/types.js';
-import { ChunkBusyError, ChunkMissError } from '../protocol/chunk-exchange.js';
+import { ChunkBusyError, ChunkMissError, ChunkTimeoutError } from '../protocol/chunk-exchange.js';
 import { subscribeHave, type HaveSubscription } from '../protocol/have.js';
 import { DownloadScheduler } from './scheduler.js';
 import type { Swarm } from './swarm.js';
@@ -168,9 +168,11 @@ export class Download {
       } else if (err instanceof ChunkBusyError) {
         this.sched.busy(peer, index, Date.now());
       } else if (err instanceof ChunkMissError) {
-        this.sched.failed(peer, index, Date.now());
+        this.sched.failed(peer, index, Date.now(), 'miss');
+      } else if (err instanceof ChunkTimeoutError) {
+        this.sched.failed(peer, index, Date.now(), 'timeout');
       } else {
-        this.sched.failed(peer, index, Date.now());
+        this.sched.failed(peer, index, Date.now(), 'error');
       }
     } finally {
       this.wake?.();

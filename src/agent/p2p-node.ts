@@ -25,10 +25,11 @@ export type P2PServices = {
 export type P2PNode = Libp2p<P2PServices>;
 
 /**
- * Yamux settings for bulk chunk transfer. Measured with scripts/bench-exchange.ts on loopback (see the report
- * there): the per-stream window bounds throughput on links with real RTT (window / RTT), so it is raised from
- * the 256 KiB initial window up to 16 MiB; the muxer frame size is raised from 64 KiB so a 1 MiB chunk costs
- * fewer frame headers and event dispatches.
+ * Yamux settings for bulk chunk transfer. A stream moves at most one receive window per round trip, so on a
+ * real LAN/WAN link the stock 256 KiB initial window (grown only after several fast round trips) throttles the
+ * first chunks of every stream; starting at 1 MiB covers a whole average chunk. Larger muxer frames (256 KiB
+ * instead of 64 KiB) mean fewer frame headers and events per chunk. On loopback (no RTT) scripts/bench-exchange.ts
+ * shows the tuned and stock settings within run-to-run noise of each other; compare them there with --muxer.
  */
 export interface MuxerTuning {
   /** Largest yamux data frame this node sends. */

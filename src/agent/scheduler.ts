@@ -51,6 +51,8 @@ export interface PeerStats {
   rttMs: number | null;
   zone: string | null;
   banned: boolean;
+  /** False after removePeer; the counters are kept so a download's accounting adds up across reconnects. */
+  connected: boolean;
 }
 
 export interface SchedulerStats {
@@ -93,6 +95,8 @@ interface PeerState {
   delivered: number;
   bytes: number;
   banned: boolean;
+  /** False after removePeer, until something is heard from it again. */
+  connected: boolean;
 }
 
 /** A peer that can take a request now, with its ranking precomputed for one `next()` call. */
@@ -120,9 +124,8 @@ export class DownloadScheduler {
   /** Dense list of missing chunk indexes, with each one's position, for O(1) removal. */
   private readonly missingList: number[] = [];
   private readonly missingPos: Int32Array;
+  /** Every peer ever heard of; removed ones stay (disconnected) so a banned peer that reconnects stays banned. */
   private readonly peers = new Map<string, PeerState>();
-  /** Survives removePeer: a banned peer that reconnects stays banned. */
-  private readonly bannedIds = new Set<string>();
   private totalInFlight = 0;
   private bytesHave = 0;
   private readonly bytesTotal: number;
@@ -201,18 +204,20 @@ export class DownloadScheduler {
     if (info.zone !== undefined) state.zone = info.zone;
   }
 
-  /** The peer went away: forget what it holds and put its outstanding requests back to pending. */
+  /**
+   * The peer went away: forget what it holds and put its outstanding requests back to pending. Its counters
+   * and measured rate are kept; any later setPeerHave/peerHas/setPeerInfo for it counts as a reconnect.
+   */
   removePeer(peer: string): void {
     const state = this.peers.get(peer);
-    if (state === undefined) return;
+    if (state === undefined || !state.connected) return;
     this.dropPeerWork(state);
-    this.peers.delete(peer);
+    state.connected = false;
   }
 
   /** The peer sent a corrupt chunk: never ask it again, and put its outstanding requests back to pending. */
   ban(peer: string): void {
-    const state = this.peerState(peer);
-    this.bannedIds.add(peer);
+    const state = this.peers.get(peer) ?? this.addPeer(peer);
     if (state.banned) return;
     this.dropPeerWork(state);
     state.banned = true;
@@ -267,7 +272,7 @@ export class DownloadScheduler {
       state.rate = state.rate === null ? sample : state.rate + RATE_EWMA_WEIGHT * (sample - state.rate);
       state.bytes += bytes;
       if (fresh) state.delivered++;
-      if (!state.banned) this.markHolder(state, index);
+      if (!state.banned && state.connected) this.markHolder(state, index);
     }
     if (!fresh) return [];
 
@@ -360,6 +365,7 @@ export class DownloadScheduler {
         rttMs: state.rttMs,
         zone: state.zone,
         banned: state.banned,
+        connected: state.connected,
       });
     }
     return {
@@ -395,7 +401,7 @@ export class DownloadScheduler {
 
   /** Peers that may take a request now (not banned, not backing off, under the per-peer cap), ranked. */
   private openPeers(now: number): OpenPeer[] {
-    const live = [...this.peers.values()].filter((p) => !p.banned);
+    const live = [...this.peers.values()].filter((p) => !p.banned && p.connected);
     // Unmeasured peers rank as the median measured peer: good enough to be tried, not better than a proven one.
     const neutralRate = median(live.map((p) => p.rate));
     const neutralRtt = median(live.map((p) => p.rttMs));
@@ -471,23 +477,29 @@ export class DownloadScheduler {
     this.holderCount[index]!++;
   }
 
+  /** The state of a peer just heard from (reconnecting it if it had been removed). */
   private peerState(peer: string): PeerState {
-    let state = this.peers.get(peer);
-    if (state === undefined) {
-      state = {
-        id: peer,
-        has: new Uint8Array(this.chunks.length),
-        inFlight: new Set(),
-        backoffUntil: -Infinity,
-        rate: null,
-        rttMs: null,
-        zone: null,
-        delivered: 0,
-        bytes: 0,
-        banned: this.bannedIds.has(peer),
-      };
-      this.peers.set(peer, state);
-    }
+    const state = this.peers.get(peer);
+    if (state === undefined) return this.addPeer(peer);
+    state.connected = true;
+    return state;
+  }
+
+  private addPeer(peer: string): PeerState {
+    const state: PeerState = {
+      id: peer,
+      has: new Uint8Array(this.chunks.length),
+      inFlight: new Set(),
+      backoffUntil: -Infinity,
+      rate: null,
+      rttMs: null,
+      zone: null,
+      delivered: 0,
+      bytes: 0,
+      banned: false,
+      connected: true,
+    };
+    this.peers.set(peer, state);
     return state;
   }
 

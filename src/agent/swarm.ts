@@ -263,7 +263,10 @@ export class Swarm {
 
   private async learnManifest(id: string, from: PeerId[]): Promise<void> {
     const known = await this.store.index.getManifest(id);
-    if (known) return this.consider(known);
+    if (known) {
+      void this.consider(known);
+      return;
+    }
     for (const peer of from) {
       let raw: unknown;
       try {
@@ -287,7 +290,8 @@ export class Swarm {
       if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
       await this.store.index.putManifest(sm);
       log(`learned ${name}@${version} (${id}) from ${peer.toString()}`);
-      return this.consider(sm);
+      void this.consider(sm); // runs the whole download: do not hold up the caller
+      return;
     }
   }
 
@@ -455,7 +459,7 @@ export class Swarm {
         }
         await this.store.index.deleteManifest(sm.id);
       }
-      if (out.length) await this.store.gc();
+      if (out.length) await this.store.gc({ chunkGraceMs: 0 });
       return out;
     });
     if (removed.length) log(`removed ${removed.map((x) => `${x.name}@${x.version}`).join(', ')} (${fromGossip ? 'removal from the fleet' : 'removal'} of ${label(r)})`);

@@ -175,13 +175,13 @@ async function produceFromTar(ctx: SourceContext, gzipped: boolean): Promise<str
       let path = normaliseEntryPath(header.name);
       if (path === '') {
         if (type !== 'directory') throw new PackageError(`entry ${header.name} names the runtime root but is not a directory`);
-        await drain(entry);
+        await drain(entry.data);
         continue;
       }
       if (prefix === undefined) prefix = type === 'directory' ? path.split('/', 1)[0]! : '';
       if (prefix !== '') {
         if (path === prefix) {
-          await drain(entry);
+          await drain(entry.data);
           continue;
         }
         if (!path.startsWith(`${prefix}/`)) {
@@ -200,9 +200,9 @@ async function produceFromTar(ctx: SourceContext, gzipped: boolean): Promise<str
         mtime: header.mtime ?? new Date(0),
         size: header.size ?? 0,
         linkname,
-        data: type === 'file' ? entry : undefined,
+        data: type === 'file' ? entry.data : undefined,
       });
-      if (type !== 'file') await drain(entry);
+      if (type !== 'file') await drain(entry.data);
     }
   } finally {
     signal.removeEventListener('abort', stopOnAbort);

@@ -3,7 +3,7 @@
 // write can land outside destDir, and the only directories created implicitly are parents of paths
 // the rules have already shown to be free of symlinks.
 import { constants } from 'node:fs';
-import { chmod, lchown, lstat, link, lutimes, mkdir, open, symlink, unlink, utimes, chown } from 'node:fs/promises';
+import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { EntryRules, hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
@@ -18,6 +18,10 @@ export interface ExtractOptions {
 
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 const IMPLICIT_DIR_MODE = 0o755;
+const EMPTY = Buffer.alloc(0);
+// Files whose metadata and close are still in flight: enough to keep the thread pool busy, few
+// enough to stay far below any descriptor limit.
+const MAX_BACKGROUND = 32;
 
 interface DirAttributes {
   mode: number;
@@ -46,7 +50,7 @@ export async function extractTar(tar: Readable, destDir: string, opts: ExtractOp
       const path = normaliseEntryPath(header.name);
       if (path === '') {
         if (type !== 'directory') throw new PackageError(`entry ${header.name} names the runtime root but is not a directory`);
-        await drain(entry);
+        await drain(entry.data);
         continue;
       }
       const linkTarget = type === 'link' ? hardlinkTarget(path, header.linkname ?? '', '') : undefined;
@@ -58,7 +62,7 @@ export async function extractTar(tar: Readable, destDir: string, opts: ExtractOp
           await extractor.directory(path, mode, mtime);
           break;
         case 'file':
-          await extractor.file(path, mode, mtime, entry, header.size ?? 0, previous !== undefined);
+          await extractor.file(path, mode, mtime, entry.data, header.size ?? 0, previous !== undefined);
           break;
         case 'symlink':
           if (!header.linkname) throw new PackageError(`symlink ${path} has an empty target`);
@@ -68,10 +72,11 @@ export async function extractTar(tar: Readable, destDir: string, opts: ExtractOp
           await extractor.hardlink(path, linkTarget!, previous !== undefined);
           break;
       }
-      if (type !== 'file') await drain(entry);
+      if (type !== 'file') await drain(entry.data);
     }
     await extractor.finishDirectories();
   } catch (err) {
+    await extractor.settle().catch(() => {});
     if (err instanceof PackageError) throw err;
     throw new PackageError(`extraction into ${destDir} failed: ${(err as Error).message}`);
   }
@@ -81,6 +86,10 @@ export async function extractTar(tar: Readable, destDir: string, opts: ExtractOp
 class Extractor {
   // Directories known to exist (created by us, explicitly or as parents); '' is destDir itself.
   private readonly existing = new Set<string>(['']);
+  private readonly background = new Set<Promise<void>>();
+  // The background task of each path still being written: a later entry replacing or hardlinking it waits.
+  private readonly creations = new Map<string, Promise<void>>();
+  private backgroundError: Error | null = null;
 
   constructor(
     private readonly destDir: string,
@@ -99,28 +108,61 @@ class Extractor {
 
   async file(path: string, mode: number, mtime: Date, data: AsyncIterable<Buffer>, size: number, replace: boolean): Promise<void> {
     await this.ensureParent(path);
-    if (replace) await unlink(this.abs(path));
+    await this.replaceable(path, replace);
+    const chunks = data[Symbol.asyncIterator]();
+    const first = await chunks.next();
+    const firstChunk = first.done ? EMPTY : first.value;
+    if (firstChunk.length === size) {
+      // The whole file is one chunk the tar parser already holds (no copy is made): the file can be
+      // written entirely in the background while the next entries are parsed. For trees of small
+      // files the round trips to the thread pool (open, write, chmod, utimes, close) dominate otherwise.
+      if (!first.done && !(await chunks.next()).done) throw new PackageError(`entry ${path} has more data than its size ${size}`);
+      const task = this.inBackground(path, async () => {
+        const handle = await open(this.abs(path), WRITE_FLAGS, 0o600);
+        try {
+          if (firstChunk.length > 0) await handle.write(firstChunk, 0, firstChunk.length, 0);
+          await this.finishFile(handle, mode, mtime);
+        } finally {
+          await handle.close();
+        }
+      });
+      await task;
+      return;
+    }
+
     const handle = await open(this.abs(path), WRITE_FLAGS, 0o600);
     try {
       let written = 0;
-      for await (const chunk of data) {
+      for (let next = first; !next.done; next = await chunks.next()) {
         // Each write is awaited, so the tar parser is held back while the disk catches up.
-        await handle.write(chunk, 0, chunk.length, written);
-        written += chunk.length;
+        await handle.write(next.value, 0, next.value.length, written);
+        written += next.value.length;
       }
       if (written !== size) throw new PackageError(`entry ${path} ended after ${written} of ${size} bytes`);
-      if (this.owner) await handle.chown(this.owner.uid, this.owner.gid);
-      // After chown, which would clear setuid bits anyway; the mode never carries them.
-      await handle.chmod(mode);
-      await handle.utimes(mtime, mtime);
-    } finally {
+    } catch (err) {
       await handle.close();
+      throw err;
     }
+    // The rest works on the open descriptor, so it can overlap with the next entries too.
+    await this.inBackground(path, async () => {
+      try {
+        await this.finishFile(handle, mode, mtime);
+      } finally {
+        await handle.close();
+      }
+    });
+  }
+
+  private async finishFile(handle: FileHandle, mode: number, mtime: Date): Promise<void> {
+    if (this.owner) await handle.chown(this.owner.uid, this.owner.gid);
+    // After chown, which would clear setuid bits anyway; the mode never carries them.
+    await handle.chmod(mode);
+    await handle.utimes(mtime, mtime);
   }
 
   async symlink(path: string, target: string, mtime: Date, replace: boolean): Promise<void> {
     await this.ensureParent(path);
-    if (replace) await unlink(this.abs(path));
+    await this.replaceable(path, replace);
     await symlink(target, this.abs(path));
     if (this.owner) await lchown(this.abs(path), this.owner.uid, this.owner.gid);
     await lutimes(this.abs(path), mtime, mtime);
@@ -128,13 +170,53 @@ class Extractor {
 
   async hardlink(path: string, target: string, replace: boolean): Promise<void> {
     await this.ensureParent(path);
-    if (replace) await unlink(this.abs(path));
+    await this.replaceable(path, replace);
+    await this.creations.get(target);
     // link(2) does not follow a symlink target: a hardlink to a symlink links the symlink itself.
     await link(this.abs(target), this.abs(path));
   }
 
+  /** Waits until a file still being created at `path` exists, and unlinks it when it is to be replaced. */
+  private async replaceable(path: string, replace: boolean): Promise<void> {
+    await this.creations.get(path);
+    if (this.backgroundError !== null) throw this.backgroundError;
+    if (replace) await unlink(this.abs(path));
+  }
+
+  /**
+   * Starts `task` (which creates or finishes the file at `path`) without waiting for it, keeping at most
+   * MAX_BACKGROUND in flight. Resolves once there is room for another; a failed task is rethrown here
+   * or by the next call.
+   */
+  private async inBackground(path: string, task: () => Promise<void>): Promise<void> {
+    if (this.backgroundError !== null) throw this.backgroundError;
+    const running: Promise<void> = task().then(
+      () => this.forget(path, running),
+      (err: unknown) => {
+        this.forget(path, running);
+        this.backgroundError ??= err as Error;
+      },
+    );
+    this.background.add(running);
+    this.creations.set(path, running);
+    if (this.background.size >= MAX_BACKGROUND) await Promise.race(this.background);
+    if (this.backgroundError !== null) throw this.backgroundError;
+  }
+
+  private forget(path: string, task: Promise<void>): void {
+    this.background.delete(task);
+    if (this.creations.get(path) === task) this.creations.delete(path);
+  }
+
+  /** Waits for every background task; called before returning, also on failure, so no write outlives extractTar. */
+  async settle(): Promise<void> {
+    while (this.background.size > 0) await Promise.all(this.background);
+    if (this.backgroundError !== null) throw this.backgroundError;
+  }
+
   /** Applies directory attributes deepest first, so setting a parent's mtime is the last change to it. */
   async finishDirectories(): Promise<void> {
+    await this.settle();
     const paths = [...this.dirs.keys()].sort((a, b) => depth(b) - depth(a));
     for (const path of paths) {
       const { mode, mtime } = this.dirs.get(path)!;

@@ -108,8 +108,10 @@ function decodeNumber(field: Buffer): number {
  * One entry: its header, and (iterating it) its data, which must be consumed before the next entry.
  * `header.type` is null at run time for typeflags tar-stream does not know (e.g. GNU sparse files).
  */
-export interface TarEntry extends AsyncIterable<Buffer> {
+export interface TarEntry {
   header: tarStream.Header;
+  /** The entry's data; a malformed archive or a failing source surfaces here as the mapped error too. */
+  data: AsyncIterable<Buffer>;
 }
 
 export interface TarReadOptions {
@@ -147,12 +149,29 @@ export async function* readTarEntries(source: Readable, opts: TarReadOptions): A
     }
   });
 
+  // Errors met while the consumer reads an entry's data (a truncated body, a gunzip failure) get the
+  // same treatment as errors between entries.
+  const failureOf = (err: unknown): Error => {
+    if (sourceFailure !== null) return mapSourceError(sourceFailure, opts);
+    if (err instanceof PackageError) return err;
+    return opts.invalid((err as Error).message);
+  };
+  async function* mappedData(data: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    try {
+      yield* data;
+    } catch (err) {
+      throw failureOf(err);
+    }
+  }
+
   try {
     try {
-      for await (const entry of extract) yield entry as unknown as TarEntry;
+      for await (const entry of extract) {
+        const source = entry as unknown as AsyncIterable<Buffer> & { header: tarStream.Header };
+        yield { header: source.header, data: mappedData(source) };
+      }
     } catch (err) {
-      if (sourceFailure !== null) throw mapSourceError(sourceFailure, opts);
-      throw opts.invalid((err as Error).message);
+      throw failureOf(err);
     }
     if (sourceFailure !== null) throw mapSourceError(sourceFailure, opts);
     if (!framing.endedCleanly()) {

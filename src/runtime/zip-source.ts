@@ -22,6 +22,8 @@ const UNIX_SPECIAL: Record<number, string> = {
 };
 const MADE_BY_UNIX = 3;
 const EXTENDED_TIMESTAMP = 0x5455;
+const UNICODE_PATH = 0x7075;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const MAX_SYMLINK_TARGET = 4096;
 
 interface ZipItem {
@@ -105,9 +107,9 @@ function readCentralDirectory(zip: yauzl.ZipFile, ctx: SourceContext, invalid: (
 }
 
 function describe(entry: yauzl.Entry): ZipItem {
-  const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, false);
-  const path = normaliseEntryPath(name);
   const unix = entry.versionMadeBy >>> 8 === MADE_BY_UNIX;
+  const name = fileNameOf(entry, unix);
+  const path = normaliseEntryPath(name);
   const attrs = unix ? entry.externalFileAttributes >>> 16 : 0;
   const format = attrs & S_IFMT;
   let type: string;
@@ -118,6 +120,24 @@ function describe(entry: yauzl.Entry): ZipItem {
   const permissions = attrs & 0o7777;
   const mode = permissions !== 0 ? permissions : type === 'directory' ? 0o755 : 0o644;
   return { entry, name, path, type, mode, mtime: mtimeOf(entry), key: Buffer.from(path) };
+}
+
+/**
+ * The spec says CP437 unless the UTF-8 flag or a Unicode path field says otherwise, but Info-ZIP on
+ * Unix stores names as the raw bytes it got from the file system, and unzip writes them back as they
+ * are. So a name from a Unix zip that is valid UTF-8 is taken as UTF-8, like unzip does.
+ */
+function fileNameOf(entry: yauzl.Entry, unix: boolean): string {
+  const flaggedUtf8 = (entry.generalPurposeBitFlag & 0x800) !== 0;
+  const hasUnicodeField = entry.extraFields.some((f) => f.id === UNICODE_PATH);
+  if (unix && !flaggedUtf8 && !hasUnicodeField) {
+    try {
+      return strictUtf8.decode(entry.fileNameRaw);
+    } catch {
+      // Not UTF-8: fall through to the spec's CP437.
+    }
+  }
+  return yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, false);
 }
 
 /** Info-ZIP's extended timestamp (UTC seconds) when present; otherwise the DOS date, read as local time like unzip. */

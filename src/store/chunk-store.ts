@@ -19,6 +19,7 @@ import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/pr
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { deflateRaw, inflateRaw } from 'node:zlib';
+import { CHUNK_MAX } from './chunker.js';
 import { CorruptChunkError, type ChunkRef, type Codec } from './types.js';
 
 const deflateRawAsync = promisify(deflateRaw);
@@ -127,6 +128,10 @@ export class ChunkStore {
   async putStored(id: string, codec: Codec, stored: Buffer, size: number): Promise<ChunkRef> {
     const path = this.pathOf(id);
     if (!(codec in CODEC_BYTES)) throw new CorruptChunkError(id, `unknown codec ${JSON.stringify(codec)}`);
+    // The size comes from a verified manifest, but bound it anyway: it sizes the inflate buffer.
+    if (!Number.isSafeInteger(size) || size < 0 || size > CHUNK_MAX) {
+      throw new CorruptChunkError(id, `claimed size ${size} is outside 0..${CHUNK_MAX}`);
+    }
     await this.decodeAndVerify(id, codec, stored, size, `received from a peer, for ${path}`);
     const existing = await this.refIfPresent(id, true);
     if (existing) return existing;

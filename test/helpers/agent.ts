@@ -48,17 +48,25 @@ export interface AgentHandle {
 }
 
 /** `init` a config in dir (once), then start the daemon and wait until its socket answers. */
-export async function startAgent(t: ExecutionContext, dir: string, extra: string[] = []): Promise<AgentHandle> {
+export async function startAgent(
+  t: ExecutionContext,
+  dir: string,
+  extra: string[] = [],
+  opts: { initArgs?: string[]; env?: Record<string, string> } = {},
+): Promise<AgentHandle> {
   const config = path.join(dir, 'etc', 'config.yml');
   const dataDir = path.join(dir, 'data');
   const runtimesDir = path.join(dir, 'runtimes');
   const socket = path.join(dir, 'agent.sock');
   if (!(await exists(config))) {
     const r = await cli(['init', '--dir', path.join(dir, 'etc'), '--data-dir', dataDir, '--runtimes-dir', runtimesDir,
-      '--socket', socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']);
+      '--socket', socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', ...(opts.initArgs ?? [])]);
     if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`);
   }
-  const proc = spawn(process.execPath, [CLI, 'start', '--config', config, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, 'start', '--config', config, ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...(opts.env ?? {}) },
+  });
   let logs = '';
   proc.stdout!.on('data', (d) => (logs += d));
   proc.stderr!.on('data', (d) => (logs += d));
@@ -70,7 +78,11 @@ export async function startAgent(t: ExecutionContext, dir: string, extra: string
     clearTimeout(timer);
     return code;
   };
-  t.teardown(async () => { await stop(); });
+  t.teardown(async () => {
+    await stop();
+    // A failed test shows what its agents said; a passing one stays quiet.
+    if (!t.passed) console.error(`---- agent ${dir} log ----\n${logs}---- end ----`);
+  });
   const run = (args: string[]) => cli([...args, '--socket', socket]);
   const handle: AgentHandle = {
     dir, socket, dataDir, runtimesDir, config, proc, logs: () => logs, run, stop,
@@ -141,4 +153,43 @@ export async function listAll(root: string): Promise<string[]> {
   }
   await walk('');
   return out.sort();
+}
+
+/** Poll `check` until it returns a truthy value or the deadline passes; the last value is returned. */
+export async function waitFor<T>(what: string, check: () => Promise<T>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T;
+  for (;;) {
+    last = await check().catch(() => undefined as T);
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * Start `n` agents in one fleet: the first one inits a fleet key and a publisher key; the others share
+ * its fleet key, trust its publisher key and bootstrap to it.
+ */
+export async function startFleet(
+  t: ExecutionContext,
+  root: string,
+  n: number,
+  opts: { env?: (i: number) => Record<string, string> | undefined; extra?: (i: number) => string[] } = {},
+): Promise<AgentHandle[]> {
+  const first = await startAgent(t, path.join(root, 'a0'), opts.extra?.(0) ?? [], { env: opts.env?.(0) });
+  const addr = (await first.json(['status'])).addresses[0] as string;
+  const rest = await Promise.all(Array.from({ length: n - 1 }, (_, k) => joinFleet(t, first, path.join(root, `a${k + 1}`), addr,
+    opts.extra?.(k + 1) ?? [], opts.env?.(k + 1))));
+  return [first, ...rest];
+}
+
+/** Start one more agent in `first`'s fleet, bootstrapped to `addr`. */
+export function joinFleet(t: ExecutionContext, first: AgentHandle, dir: string, addr: string, extra: string[] = [], env?: Record<string, string>) {
+  const etc = path.join(first.dir, 'etc');
+  // The bootstrap address goes into the config, so that a restarted agent finds the fleet again.
+  return startAgent(t, dir, extra, {
+    initArgs: ['--fleet-key', path.join(etc, 'fleet.key'), '--trust', path.join(etc, 'publisher.pub'), '--bootstrap', addr],
+    env,
+  });
 }

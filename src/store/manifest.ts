@@ -1,0 +1,274 @@
+// Manifests: canonical JSON, ids, Ed25519 publisher keys, signing and strict verification.
+
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign,
+  verify,
+  type KeyObject,
+} from 'node:crypto';
+import type { RuntimeMeta } from '../runtime/types.js';
+import { CHUNK_MAX } from './chunker.js';
+import { MANIFEST_SCHEMA, type ChunkRef, type Codec, type Manifest, type SignedManifest } from './types.js';
+
+/**
+ * Deterministic JSON bytes: object keys sorted (by UTF-16 code units, JavaScript's default
+ * sort) at every depth, no whitespace, object properties whose value is undefined dropped.
+ * Anything that would not survive a JSON round trip unchanged is rejected rather than
+ * silently altered: non-finite numbers, undefined inside arrays, bigint, functions, symbols,
+ * and objects other than plain objects and arrays (a Date must be turned into a string first).
+ */
+export function canonicalJson(value: unknown): Buffer {
+  return Buffer.from(canonicalText(value, '$'), 'utf8');
+}
+
+function canonicalText(value: unknown, path: string): string {
+  if (value === null) return 'null';
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return JSON.stringify(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new Error(`cannot encode ${path}: ${value} is not a finite number`);
+      return JSON.stringify(value);
+    case 'object': {
+      if (Array.isArray(value)) {
+        return `[${value
+          .map((item, i) => {
+            if (item === undefined) throw new Error(`cannot encode ${path}[${i}]: undefined inside an array`);
+            return canonicalText(item, `${path}[${i}]`);
+          })
+          .join(',')}]`;
+      }
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) {
+        throw new Error(`cannot encode ${path}: only plain objects and arrays are allowed`);
+      }
+      const record = value as Record<string, unknown>;
+      const parts: string[] = [];
+      for (const key of Object.keys(record).sort()) {
+        if (record[key] === undefined) continue;
+        parts.push(`${JSON.stringify(key)}:${canonicalText(record[key], `${path}.${key}`)}`);
+      }
+      return `{${parts.join(',')}}`;
+    }
+    default:
+      throw new Error(`cannot encode ${path}: a ${typeof value} is not JSON`);
+  }
+}
+
+/** Copies only the RuntimeMeta fields a manifest carries, so extra properties never leak in. */
+function pickRuntimeMeta(meta: RuntimeMeta): RuntimeMeta {
+  const out: RuntimeMeta = { name: meta.name, version: meta.version };
+  if (meta.language !== undefined) out.language = meta.language;
+  if (meta.description !== undefined) out.description = meta.description;
+  if (meta.architectures !== undefined) out.architectures = [...meta.architectures];
+  return out;
+}
+
+export function buildManifest(
+  meta: RuntimeMeta,
+  tar: { size: number; sha256: string },
+  chunks: ChunkRef[],
+  publisherPub: string,
+  createdAt = new Date(),
+): Manifest {
+  return {
+    schema: MANIFEST_SCHEMA,
+    runtime: pickRuntimeMeta(meta),
+    tar: { size: tar.size, sha256: tar.sha256 },
+    chunks: chunks.map((c) => ({ id: c.id, size: c.size, storedSize: c.storedSize, codec: c.codec })),
+    createdAt: createdAt.toISOString(),
+    publisher: publisherPub,
+  };
+}
+
+/** 'sha256:<hex>' of the manifest's canonical JSON bytes. */
+export function manifestId(m: Manifest): string {
+  return 'sha256:' + createHash('sha256').update(canonicalJson(m)).digest('hex');
+}
+
+// ---- keys ------------------------------------------------------------------------------
+
+const PUBLIC_KEY_TEXT = /^ed25519:([0-9a-f]{64})$/;
+/** DER prefix of an SPKI Ed25519 public key; the raw 32 key bytes follow it. */
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+export function generatePublisherKeys(): { privatePem: string; publicKey: string } {
+  const { privateKey } = generateKeyPairSync('ed25519');
+  return {
+    privatePem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    publicKey: publicKeyOf(privateKey),
+  };
+}
+
+export function loadPrivateKey(pem: string): KeyObject {
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(pem);
+  } catch (err) {
+    throw new Error(`publisher key is not a valid PEM private key (${(err as Error).message})`);
+  }
+  if (key.asymmetricKeyType !== 'ed25519') {
+    throw new Error(`publisher key is a ${key.asymmetricKeyType} key, but an ed25519 key is required`);
+  }
+  return key;
+}
+
+/** 'ed25519:<64 hex>' of a private (or public) key's raw public half. */
+export function publicKeyOf(key: KeyObject): string {
+  const publicKey = key.type === 'private' ? createPublicKey(key) : key;
+  const der = publicKey.export({ format: 'der', type: 'spki' });
+  return 'ed25519:' + der.subarray(der.length - 32).toString('hex');
+}
+
+export function parsePublicKey(s: string): KeyObject {
+  const match = PUBLIC_KEY_TEXT.exec(s.trim().toLowerCase());
+  if (!match) {
+    throw new Error(`publisher public key ${JSON.stringify(s)} is not of the form ed25519:<64 hex digits>`);
+  }
+  return createPublicKey({
+    key: Buffer.concat([ED25519_SPKI_PREFIX, Buffer.from(match[1]!, 'hex')]),
+    format: 'der',
+    type: 'spki',
+  });
+}
+
+// ---- signing and verification ------------------------------------------------------------
+
+export function signManifest(m: Manifest, priv: KeyObject): SignedManifest {
+  const signer = publicKeyOf(priv);
+  if (signer !== m.publisher) {
+    throw new Error(`manifest names publisher ${m.publisher} but the signing key is ${signer}`);
+  }
+  const bytes = canonicalJson(m);
+  return {
+    id: 'sha256:' + createHash('sha256').update(bytes).digest('hex'),
+    manifest: m,
+    signature: sign(null, bytes, priv).toString('base64'),
+  };
+}
+
+const NAME = /^[a-z0-9][a-z0-9.-]{0,63}$/;
+// A safe single path segment: no separators, not "." or "..", no leading dot or dash.
+const VERSION = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$/;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+const CHUNK_ID = /^sha256:[0-9a-f]{64}$/;
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+const CODECS: readonly Codec[] = ['raw', 'deflate'];
+
+/**
+ * Checks a manifest received from anywhere: exact shape, consistent sizes, id, signature and
+ * trust. Returns it typed, or throws an Error whose message is one sentence naming the field.
+ * `trusted` holds 'ed25519:<hex>' publisher keys.
+ */
+export function verifySignedManifest(sm: unknown, trusted: string[]): SignedManifest {
+  const top = expectRecord(sm, 'signed manifest', ['id', 'manifest', 'signature'], []);
+  const id = expectString(top.id, 'signed manifest id');
+  if (!CHUNK_ID.test(id)) throw new Error(`signed manifest id ${JSON.stringify(id)} is not of the form sha256:<64 hex>`);
+  const signature = expectString(top.signature, `manifest ${id} signature`);
+  const m = checkManifestShape(top.manifest, id);
+
+  const bytes = canonicalJson(m);
+  const actualId = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+  if (actualId !== id) throw new Error(`manifest ${id} does not match its content, which hashes to ${actualId}`);
+
+  const signatureBytes = Buffer.from(signature, 'base64');
+  if (!BASE64.test(signature) || signatureBytes.length !== 64) {
+    throw new Error(`manifest ${id} signature is not a base64 Ed25519 signature`);
+  }
+  if (!verify(null, bytes, parsePublicKey(m.publisher), signatureBytes)) {
+    throw new Error(`manifest ${id} signature is invalid: it was not made by its publisher key ${m.publisher}`);
+  }
+  const trustedKeys = new Set(trusted.map((k) => k.trim().toLowerCase()));
+  if (!trustedKeys.has(m.publisher)) {
+    throw new Error(`manifest ${id} is signed by ${m.publisher} which is not a trusted publisher`);
+  }
+  return { id, manifest: m, signature };
+}
+
+function checkManifestShape(value: unknown, id: string): Manifest {
+  const where = `manifest ${id}`;
+  const m = expectRecord(value, where, ['schema', 'runtime', 'tar', 'chunks', 'createdAt', 'publisher'], []);
+  if (m.schema !== MANIFEST_SCHEMA) {
+    throw new Error(`${where} has schema ${JSON.stringify(m.schema)}, but this agent understands schema ${MANIFEST_SCHEMA}`);
+  }
+
+  const runtime = expectRecord(m.runtime, `${where} runtime`, ['name', 'version'], ['language', 'description', 'architectures']);
+  const name = expectString(runtime.name, `${where} runtime.name`);
+  if (!NAME.test(name)) throw new Error(`${where} runtime.name ${JSON.stringify(name)} is not a valid runtime name`);
+  const version = expectString(runtime.version, `${where} runtime.version`);
+  if (!VERSION.test(version)) {
+    throw new Error(`${where} runtime.version ${JSON.stringify(version)} is not a safe path segment`);
+  }
+  if (runtime.language !== undefined) expectString(runtime.language, `${where} runtime.language`);
+  if (runtime.description !== undefined) expectString(runtime.description, `${where} runtime.description`);
+  if (runtime.architectures !== undefined) {
+    if (!Array.isArray(runtime.architectures)) throw new Error(`${where} runtime.architectures is not a list`);
+    runtime.architectures.forEach((a, i) => expectString(a, `${where} runtime.architectures[${i}]`));
+  }
+
+  const tar = expectRecord(m.tar, `${where} tar`, ['size', 'sha256'], []);
+  const tarSize = expectSize(tar.size, `${where} tar.size`, Number.MAX_SAFE_INTEGER);
+  const tarSha = expectString(tar.sha256, `${where} tar.sha256`);
+  if (!SHA256_HEX.test(tarSha)) throw new Error(`${where} tar.sha256 is not 64 lowercase hex digits`);
+
+  if (!Array.isArray(m.chunks)) throw new Error(`${where} chunks is not a list`);
+  let total = 0;
+  m.chunks.forEach((c, i) => {
+    const at = `${where} chunks[${i}]`;
+    const chunk = expectRecord(c, at, ['id', 'size', 'storedSize', 'codec'], []);
+    const chunkId = expectString(chunk.id, `${at}.id`);
+    if (!CHUNK_ID.test(chunkId)) throw new Error(`${at}.id ${JSON.stringify(chunkId)} is not of the form sha256:<64 hex>`);
+    const size = expectSize(chunk.size, `${at}.size`, CHUNK_MAX);
+    if (size === 0) throw new Error(`${at}.size is 0, but chunks are never empty`);
+    const codec = expectString(chunk.codec, `${at}.codec`);
+    if (!CODECS.includes(codec as Codec)) throw new Error(`${at}.codec ${JSON.stringify(codec)} is not one of ${CODECS.join(', ')}`);
+    // Stored bytes are compressed only when that saves space, so they never exceed the size.
+    const storedSize = expectSize(chunk.storedSize, `${at}.storedSize`, size);
+    if (codec === 'raw' && storedSize !== size) throw new Error(`${at}.storedSize differs from its size although its codec is raw`);
+    total += size;
+  });
+  if (total !== tarSize) throw new Error(`${where} chunk sizes add up to ${total}, but tar.size is ${tarSize}`);
+
+  const createdAt = expectString(m.createdAt, `${where} createdAt`);
+  if (!ISO_UTC.test(createdAt) || Number.isNaN(Date.parse(createdAt))) {
+    throw new Error(`${where} createdAt ${JSON.stringify(createdAt)} is not an ISO 8601 UTC time`);
+  }
+  const publisher = expectString(m.publisher, `${where} publisher`);
+  if (!PUBLIC_KEY_TEXT.test(publisher)) {
+    throw new Error(`${where} publisher ${JSON.stringify(publisher)} is not of the form ed25519:<64 hex digits>`);
+  }
+  return value as Manifest;
+}
+
+function expectRecord(
+  value: unknown,
+  what: string,
+  required: string[],
+  optional: string[],
+): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${what} is not an object`);
+  const record = value as Record<string, unknown>;
+  for (const key of required) if (!(key in record)) throw new Error(`${what} has no ${key} field`);
+  for (const key of Object.keys(record)) {
+    if (!required.includes(key) && !optional.includes(key)) throw new Error(`${what} has an unknown field ${JSON.stringify(key)}`);
+  }
+  return record;
+}
+
+function expectString(value: unknown, what: string): string {
+  if (typeof value !== 'string') throw new Error(`${what} is not a string`);
+  return value;
+}
+
+function expectSize(value: unknown, what: string, max: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new Error(`${what} is not a non-negative integer`);
+  }
+  if (value > max) throw new Error(`${what} is ${value}, more than the limit ${max}`);
+  return value;
+}
