@@ -92,7 +92,7 @@ test('64 MiB of chunks transfer with several requests in flight and verify on ar
   const refs = await Promise.all(transfers);
 
   t.deepEqual(refs.map((r) => r.id), ids);
-  t.true(refs.some((r) => r.codec === 'deflate') && refs.some((r) => r.codec === 'raw'));
+  t.true(refs.some((r) => r.codec === 'brotli') && refs.some((r) => r.codec === 'raw'));
   let total = 0;
   for (const id of ids) {
     const bytes = await pair.clientStore.get(id);

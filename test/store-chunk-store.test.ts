@@ -21,7 +21,7 @@ async function filesUnder(dir: string): Promise<string[]> {
   return out.sort();
 }
 
-test('put then get returns the same bytes; compressible data is deflated, random data kept raw', async (t) => {
+test('put then get returns the same bytes; compressible data is compressed, random data kept raw', async (t) => {
   const store = await newStore(t);
   const text = textBytes(1024 * 1024);
   const random = seededBytes('store-random', 1024 * 1024);
@@ -29,7 +29,7 @@ test('put then get returns the same bytes; compressible data is deflated, random
   const a = await store.put(text);
   t.true(a.created);
   t.is(a.ref.id, sha256Id(text));
-  t.is(a.ref.codec, 'deflate');
+  t.is(a.ref.codec, 'brotli');
   t.true(a.ref.storedSize < text.length / 5, `stored ${a.ref.storedSize} bytes of text`);
   t.is((await stat(store.pathOf(a.ref.id))).size, CHUNK_HEADER_BYTES + a.ref.storedSize);
   t.true((await store.get(a.ref.id)).equals(text));
@@ -63,7 +63,7 @@ test('getStored returns the wire form, which putStored in another store accepts 
   const text = textBytes(700_000);
   const { ref } = await source.put(text);
   const stored = await source.getStored(ref.id);
-  t.is(stored.codec, 'deflate');
+  t.is(stored.codec, 'brotli');
   t.is(stored.size, text.length);
   t.is(stored.data.length, ref.storedSize);
 

@@ -128,7 +128,7 @@ test('malformed manifests are refused with a sentence naming the field', (t) => 
     ['chunk id', (s) => (s.manifest.chunks[0]!.id = 'sha256:xyz'), /chunks\[0\].id "sha256:xyz" is not of the form/],
     ['sizes', (s) => (s.manifest.tar.size = 1), /chunk sizes add up to 1300000, but tar.size is 1/],
     ['size type', (s) => ((s.manifest.chunks[1] as unknown as { size: string }).size = '300000'), /chunks\[1\].size is not a non-negative integer/],
-    ['codec', (s) => ((s.manifest.chunks[0] as unknown as { codec: string }).codec = 'zstd'), /chunks\[0\].codec "zstd" is not one of raw, deflate/],
+    ['codec', (s) => ((s.manifest.chunks[0] as unknown as { codec: string }).codec = 'zstd'), /chunks\[0\].codec "zstd" is not one of raw, deflate, brotli/],
     ['stored', (s) => (s.manifest.chunks[1]!.storedSize = 5), /storedSize differs from its size although its codec is raw/],
     ['extra', (s) => ((s.manifest as unknown as Record<string, unknown>).evil = 1), /has an unknown field "evil"/],
     ['missing', (s) => delete (s.manifest as unknown as Record<string, unknown>).tar, /has no tar field/],

@@ -20,7 +20,7 @@ export const MAX_RID = 0xffff_ffff;
 
 const CONTENT_ID = /^sha256:[0-9a-f]{64}$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const CODECS: readonly Codec[] = ['raw', 'deflate'];
+const CODECS: readonly Codec[] = ['raw', 'deflate', 'brotli'];
 
 /** Client -> server on '/joblet-agent/chunks/1': ask for one chunk. */
 export interface ChunkGet {

@@ -19,6 +19,9 @@ export interface ExtractOptions {
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 const IMPLICIT_DIR_MODE = 0o755;
 const EMPTY = Buffer.alloc(0);
+// Read once: files are created with their final mode, and only fixed with fchmod when the umask
+// removed some of its bits (one system call less per file in the common case).
+const UMASK = process.umask();
 // Files whose metadata and close are still in flight: enough to keep the thread pool busy, few
 // enough to stay far below any descriptor limit.
 const MAX_BACKGROUND = 32;
@@ -118,7 +121,7 @@ class Extractor {
       // files the round trips to the thread pool (open, write, chmod, utimes, close) dominate otherwise.
       if (!first.done && !(await chunks.next()).done) throw new PackageError(`entry ${path} has more data than its size ${size}`);
       const task = this.inBackground(path, async () => {
-        const handle = await open(this.abs(path), WRITE_FLAGS, 0o600);
+        const handle = await open(this.abs(path), WRITE_FLAGS, mode);
         try {
           if (firstChunk.length > 0) await handle.write(firstChunk, 0, firstChunk.length, 0);
           await this.finishFile(handle, mode, mtime);
@@ -130,7 +133,7 @@ class Extractor {
       return;
     }
 
-    const handle = await open(this.abs(path), WRITE_FLAGS, 0o600);
+    const handle = await open(this.abs(path), WRITE_FLAGS, mode);
     try {
       let written = 0;
       for (let next = first; !next.done; next = await chunks.next()) {
@@ -155,8 +158,8 @@ class Extractor {
 
   private async finishFile(handle: FileHandle, mode: number, mtime: Date): Promise<void> {
     if (this.owner) await handle.chown(this.owner.uid, this.owner.gid);
-    // After chown, which would clear setuid bits anyway; the mode never carries them.
-    await handle.chmod(mode);
+    // open() already applied the mode unless the umask took bits away (or chown cleared any).
+    if (this.owner || (mode & UMASK) !== 0) await handle.chmod(mode);
     await handle.utimes(mtime, mtime);
   }
 

@@ -158,7 +158,7 @@ const SHA256_HEX = /^[0-9a-f]{64}$/;
 const CHUNK_ID = /^sha256:[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
-const CODECS: readonly Codec[] = ['raw', 'deflate'];
+const CODECS: readonly Codec[] = ['raw', 'deflate', 'brotli'];
 
 /**
  * Checks a manifest received from anywhere: exact shape, consistent sizes, id, signature and

@@ -1,7 +1,7 @@
 import type { RuntimeMeta } from '../runtime/types.js';
 
 /** How a chunk's bytes are kept on disk and sent on the wire. */
-export type Codec = 'raw' | 'deflate';
+export type Codec = 'raw' | 'deflate' | 'brotli';
 
 /** One content-defined chunk of a canonical tar stream. */
 export interface ChunkRef {
