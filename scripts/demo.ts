@@ -1,5 +1,5 @@
-// npm run demo: start an agent in a temp dir, publish a real runtime built from this machine's own
-// Node.js binary, and show what the agent reports. Everything it starts and writes is removed at the end,
+// npm run demo: start a small fleet of agents on 127.0.0.1, publish a real runtime built from this
+// machine's own Node.js binary on one of them, and show it propagate to all. Everything it starts and writes is removed at the end,
 // also on failure or Ctrl-C.
 import '../src/agent/polyfill.js';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
@@ -55,40 +55,82 @@ async function buildNodeRuntime(root: string): Promise<string> {
   return pkg;
 }
 
+const FLEET_SIZE = 4;
+
+interface DemoAgent { name: string; socket: string; runtimesDir: string; config: string }
+
+async function startAgent(a: DemoAgent, extra: string[] = []): Promise<void> {
+  const p = spawn(process.execPath, [CLI, 'start', '--config', a.config, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  p.stderr!.on('data', (d: Buffer) => {
+    for (const line of d.toString().trimEnd().split('\n')) console.log(`  [${a.name}] ${line}`);
+  });
+  children.push(p);
+  for (let i = 0; ; i++) {
+    const ok = await execFileP(process.execPath, [CLI, 'status', '--socket', a.socket]).then(() => true, () => false);
+    if (ok) return;
+    if (i > 150 || p.exitCode !== null) throw new Error(`agent ${a.name} did not start`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function json(a: DemoAgent, args: string[]): Promise<any> {
+  const { stdout } = await execFileP(process.execPath, [CLI, ...args, '--json', '--socket', a.socket], { maxBuffer: 64 << 20 });
+  return JSON.parse(stdout);
+}
+
 async function main(): Promise<void> {
   workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'joblet-agent-demo-'));
-  const etc = path.join(workDir, 'etc');
-  const socket = path.join(workDir, 'agent.sock');
-  const runtimesDir = path.join(workDir, 'runtimes');
+  const agents: DemoAgent[] = Array.from({ length: FLEET_SIZE }, (_, i) => ({
+    name: `host${i}`,
+    socket: path.join(workDir, `host${i}`, 'agent.sock'),
+    runtimesDir: path.join(workDir, `host${i}`, 'runtimes'),
+    config: path.join(workDir, `host${i}`, 'etc', 'config.yml'),
+  }));
+  const init = (a: DemoAgent, extra: string[]) => execFileP(process.execPath, [CLI, 'init', '--dir', path.dirname(a.config),
+    '--data-dir', path.join(workDir, a.name, 'data'), '--runtimes-dir', a.runtimesDir, '--socket', a.socket,
+    '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', ...extra]);
 
-  step('make a fleet key, a publisher key pair and a config');
-  await show(['init', '--dir', etc, '--data-dir', path.join(workDir, 'data'), '--runtimes-dir', runtimesDir,
-    '--socket', socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']);
+  step(`make a fleet of ${FLEET_SIZE} agents on 127.0.0.1`);
+  await show(['init', '--dir', path.dirname(agents[0].config), '--data-dir', path.join(workDir, 'host0', 'data'),
+    '--runtimes-dir', agents[0].runtimesDir, '--socket', agents[0].socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']);
+  await startAgent(agents[0]);
+  const bootstrap = (await json(agents[0], ['status'])).addresses[0] as string;
+  const etc0 = path.dirname(agents[0].config);
+  console.log(`the other hosts share host0's fleet key, trust its publisher key and bootstrap to ${bootstrap}`);
+  for (const a of agents.slice(1)) {
+    await init(a, ['--fleet-key', path.join(etc0, 'fleet.key'), '--trust', path.join(etc0, 'publisher.pub'), '--bootstrap', bootstrap]);
+    await startAgent(a);
+  }
 
   step('build a node-20 runtime package from this machine\'s Node.js');
   const pkg = await buildNodeRuntime(path.join(workDir, 'build'));
   console.log(`${pkg}: ${((await fs.stat(pkg)).size / 1e6).toFixed(1)} MB`);
 
-  step('start the agent');
-  const agent = spawn(process.execPath, [CLI, 'start', '--config', path.join(etc, 'config.yml')], { stdio: ['ignore', 'inherit', 'inherit'] });
-  children.push(agent);
-  for (let i = 0; ; i++) {
-    const ok = await execFileP(process.execPath, [CLI, 'status', '--socket', socket]).then(() => true, () => false);
-    if (ok) break;
-    if (i > 100 || agent.exitCode !== null) throw new Error('the agent did not start');
-    await new Promise((r) => setTimeout(r, 100));
+  step('publish it on host0');
+  const started = Date.now();
+  await show(['publish', pkg, '--socket', agents[0].socket]);
+
+  step('watch it propagate');
+  const done = new Set<string>();
+  while (done.size < agents.length) {
+    for (const a of agents) {
+      if (done.has(a.name)) continue;
+      const list = await json(a, ['list']);
+      if (list.some((r: any) => r.name === 'node-20')) {
+        done.add(a.name);
+        console.log(`${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s  ${a.name} has node-20 installed at ${list[0].path}`);
+      }
+    }
+    if (Date.now() - started > 120_000) throw new Error('the runtime did not reach every host within two minutes');
+    await new Promise((r) => setTimeout(r, 200));
   }
 
-  step('publish it');
-  await show(['publish', pkg, '--socket', socket]);
-  step('list what is installed');
-  await show(['list', '--socket', socket]);
-  step('status');
-  await show(['status', '--socket', socket]);
+  step('the fleet as host3 sees it');
+  await show(['status', '--socket', agents[FLEET_SIZE - 1].socket]);
 
-  step('run the installed runtime');
-  const installed = (await fs.readdir(path.join(runtimesDir, 'node-20')))[0];
-  const bin = path.join(runtimesDir, 'node-20', installed, 'isolated/usr/bin/node');
+  step('run the runtime installed on host3');
+  const installed = (await fs.readdir(path.join(agents[FLEET_SIZE - 1].runtimesDir, 'node-20')))[0];
+  const bin = path.join(agents[FLEET_SIZE - 1].runtimesDir, 'node-20', installed, 'isolated/usr/bin/node');
   const { stdout } = await execFileP(bin, ['-e', 'console.log("hello from " + process.version)']);
   console.log(`$ ${bin} -e ...\n${stdout.trim()}`);
 }

@@ -193,6 +193,10 @@ async function cmdList(argv: string[]): Promise<void> {
   console.log(values.json ? JSON.stringify(rows, null, 2) : runtimesTable(rows));
 }
 
+function short(peerId: string): string {
+  return peerId.length > 16 ? `…${peerId.slice(-10)}` : peerId;
+}
+
 function renderStatus(s: Record<string, any>): string {
   const lines = [
     `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${s.zone}` : ''}, up ${s.uptimeSeconds}s)`,
@@ -204,6 +208,31 @@ function renderStatus(s: Record<string, any>): string {
     '',
     runtimesTable(s.runtimes),
   ];
+  const w = s.swarm;
+  if (!w) {
+    lines.push('', 'swarm      (not joined: no fleet key configured)');
+    return lines.join('\n');
+  }
+  lines.push('', `peers (${w.peers.length})`);
+  if (w.peers.length) {
+    lines.push(table(['PEER', 'RTT', 'ZONE', 'ADDRESS'], w.peers.map((p: any) => [
+      short(p.peerId) + (p.banned ? ' (avoided)' : ''), p.rttMs === null ? '-' : `${p.rttMs} ms`, p.zone ?? '-', p.address,
+    ])));
+  }
+  lines.push('', `transfers (${w.transfers.length})`);
+  for (const tr of w.transfers) {
+    const pct = tr.bytesTotal ? Math.floor((100 * tr.bytesHave) / tr.bytesTotal) : 0;
+    const sources = tr.sources.map((x: any) => `${short(x.peer)} ${formatBytes(x.bytes)}`).join(', ') || 'none yet';
+    lines.push(`  ${tr.name}@${tr.version}  ${pct}%  ${tr.chunksHave}/${tr.chunks} chunks  ${formatBytes(tr.bytesHave)}/${formatBytes(tr.bytesTotal)}  ${formatBytes(tr.rateBps)}/s  from: ${sources}`);
+  }
+  lines.push('', `fleet (${w.fleetHostsSeen} hosts seen)`);
+  if (w.fleet.length) {
+    lines.push(table(['NAME', 'VERSION', 'HOSTS', 'HERE', 'MANIFEST'], w.fleet.map((f: any) => [
+      f.name, f.version, String(f.hosts.length), f.installedHere ? 'installed' : f.skippedHere ? `skipped: ${f.skippedHere}` : 'not yet', shortId(f.manifestId),
+    ])));
+  }
+  lines.push('', `uploads    ${w.uploads.chunksServed} chunks, ${formatBytes(w.uploads.bytesServed)} served; ${w.uploads.active} active`);
+  if (w.corruptChunksReceived) lines.push(`corrupt    ${w.corruptChunksReceived} corrupt chunks received (their senders are avoided)`);
   return lines.join('\n');
 }
 

@@ -26,6 +26,8 @@ export class Download {
   fetchedChunks = 0;
   fetchedBytes = 0;
   duplicateChunks = 0;
+  /** Ids this download has stored or is storing, so an endgame duplicate is never counted twice. */
+  private readonly stored = new Set<string>();
   private lastPeerScan = 0;
 
   constructor(private readonly swarm: Swarm, readonly sm: SignedManifest, have: boolean[]) {
@@ -149,10 +151,18 @@ export class Download {
       const client = this.swarm.clientFor(peer);
       const got = await client.fetch(ref.id);
       if (got.size !== ref.size) throw new CorruptChunkError(ref.id, `peer sent ${got.size} bytes, manifest says ${ref.size}`);
-      if (await this.swarm.store.chunks.has(ref.id)) {
+      if (this.stored.has(ref.id) || (await this.swarm.store.chunks.has(ref.id))) {
         this.duplicateChunks++;
+      } else if (this.stored.has(ref.id)) {
+        this.duplicateChunks++; // the other copy arrived while has() was looking
       } else {
-        await this.swarm.store.chunks.putStored(ref.id, got.codec, got.data, got.size);
+        this.stored.add(ref.id);
+        try {
+          await this.swarm.store.chunks.putStored(ref.id, got.codec, got.data, got.size);
+        } catch (err) {
+          this.stored.delete(ref.id);
+          throw err;
+        }
         this.fetchedChunks++;
         this.fetchedBytes += got.data.length;
         const s = this.sources.get(peer) ?? { peer, bytes: 0, chunks: 0 };

@@ -1,0 +1,253 @@
+// One simulated deployment: build the network, run a fleet of agents, publish from host 0, time every
+// install, check the trees, then run the baselines over the same links. Everything is removed at the end.
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Resources, cleanupOnSignals, type CleanupReport } from './cleanup.js';
+import { buildTopology, takenNames, uplinkBytes, type Host, type TopologySpec } from './topology.js';
+import { startAgent, dialAddress, call, installed, procUsage, readClockTicks, stopAgent, commOf, tail, type Agent, type AgentStatus } from './agents.js';
+import { generatePackage, packageIdentity } from './package-gen.js';
+import { hashTree } from './tree-hash.js';
+import { startHttpServer, centralServer, sequentialCopy } from './baselines.js';
+import { fluidBoundS, summarize, round, type MethodSummary } from './report.js';
+import { run, sleep } from './sh.js';
+
+export interface ScenarioOptions extends TopologySpec {
+  zones: boolean;
+  /** An existing .tar.gz, or undefined to generate one of generateBytes. */
+  packagePath?: string;
+  generateBytes: number;
+  /** Copy the generated package here, to reuse it in later runs. */
+  savePackage?: string;
+  baselines: boolean;
+  /** Upper bound on each phase's wait, in seconds. */
+  timeoutS: number;
+  log: (line: string) => void;
+}
+
+export interface HostFigures {
+  host: number;
+  rack: string;
+  installedS: number | null;
+  treeDigest: string | null;
+  peakRssMB: number;
+  cpuS: number;
+  cpuDuringTransferS: number;
+}
+
+export interface ScenarioResult {
+  date: string;
+  machine: { cores: number; loadAvgStart: number[]; loadAvgEnd: number[] };
+  params: { hosts: number; hostMbit: number; racks: number; uplinkMbit: number; zones: boolean; packageBytes: number; packageName: string };
+  fluidBoundS: number | null;
+  publishS: number;
+  methods: Record<string, MethodSummary>;
+  agents: HostFigures[];
+  treesIdentical: boolean;
+  baselineTreesIdentical: boolean | null;
+  crossRackBytes: number | null;
+  crossRackPerPackage: number | null;
+  cleanup: CleanupReport;
+}
+
+const loadAvg = () => os.loadavg().map((x) => round(x, 2));
+
+export async function runScenario(opts: ScenarioOptions): Promise<ScenarioResult> {
+  const taken = await takenNames();
+  if (taken.length) throw new Error(`refusing to start: ${taken.join(', ')} already exist (an earlier run still up, or someone else's); remove them first`);
+  const res = new Resources();
+  const offSignals = cleanupOnSignals(res);
+  try {
+    const result = await runInside(opts, res);
+    const cleanup = await res.cleanupAll();
+    return { ...result, cleanup };
+  } finally {
+    await res.cleanupAll();
+    offSignals();
+  }
+}
+
+async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<ScenarioResult, 'cleanup'>> {
+  const log = opts.log;
+  const loadAvgStart = loadAvg();
+  await readClockTicks();
+  const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'jsim-'));
+  res.dirs.push(workDir);
+
+  let pkgPath = opts.packagePath;
+  if (!pkgPath) {
+    log(`generating a package of about ${(opts.generateBytes / 1e6).toFixed(1)} MB`);
+    pkgPath = (await generatePackage(workDir, opts.generateBytes)).path;
+    if (opts.savePackage) await fs.copyFile(pkgPath, opts.savePackage);
+  }
+  pkgPath = path.resolve(pkgPath);
+  const packageBytes = (await fs.stat(pkgPath)).size;
+  const ident = await packageIdentity(pkgPath);
+  const reference = await referenceTree(pkgPath, path.join(workDir, 'ref'));
+  const bound = fluidBoundS(packageBytes, opts.hostMbit);
+  log(`package ${ident.name}@${ident.version}: ${(packageBytes / 1e6).toFixed(1)} MB, ${reference.files} files; S/B = ${bound?.toFixed(2) ?? 'n/a (unshaped)'} s`);
+
+  log(`building ${opts.hosts} hosts, ${opts.racks} rack(s), B = ${opts.hostMbit || 'unshaped'} Mbit/s${opts.racks === 2 ? `, uplink ${opts.uplinkMbit || 'unshaped'} Mbit/s` : ''}`);
+  const hosts = await buildTopology(opts, res.namespaces);
+
+  const agents = await startFleet(hosts, opts, workDir, res);
+  await waitForMesh(agents, opts.timeoutS * 1000, log);
+
+  const cpuBefore = await Promise.all(agents.map((a) => procUsage(a.pid)));
+  const uplinkBefore = opts.racks === 2 ? await uplinkBytes() : 0;
+  log(`publishing from host 0`);
+  const publishStart = Date.now();
+  await call(agents[0].socket, 'publish', { path: pkgPath }, opts.timeoutS * 1000);
+  const t0 = Date.now();
+  const installedMs = await waitForInstalls(agents, ident, t0, opts.timeoutS * 1000, log);
+  const uplinkAfter = opts.racks === 2 ? await uplinkBytes() : 0;
+  const usage = await Promise.all(agents.map((a) => procUsage(a.pid)));
+
+  log('hashing every installed tree');
+  const agentFigures: HostFigures[] = [];
+  for (const [i, a] of agents.entries()) {
+    const rec = await installed(a, ident.name, ident.version);
+    const digest = rec?.path ? (await hashTree(rec.path)).digest : null;
+    agentFigures.push({
+      host: i, rack: a.host.rack, installedS: installedMs[i] === null ? null : round(installedMs[i]! / 1000, 3), treeDigest: digest,
+      peakRssMB: round(usage[i].peakRssBytes / 1e6, 1), cpuS: round(usage[i].cpuSeconds, 2),
+      cpuDuringTransferS: round(usage[i].cpuSeconds - cpuBefore[i].cpuSeconds, 2),
+    });
+  }
+  const treesIdentical = agentFigures.every((f) => f.treeDigest === reference.digest);
+  // Stop the agents now so that they do not compete for the CPU with the baselines.
+  await Promise.all(agents.map(async (a) => { if (await stopAgent(a.pid)) res.pids.delete(a.pid); }));
+
+  const methods: Record<string, MethodSummary> = {};
+  const receiving = agentFigures.slice(1);
+  if (receiving.some((f) => f.installedS === null)) {
+    const missing = receiving.filter((f) => f.installedS === null).map((f) => f.host);
+    throw new Error(`hosts ${missing.join(', ')} did not install within ${opts.timeoutS} s; last log lines of host ${missing[0]}:\n${await tail(agents[missing[0]].logFile)}`);
+  }
+  methods['joblet-agent'] = summarize(receiving.map((f) => f.installedS!), bound);
+
+  let baselineTreesIdentical: boolean | null = null;
+  if (opts.baselines) {
+    const server = hosts[0];
+    const clients = hosts.slice(1);
+    const serverPid = await startHttpServer(server, pkgPath, res);
+    log(`central server: ${clients.length} hosts download from host 0 at once`);
+    const central = await centralServer(server, clients, workDir, res, opts.timeoutS * 1000);
+    methods['central HTTP server'] = summarize(central.finishedMs.map((ms) => ms / 1000), bound);
+    const centralOk = await baselineTreesMatch(central.dirs, reference.digest);
+    log(`sequential copy loop: host after host`);
+    const seq = await sequentialCopy(server, clients, workDir, res, opts.timeoutS * 1000);
+    methods['sequential copy loop'] = summarize(seq.finishedMs.map((ms) => ms / 1000), bound);
+    const seqOk = await baselineTreesMatch(seq.dirs, reference.digest);
+    baselineTreesIdentical = centralOk && seqOk;
+    if (await stopAgent(serverPid)) res.pids.delete(serverPid);
+  }
+
+  return {
+    date: new Date().toISOString(),
+    machine: { cores: os.cpus().length, loadAvgStart, loadAvgEnd: loadAvg() },
+    params: { hosts: opts.hosts, hostMbit: opts.hostMbit, racks: opts.racks, uplinkMbit: opts.uplinkMbit, zones: opts.zones, packageBytes, packageName: `${ident.name}@${ident.version}` },
+    fluidBoundS: bound === null ? null : round(bound, 3),
+    publishS: round((t0 - publishStart) / 1000, 3),
+    methods,
+    agents: agentFigures,
+    treesIdentical,
+    baselineTreesIdentical,
+    crossRackBytes: opts.racks === 2 ? uplinkAfter - uplinkBefore : null,
+    crossRackPerPackage: opts.racks === 2 ? round((uplinkAfter - uplinkBefore) / packageBytes, 3) : null,
+  };
+}
+
+/** Unpack the package as joblet would see it (one top-level dir stripped) and hash it. */
+async function referenceTree(pkg: string, dir: string): Promise<{ digest: string; files: number }> {
+  await fs.mkdir(dir, { recursive: true });
+  await run('tar', ['-xzf', pkg, '-C', dir], { timeoutMs: 600_000 });
+  const root = await runtimeRoot(dir);
+  const t = await hashTree(root);
+  await fs.rm(dir, { recursive: true, force: true });
+  return t;
+}
+
+async function runtimeRoot(dir: string): Promise<string> {
+  const names = await fs.readdir(dir);
+  if (names.includes('runtime.yml')) return dir;
+  if (names.length === 1) return path.join(dir, names[0]);
+  throw new Error(`${dir}: no runtime.yml at the root or under a single top-level directory`);
+}
+
+async function baselineTreesMatch(dirs: string[], digest: string): Promise<boolean> {
+  let ok = true;
+  for (const d of dirs) {
+    if ((await hashTree(await runtimeRoot(d))).digest !== digest) ok = false;
+    await fs.rm(d, { recursive: true, force: true });
+  }
+  return ok;
+}
+
+/**
+ * Host 0 first (it holds the publisher key; the others share its fleet key and trust it). Then one seed
+ * per rack, then everyone else, each bootstrapped to host 0 and to its rack's seed.
+ */
+async function startFleet(hosts: Host[], opts: ScenarioOptions, workDir: string, res: Resources): Promise<Agent[]> {
+  const track = (pid: number) => res.pids.add(pid);
+  const zone = (h: Host) => (opts.zones ? h.rack : undefined);
+  const first = await startAgent(hosts[0], workDir, { zone: zone(hosts[0]), bootstrap: [] }, track);
+  await assertNode(first);
+  const etc0 = path.join(first.dir, 'etc');
+  const firstAddr = await dialAddress(first);
+  const joined = (bootstrap: string[], h: Host) => startAgent(h, workDir,
+    { zone: zone(h), bootstrap, fleetKey: path.join(etc0, 'fleet.key'), trust: path.join(etc0, 'publisher.pub') }, track);
+  const seedIdx = new Set<number>();
+  if (hosts.length > 1) seedIdx.add(1);
+  const rackB = hosts.find((h) => h.rack === 'rackB');
+  if (rackB) seedIdx.add(rackB.index);
+  const agents: Agent[] = [first];
+  const seeds = await Promise.all([...seedIdx].map((i) => joined([firstAddr], hosts[i])));
+  for (const s of seeds) agents[s.host.index] = s;
+  const seedAddr = new Map<string, string>();
+  for (const s of seeds) if (!seedAddr.has(s.host.rack)) seedAddr.set(s.host.rack, await dialAddress(s));
+  const rest = hosts.filter((h) => h.index !== 0 && !seedIdx.has(h.index));
+  // Two at a time: node's start-up is CPU-heavy and this machine may have two cores only.
+  for (let i = 0; i < rest.length; i += 2) {
+    const batch = await Promise.all(rest.slice(i, i + 2).map((h) => joined([firstAddr, seedAddr.get(h.rack) ?? firstAddr], h)));
+    for (const a of batch) agents[a.host.index] = a;
+  }
+  return agents;
+}
+
+async function assertNode(a: Agent): Promise<void> {
+  const comm = await commOf(a.pid);
+  if (comm !== 'node') throw new Error(`pid ${a.pid} of ${a.host.ns} runs "${comm}", not node: cannot measure the agent`);
+}
+
+/** Wait until every agent has at least one peer (two when the fleet is bigger), then let gossip settle. */
+async function waitForMesh(agents: Agent[], timeoutMs: number, log: (s: string) => void): Promise<void> {
+  const want = Math.min(2, agents.length - 1);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const counts = await Promise.all(agents.map((a) => call<AgentStatus>(a.socket, 'status').then((s) => s.swarm?.peers.length ?? 0, () => 0)));
+    if (counts.every((c) => c >= want)) { log(`every agent has at least ${want} peer(s): ${counts.join(' ')}`); break; }
+    if (Date.now() > deadline) throw new Error(`the fleet did not connect within ${timeoutMs / 1000} s: peer counts ${counts.join(' ')}`);
+    await sleep(500);
+  }
+  // gossipsub builds its mesh on heartbeats (one second apart); give it a few.
+  await sleep(3000);
+}
+
+/** Poll each agent's install list; returns, per host, ms from t0 to its own installedAt (null if never). */
+async function waitForInstalls(agents: Agent[], ident: { name: string; version: string }, t0: number, timeoutMs: number, log: (s: string) => void): Promise<(number | null)[]> {
+  const out: (number | null)[] = agents.map(() => null);
+  const deadline = Date.now() + timeoutMs;
+  let reported = 0;
+  while (out.some((x) => x === null) && Date.now() < deadline) {
+    await Promise.all(agents.map(async (a, i) => {
+      if (out[i] !== null) return;
+      const rec = await installed(a, ident.name, ident.version).catch(() => undefined);
+      if (rec) out[i] = Date.parse(rec.installedAt) - t0;
+    }));
+    const done = out.filter((x) => x !== null).length;
+    if (done !== reported) { reported = done; log(`${done}/${agents.length} installed after ${((Date.now() - t0) / 1000).toFixed(1)} s`); }
+    await sleep(250);
+  }
+  return out;
+}
