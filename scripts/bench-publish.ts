@@ -15,7 +15,7 @@ import path from 'node:path';
 
 import {
   Agent, agentCli, buildRuntimePackage, bumpRuntimePackage, checkTarget, type Cleanup, defaultSources, heading,
-  hostInfo, loadAverage, mb, mbps, parseBenchArgs, ProcessMonitor, type ProcessWindow, round, runBench,
+  hostInfo, loadAverage, mb, mbps, parseBenchArgs, printProcessWindow, ProcessMonitor, type ProcessWindow, round, runBench,
   type RuntimePackage, type TargetResult, timeShell, writeResult,
 } from './bench-util.js';
 
@@ -65,11 +65,6 @@ async function timedPublish(agent: Agent, pkg: RuntimePackage): Promise<PublishS
   };
 }
 
-function printDaemon(w: ProcessWindow): void {
-  const threads = Object.entries(w.threads).sort((a, b) => b[1] - a[1]).map(([n, s]) => `${n} ${s}s`).join(', ');
-  console.log(`  agent daemon: peak RSS ${mb(w.peakRssBytes)} MB (${w.peakRssSource}), CPU ${w.cpuSeconds} s [${threads}]`);
-}
-
 async function main(cleanup: Cleanup): Promise<void> {
   const args = parseBenchArgs('bench-publish', 'node dist/scripts/bench-publish.js [--source DIR]... [--out FILE]');
   const host = hostInfo();
@@ -100,7 +95,7 @@ async function main(cleanup: Cleanup): Promise<void> {
     const stored = pub.storeBytesAfter - pub.storeBytesBefore;
     console.log(`  publish: ${round(pub.wallSeconds, 2)} s wall, ${mbps(v1.tgzBytes, pub.wallSeconds)} MB/s of .tar.gz; `
       + `${pub.result.chunks} chunks, tar stream ${mb(pub.result.tarBytes)} MB, stored ${mb(stored)} MB`);
-    printDaemon(pub.daemon);
+    printProcessWindow('agent daemon', pub.daemon);
     const targets: TargetResult[] = [
       checkTarget('publish wall / tar -xzf wall', pub.wallSeconds / tar.seconds, TARGET_PUBLISH_OVER_TAR),
       checkTarget('daemon peak RSS', mb(pub.daemon.peakRssBytes), TARGET_PEAK_RSS_MB, ' MB'),
@@ -113,7 +108,7 @@ async function main(cleanup: Cleanup): Promise<void> {
     console.log(`  publish v2: ${round(dedup.wallSeconds, 2)} s wall; ${dedup.result.newChunks} new of ${dedup.result.chunks} chunks; `
       + `new bytes stored ${round(dedupStored / 1024, 1)} KiB by store.bytes, ${round(dedup.result.storedNewBytes / 1024, 1)} KiB by publish --json `
       + `(${round((100 * dedupStored) / stored, 2)}% of v1)`);
-    printDaemon(dedup.daemon);
+    printProcessWindow('agent daemon', dedup.daemon);
     await agent.stop();
 
     rounds.push({

@@ -58,6 +58,7 @@ export function parseBenchArgs(name: string, usage: string): BenchArgs {
 export class Cleanup {
   private readonly dirs: string[] = [];
   private readonly procs: ChildProcess[] = [];
+  private readonly hooks: (() => Promise<void>)[] = [];
 
   async tempDir(prefix: string): Promise<string> {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
@@ -67,6 +68,11 @@ export class Cleanup {
 
   process(child: ChildProcess): void {
     this.procs.push(child);
+  }
+
+  /** Something else to undo at the end (a server to close...); hooks run first, newest first. */
+  defer(hook: () => Promise<void>): void {
+    this.hooks.push(hook);
   }
 
   /** Stop a process this run started, by its pid: SIGTERM, then SIGKILL if it has not exited in time. */
@@ -82,6 +88,7 @@ export class Cleanup {
   }
 
   async run(): Promise<void> {
+    for (const hook of this.hooks.splice(0).reverse()) await hook().catch(() => {});
     // Processes first: an agent must not be writing into a dir while it is removed.
     await Promise.all(this.procs.splice(0).map((p) => this.stopProcess(p).catch(() => {})));
     for (const dir of this.dirs.splice(0).reverse()) await fs.rm(dir, { recursive: true, force: true }).catch(() => {});
@@ -291,12 +298,17 @@ export async function resetPeakRss(pid: number): Promise<boolean> {
   return fs.writeFile(`/proc/${pid}/clear_refs`, '5').then(() => true, () => false);
 }
 
-/** CPU ticks per thread of a process, keyed by tid, with the thread's name. */
+/**
+ * CPU ticks per thread of a process, keyed by tid. Node names all its threads "node", so the main thread (the
+ * one running JavaScript, tid = pid) is told apart from the rest (libuv pool: zlib, fs, crypto; V8 GC/compiler).
+ */
 async function threadTicks(pid: number): Promise<Map<string, { comm: string; ticks: number }>> {
   const out = new Map<string, { comm: string; ticks: number }>();
   for (const tid of await fs.readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
     const stat = await fs.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => null);
-    if (stat) out.set(tid, { comm: commOf(stat), ticks: ticksOf(stat) });
+    if (!stat) continue;
+    const comm = tid === String(pid) ? 'main thread' : `other ${commOf(stat)} threads`;
+    out.set(tid, { comm, ticks: ticksOf(stat) });
   }
   return out;
 }
@@ -306,6 +318,8 @@ export interface ProcessWindow {
   /** Peak RSS in the window: VmHWM (reset at the start when the kernel allows) and the sampled maximum. */
   peakRssBytes: number;
   peakRssSource: 'VmHWM since reset' | 'VmHWM since process start' | 'sampled VmRSS';
+  /** RSS when the window opened, to tell the step's growth from the idle daemon's footprint. */
+  startRssBytes: number;
   /** CPU seconds by thread name (main JS thread, libuv workers, V8 helpers...), to see what was busy. */
   threads: Record<string, number>;
 }
@@ -319,6 +333,7 @@ export class ProcessMonitor {
   private threadsStart = new Map<string, { comm: string; ticks: number }>();
   private resetOk = false;
   private sampledPeak = 0;
+  private startRss = 0;
   private timer: NodeJS.Timeout | null = null;
 
   private constructor(readonly pid: number) {}
@@ -328,7 +343,8 @@ export class ProcessMonitor {
     m.resetOk = await resetPeakRss(pid);
     m.cpuStart = await cpuSeconds(pid);
     m.threadsStart = await threadTicks(pid);
-    m.sampledPeak = await rssBytes(pid);
+    m.startRss = await rssBytes(pid);
+    m.sampledPeak = m.startRss;
     m.timer = setInterval(() => {
       rssBytes(pid).then((b) => { m.sampledPeak = Math.max(m.sampledPeak, b); }, () => {});
     }, 50);
@@ -350,9 +366,16 @@ export class ProcessMonitor {
       cpuSeconds: round(cpuEnd - this.cpuStart, 2),
       peakRssBytes: peak,
       peakRssSource: peak === hwm ? (this.resetOk ? 'VmHWM since reset' : 'VmHWM since process start') : 'sampled VmRSS',
+      startRssBytes: this.startRss,
       threads,
     };
   }
+}
+
+export function printProcessWindow(label: string, w: ProcessWindow): void {
+  const threads = Object.entries(w.threads).sort((a, b) => b[1] - a[1]).map(([n, s]) => `${n} ${s}s`).join(', ');
+  console.log(`  ${label}: peak RSS ${mb(w.peakRssBytes)} MB (${w.peakRssSource}; ${mb(w.startRssBytes)} MB before), `
+    + `CPU ${w.cpuSeconds} s [${threads || 'idle'}]`);
 }
 
 // ---- the runtime package ------------------------------------------------------------------------------

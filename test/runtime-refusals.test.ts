@@ -232,7 +232,7 @@ test('refuses corrupt zips and unsafe zip entries', async (t) => {
 test('refuses packages without runtime.yml at the root or under a single top directory', async (t) => {
   const box = await sandboxFor(t);
   const tar = join(box.work, 'none.tar');
-  await craftTar(tar, [{ header: { name: 'bin/tool' }, data: 'x' }, { header: { name: 'README' }, data: 'x' }]);
+  await craftTar(tar, [{ header: { name: 'README' }, data: 'x' }, { header: { name: 'bin/tool' }, data: 'x' }]);
   const exact = new RegExp(`^${NO_RUNTIME_YML.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
   await assertCanonicalRefuses(t, tar, exact);
 

@@ -7,6 +7,7 @@ import { openCanonicalTar, StripGuessError } from '../src/runtime/canonical.js';
 import {
   canonicalToDir,
   consumeCanonical,
+  craftTar,
   execFileP,
   LONG_FILE,
   makeSampleTree,
@@ -198,4 +199,20 @@ test('a tar.gz read with progress reports the file size at the end', async (t) =
   t.is(seen.at(-1), (await stat(pkg)).size);
   t.is(info.meta.name, 'sample-rt');
   t.is((await readFile(join(tree, 'runtime.yml'), 'utf8')), info.runtimeYml);
+});
+
+test('a tar without directory entries is stripped when its first entry lies under the top directory', async (t) => {
+  const work = await tempDir(t);
+  const pkg = join(work, 'nodirs.tar.gz');
+  await craftTar(pkg, [
+    { header: { name: 'top/runtime.yml' }, data: SAMPLE_YML },
+    { header: { name: 'top/bin/tool', mode: 0o755 }, data: 'tool' },
+  ], { gzip: true });
+  const ours = join(work, 'ours');
+  await mkdir(ours);
+  const { info } = await canonicalToDir(pkg, ours);
+  t.is(info.stripped, 'top');
+  t.is(await readFile(join(ours, 'bin/tool'), 'utf8'), 'tool');
+  t.is((await stat(join(ours, 'bin/tool'))).mode & 0o777, 0o755);
+  t.is((await stat(join(ours, 'bin'))).mode & 0o777, 0o755, 'implicit directories get 0755');
 });

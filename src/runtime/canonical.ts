@@ -178,7 +178,9 @@ async function produceFromTar(ctx: SourceContext, gzipped: boolean): Promise<str
         await drain(entry.data);
         continue;
       }
-      if (prefix === undefined) prefix = type === 'directory' ? path.split('/', 1)[0]! : '';
+      // A first entry that is a directory (or lies inside one, for archives made without directory
+      // entries) suggests the single-top-directory layout; a later entry outside it disproves it.
+      if (prefix === undefined) prefix = type === 'directory' || path.includes('/') ? path.split('/', 1)[0]! : '';
       if (prefix !== '') {
         if (path === prefix) {
           await drain(entry.data);

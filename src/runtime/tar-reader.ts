@@ -167,8 +167,8 @@ export async function* readTarEntries(source: Readable, opts: TarReadOptions): A
   try {
     try {
       for await (const entry of extract) {
-        const source = entry as unknown as AsyncIterable<Buffer> & { header: tarStream.Header };
-        yield { header: source.header, data: mappedData(source) };
+        const entryStream = entry as unknown as AsyncIterable<Buffer> & { header: tarStream.Header };
+        yield { header: entryStream.header, data: mappedData(entryStream) };
       }
     } catch (err) {
       throw failureOf(err);

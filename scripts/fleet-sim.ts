@@ -1,0 +1,106 @@
+// Fleet simulator: N hosts as network namespaces with tc-shaped links, one joblet-agent per host,
+// a publish from host 0, timed against a central HTTP server and a sequential copy loop over the same
+// links. Needs root. Run `node dist/scripts/fleet-sim.js --help` for the flags.
+import '../src/agent/polyfill.js';
+import { parseArgs } from 'node:util';
+import fs from 'node:fs/promises';
+import { runScenario, type ScenarioOptions, type ScenarioResult } from './sim/scenario.js';
+import { methodTable, installSvg, table } from './sim/report.js';
+
+const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
+  --hosts N            number of hosts (default 8, at most 250)
+  --mbit B             per-host rate in Mbit/s, both directions; 0 = unshaped (default 50)
+  --racks 1|2          two racks: one bridge each, joined by one uplink (default 1)
+  --uplink-mbit U      uplink rate in Mbit/s with two racks (default = B)
+  --zones              start agents with --zone rackA / rackB
+  --package PATH       a .tar.gz runtime package to publish (default: generate one)
+  --size MB            size of the generated package in MB of 10^6 bytes (default 67.2, i.e. 64 MiB)
+  --save-package PATH  keep a copy of the generated package, to reuse with --package
+  --no-baselines       skip the central server and sequential copy loop
+  --timeout S          bound on each phase, in seconds (default: max(120, 20 x S/B))
+  --json PATH          write the figures as JSON
+  --svg PATH           write a picture: hosts installed over time, one line per method`;
+
+export interface SimArgs extends Omit<ScenarioOptions, 'log' | 'timeoutS'> { timeoutS: number | null; jsonPath?: string; svgPath?: string }
+
+/** Parse and check the flags; throws an Error with one sentence on bad input. */
+export function parseSimArgs(argv: string[]): SimArgs {
+  const { values } = parseArgs({
+    args: argv, strict: true,
+    options: {
+      hosts: { type: 'string' }, mbit: { type: 'string' }, racks: { type: 'string' }, 'uplink-mbit': { type: 'string' },
+      zones: { type: 'boolean' }, package: { type: 'string' }, size: { type: 'string' }, 'save-package': { type: 'string' },
+      'no-baselines': { type: 'boolean' }, timeout: { type: 'string' }, json: { type: 'string' }, svg: { type: 'string' },
+    },
+  });
+  const num = (name: string, v: string | undefined, dflt: number, min: number, max: number) => {
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number from ${min} to ${max}, got "${v}"`);
+    return n;
+  };
+  const hosts = num('hosts', values.hosts, 8, 2, 250);
+  if (!Number.isInteger(hosts)) throw new Error(`--hosts must be a whole number, got "${values.hosts}"`);
+  const racks = num('racks', values.racks, 1, 1, 2);
+  if (racks !== 1 && racks !== 2) throw new Error(`--racks must be 1 or 2, got "${values.racks}"`);
+  if (racks === 2 && hosts < 2) throw new Error('--racks 2 needs at least 2 hosts');
+  const hostMbit = num('mbit', values.mbit, 50, 0, 100_000);
+  return {
+    hosts, hostMbit, racks,
+    uplinkMbit: num('uplink-mbit', values['uplink-mbit'], hostMbit, 0, 100_000),
+    zones: values.zones ?? false,
+    packagePath: values.package,
+    generateBytes: Math.round(num('size', values.size, 67.108864, 0.1, 4000) * 1e6),
+    savePackage: values['save-package'],
+    baselines: !values['no-baselines'],
+    timeoutS: values.timeout === undefined ? null : num('timeout', values.timeout, 0, 1, 86_400),
+    jsonPath: values.json, svgPath: values.svg,
+  };
+}
+
+/** Print the human table of one run. */
+export function describe(r: ScenarioResult): string {
+  const p = r.params;
+  const lines = [
+    `${r.date}  ${r.machine.cores} cores  load ${r.machine.loadAvgStart.join(' ')} -> ${r.machine.loadAvgEnd.join(' ')}`,
+    `N = ${p.hosts}, B = ${p.hostMbit || 'unshaped'} Mbit/s, racks = ${p.racks}${p.racks === 2 ? `, uplink U = ${p.uplinkMbit} Mbit/s, zones ${p.zones ? 'on' : 'off'}` : ''}, ` +
+      `S = ${(p.packageBytes / 1e6).toFixed(1)} MB (${p.packageName}), S/B = ${r.fluidBoundS?.toFixed(2) ?? 'n/a'} s, publish took ${r.publishS.toFixed(2)} s`,
+    '',
+    'time to install on the N-1 receiving hosts, from the moment the package is ready on host 0:',
+    methodTable(r.methods, r.fluidBoundS),
+    '',
+    table([['host', 'rack', 'installed s', 'peak RSS MB', 'CPU s total', 'CPU s transfer'],
+      ...r.agents.map((a) => [a.host, a.rack, a.installedS?.toFixed(2) ?? 'never', a.peakRssMB, a.cpuS, a.cpuDuringTransferS])]),
+    '',
+    `installed trees identical on every host: ${r.treesIdentical ? 'yes' : 'NO'}` +
+      (r.baselineTreesIdentical === null ? '' : `; baseline trees identical: ${r.baselineTreesIdentical ? 'yes' : 'NO'}`),
+  ];
+  if (r.crossRackBytes !== null) lines.push(`bytes across the uplink: ${(r.crossRackBytes / 1e6).toFixed(1)} MB = ${r.crossRackPerPackage} x S`);
+  lines.push(`cleanup: ${r.cleanup.problems.length ? r.cleanup.problems.join('; ') : 'all namespaces, links, processes and temp dirs removed'}`);
+  return lines.join('\n');
+}
+
+async function main(): Promise<number> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) { console.log(USAGE); return 0; }
+  let args: SimArgs;
+  try { args = parseSimArgs(process.argv.slice(2)); } catch (e) { console.error(`${(e as Error).message}\n${USAGE}`); return 2; }
+  if (process.getuid?.() !== 0) { console.error('the fleet simulator needs root (network namespaces and tc)'); return 1; }
+  const sizeForTimeout = args.packagePath ? (await fs.stat(args.packagePath)).size : args.generateBytes;
+  const bound = args.hostMbit > 0 ? (sizeForTimeout * 8) / (args.hostMbit * 1e6) : 0;
+  // The sequential loop alone needs about (N-1) x S/B, so the bound grows with N.
+  const timeoutS = args.timeoutS ?? Math.max(120, 20 * bound, 2 * args.hosts * bound);
+  const result = await runScenario({ ...args, timeoutS, log: (l) => console.log(`[fleet-sim] ${l}`) });
+  console.log(`\n${describe(result)}`);
+  if (args.jsonPath) await fs.writeFile(args.jsonPath, JSON.stringify(result, null, 2) + '\n');
+  if (args.svgPath) {
+    const series = Object.fromEntries(Object.entries(result.methods).map(([k, m]) => [k, m.finishedS]));
+    const p = result.params;
+    await fs.writeFile(args.svgPath, installSvg(`N = ${p.hosts}, B = ${p.hostMbit} Mbit/s, S = ${(p.packageBytes / 1e6).toFixed(0)} MB`, series, result.fluidBoundS, p.hosts - 1));
+  }
+  return result.treesIdentical && result.cleanup.problems.length === 0 ? 0 : 1;
+}
+
+// Run only as a program, so the tests can import parseSimArgs and describe.
+if (process.argv[1] && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href) {
+  main().then((code) => process.exit(code), (err: Error) => { console.error(`fleet-sim failed: ${err.message}`); process.exit(1); });
+}
