@@ -42,6 +42,7 @@ interface PublishStep {
 interface RoundResult {
   round: number;
   tarExtract: { wallSeconds: number; cpuSeconds: number; loadAverage: number[] };
+  cliOverheadSeconds: number;
   publish: PublishStep & { storedBytes: number; ratioPublishOverTar: number; ratioStoredOverTgz: number };
   dedup: PublishStep & { storedBytesDelta: number };
   targets: TargetResult[];
@@ -91,11 +92,15 @@ async function main(cleanup: Cleanup): Promise<void> {
 
     heading(`round ${r}/${ROUNDS}: publish v1 into a fresh agent`);
     const agent = await Agent.create(cleanup, `publish-r${r}`);
+    // The fixed cost in every publish wall time: a node start and one control round trip.
+    const cliOverhead = (await agentCli(['list', '--socket', agent.socket])).seconds;
+    console.log(`  CLI overhead (\`list\` round trip, node start included): ${round(cliOverhead, 2)} s`);
     const pub = await timedPublish(agent, v1);
     const stored = pub.storeBytesAfter - pub.storeBytesBefore;
     console.log(`  publish: ${round(pub.wallSeconds, 2)} s wall, ${mbps(v1.tgzBytes, pub.wallSeconds)} MB/s of .tar.gz; `
       + `${pub.result.chunks} chunks, tar stream ${mb(pub.result.tarBytes)} MB, stored ${mb(stored)} MB`);
     printProcessWindow('agent daemon', pub.daemon);
+    console.log(`  daemon CPU / tar -xzf CPU: ${round(pub.daemon.cpuSeconds / tar.cpuSeconds, 2)}`);
     const targets: TargetResult[] = [
       checkTarget('publish wall / tar -xzf wall', pub.wallSeconds / tar.seconds, TARGET_PUBLISH_OVER_TAR),
       checkTarget('daemon peak RSS', mb(pub.daemon.peakRssBytes), TARGET_PEAK_RSS_MB, ' MB'),
@@ -114,6 +119,7 @@ async function main(cleanup: Cleanup): Promise<void> {
     rounds.push({
       round: r,
       tarExtract: { wallSeconds: round(tar.seconds), cpuSeconds: round(tar.cpuSeconds, 2), loadAverage: tarLoad },
+      cliOverheadSeconds: round(cliOverhead),
       publish: { ...pub, storedBytes: stored, ratioPublishOverTar: round(pub.wallSeconds / tar.seconds), ratioStoredOverTgz: round(stored / v1.tgzBytes) },
       dedup: { ...dedup, storedBytesDelta: dedupStored },
       targets,

@@ -89,8 +89,10 @@ export class Cleanup {
 
   async run(): Promise<void> {
     for (const hook of this.hooks.splice(0).reverse()) await hook().catch(() => {});
-    // Processes first: an agent must not be writing into a dir while it is removed.
-    await Promise.all(this.procs.splice(0).map((p) => this.stopProcess(p).catch(() => {})));
+    // Processes first (agents, and a cp/tar/curl that an interrupt caught midway): none may still be writing
+    // into a dir while it is removed.
+    const procs = [...this.procs.splice(0), ...runningCommands];
+    await Promise.all(procs.map((p) => this.stopProcess(p).catch(() => {})));
     for (const dir of this.dirs.splice(0).reverse()) await fs.rm(dir, { recursive: true, force: true }).catch(() => {});
   }
 }
@@ -127,10 +129,15 @@ export interface CommandResult {
   seconds: number;
 }
 
+/** Commands running now, so that cleanup after an interrupt can stop them by pid. */
+const runningCommands = new Set<ChildProcess>();
+
 /** Run a command to completion, timing it from spawn to exit. Throws on a non-zero exit. */
 export async function runCommand(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<CommandResult> {
   const started = performance.now();
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+  runningCommands.add(child);
+  child.once('exit', () => runningCommands.delete(child));
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
@@ -235,12 +242,11 @@ export class Agent {
     this.child = child;
     this.cleanup.process(child);
     child.once('exit', () => log.end());
-    await waitFor(`agent ${this.name} to answer on ${this.socket}`, async () => {
-      if (child.exitCode !== null) throw new Error(`agent ${this.name} exited with ${child.exitCode}; log:\n${await this.logTail()}`);
+    const answered = await waitFor(`agent ${this.name} to answer on ${this.socket}`, async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return false;
       return this.call('status').then(() => true, () => undefined);
-    }, 30_000).catch(async (err) => {
-      throw child.exitCode !== null ? new Error(`agent ${this.name} exited with ${child.exitCode}; log:\n${await this.logTail()}`) : err;
-    });
+    }, 30_000);
+    if (!answered) throw new Error(`agent ${this.name} exited with ${child.exitCode ?? child.signalCode} before answering; log:\n${await this.logTail()}`);
   }
 
   async stop(): Promise<void> {

@@ -161,7 +161,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     connectionManager: {
       // A bounded peer set per agent (the scheduler keeps the nearest plus some random peers); the margin
       // absorbs inbound connections from agents that chose us.
-      maxConnections: 200,
+      maxConnections: 64,
       maxParallelDials: 50,
       dialTimeout: 10_000,
       inboundUpgradeTimeout: 10_000,

@@ -60,6 +60,8 @@ export class Swarm {
   private readonly fleet = new Map<string, FleetHost>();
   private readonly skipped = new Map<string, string>();
   private readonly untrustedLogged = new Set<string>();
+  /** Manifests whose install failed: retried with a growing delay, not every maintenance round. */
+  private readonly failures = new Map<string, { count: number; retryAt: number }>();
   private readonly chunkWatchers = new Map<string, Set<() => void>>();
   private tombstones: Tombstone[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -298,6 +300,7 @@ export class Swarm {
   /** Start downloading `sm` unless it is installed, superseded, removed or not for this machine. */
   private async consider(sm: SignedManifest): Promise<void> {
     if (this.stopping || this.downloads.has(sm.id)) return;
+    if ((this.failures.get(sm.id)?.retryAt ?? 0) > Date.now()) return;
     const { name, version } = sm.manifest.runtime;
     if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
     if (!archAllowed(sm.manifest.runtime)) {
@@ -326,13 +329,19 @@ export class Swarm {
         if (this.isTombstoned(name, version, sm.manifest.createdAt)) return null;
         return installManifest(this.opts.install, sm);
       });
+      this.failures.delete(sm.id);
       if (record) {
         const st = d.status();
         log(`installed ${name}@${version} at ${record.path}: fetched ${st.fetchedChunks} chunks from ${st.sources.length} peers`);
         await this.announceState();
       }
     } catch (err) {
-      if (!this.stopping) log(`could not install ${name}@${version}: ${(err as Error).message}`);
+      if (!this.stopping) {
+        const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
+        const delayMs = Math.min(10 * 60_000, 5_000 * 2 ** (count - 1));
+        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs });
+        log(`could not install ${name}@${version}: ${(err as Error).message}; retrying in ${Math.round(delayMs / 1000)} s`);
+      }
     } finally {
       this.downloads.delete(sm.id);
       this.recent.unshift({ ...d.status(), finishedAt: new Date().toISOString() } as ReturnType<Download['status']>);
