@@ -14,8 +14,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-  Agent, agentCli, buildRuntimePackage, bumpRuntimePackage, checkTarget, type Cleanup, defaultSources, heading,
-  hostInfo, loadAverage, mb, mbps, parseBenchArgs, printProcessWindow, ProcessMonitor, type ProcessWindow, round, runBench,
+  Agent, agentCli, buildRuntimePackage, bumpRuntimePackage, checkTarget, type Cleanup, heading,
+  hostInfo, loadAverage, mb, mbps, parseBenchArgs, resolveSources, printProcessWindow, ProcessMonitor, type ProcessWindow, round, runBench,
   type RuntimePackage, type TargetResult, timeShell, writeResult,
 } from './bench-util.js';
 
@@ -72,7 +72,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   console.log(`bench-publish on ${host.cpus} CPUs (${host.cpuModel}), node ${host.node}, load average ${host.loadAverageAtStart.join(' ')}`);
   const work = await cleanup.tempDir('joblet-agent-bench-publish-');
 
-  const sources = args.sources.length ? args.sources : await defaultSources();
+  const sources = await resolveSources(args.sources);
   heading(`building the package from ${sources.join(', ')}`);
   const build = path.join(work, 'build');
   await fs.mkdir(build);

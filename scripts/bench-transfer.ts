@@ -21,8 +21,8 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 
 import {
-  Agent, agentCli, buildRuntimePackage, checkTarget, type Cleanup, defaultSources, heading, hostInfo, loadAverage,
-  mb, mbps, parseBenchArgs, printProcessWindow, ProcessMonitor, type ProcessWindow, round, runBench,
+  Agent, agentCli, buildRuntimePackage, checkTarget, type Cleanup, heading, hostInfo, loadAverage,
+  mb, mbps, parseBenchArgs, resolveSources, printProcessWindow, ProcessMonitor, type ProcessWindow, round, runBench,
   type RuntimePackage, sleep, type TargetResult, timeShell, waitFor, writeResult,
 } from './bench-util.js';
 
@@ -44,6 +44,8 @@ interface SwarmTimings {
   publishSeconds: number;
   /** Publish CLI exit -> B lists the runtime: announcement + transfer + install, as an operator sees it. */
   transferInstallSeconds: number;
+  /** Publish CLI call on A -> B lists the runtime. */
+  endToEndSeconds: number;
   /** Publish CLI exit -> B's download started (negative: B started before the CLI had exited). */
   announceSeconds: number | null;
   /** B's download: its startedAt -> first poll that saw every chunk held (+- one poll interval). */
@@ -97,8 +99,11 @@ async function httpRound(work: string, url: string, pkg: RuntimePackage): Promis
   };
 }
 
-/** Polls B's status until stopped, noting when its download of `manifestId` first held every chunk. */
-function watchDownload(b: Agent, manifestId: () => string | null) {
+/**
+ * Polls B's status until stopped, noting when its download of `manifestId` first held every chunk, and marking
+ * B's CPU and RSS at that moment (download vs install).
+ */
+function watchDownload(b: Agent, monitor: ProcessMonitor, manifestId: () => string | null) {
   let stopped = false;
   let allChunksAt: number | null = null;
   const done = (async () => {
@@ -107,7 +112,10 @@ function watchDownload(b: Agent, manifestId: () => string | null) {
       if (id && allChunksAt === null) {
         const st = await b.status().catch(() => null);
         const t = st?.swarm?.transfers?.find((x: { manifestId: string }) => x.manifestId === id);
-        if (t && t.chunksHave === t.chunks) allChunksAt = Date.now();
+        if (t && t.chunksHave === t.chunks) {
+          allChunksAt = Date.now();
+          await monitor.mark('allChunksHeld').catch(() => undefined);
+        }
       }
       await sleep(STATUS_POLL_MS);
     }
@@ -133,14 +141,14 @@ async function swarmRound(cleanup: Cleanup, r: number, pkg: RuntimePackage): Pro
   const monB = await ProcessMonitor.start(b.pid);
   const monA = await ProcessMonitor.start(a.pid);
   let manifestId: string | null = null;
-  const watcher = watchDownload(b, () => manifestId);
+  const watcher = watchDownload(b, monB, () => manifestId);
   const published = await agentCli(['publish', pkg.tgz, '--json', '--socket', a.socket]);
   const publishedAt = Date.now();
   const aPublish = await monA.stop();
   const monA2 = await ProcessMonitor.start(a.pid);
   manifestId = (JSON.parse(published.stdout) as { manifestId: string }).manifestId;
   const id = manifestId;
-  console.log(`  publish on A: ${round(published.seconds, 2)} s`);
+  console.log(`  publish on A: ${round(published.seconds, 2)} s (CLI call to exit)`);
 
   const installedAt = await waitFor('agent B to install the runtime', async () =>
     (await b.list()).some((x) => x.manifestId === id) ? Date.now() : undefined, INSTALL_TIMEOUT_MS, LIST_POLL_MS)
@@ -158,6 +166,7 @@ async function swarmRound(cleanup: Cleanup, r: number, pkg: RuntimePackage): Pro
     loadAverage: loadAvg,
     publishSeconds: round(published.seconds),
     transferInstallSeconds: round((installedAt - publishedAt) / 1000),
+    endToEndSeconds: round(published.seconds + (installedAt - publishedAt) / 1000),
     announceSeconds: startedAt !== null ? round((startedAt - publishedAt) / 1000) : null,
     downloadSeconds: startedAt !== null && allChunksAt !== null ? round((allChunksAt - startedAt) / 1000) : null,
     installSeconds: allChunksAt !== null && finishedAt !== null ? round((finishedAt - allChunksAt) / 1000) : null,
@@ -179,7 +188,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   console.log(`bench-transfer on ${host.cpus} CPUs (${host.cpuModel}), node ${host.node}, load average ${host.loadAverageAtStart.join(' ')}`);
   const work = await cleanup.tempDir('joblet-agent-bench-transfer-');
 
-  const sources = args.sources.length ? args.sources : await defaultSources();
+  const sources = await resolveSources(args.sources);
   heading(`building the package from ${sources.join(', ')}`);
   const build = path.join(work, 'build');
   await fs.mkdir(build);
@@ -198,11 +207,16 @@ async function main(cleanup: Cleanup): Promise<void> {
     console.log(`  B installed ${t} s after the publish CLI exited (${mbps(pkg.tgzBytes, t)} MB/s of .tar.gz): `
       + `announce ${swarm.announceSeconds ?? '?'} s, download ${swarm.downloadSeconds ?? '?'} s`
       + `${swarm.downloadSeconds && swarm.fetchedBytes ? ` (${mbps(swarm.fetchedBytes, swarm.downloadSeconds)} MB/s of ${mb(swarm.fetchedBytes)} MB fetched)` : ''}`
-      + `, install ${swarm.installSeconds ?? '?'} s`);
+      + `, install ${swarm.installSeconds ?? '?'} s; ${swarm.endToEndSeconds} s from the publish CLI call`);
     if (swarm.installedBytesA !== swarm.installedBytesB) {
       console.log(`  WARNING: B installed ${swarm.installedBytesB} bytes, A ${swarm.installedBytesA}`);
     }
     printProcessWindow('agent B (publish + transfer + install)', swarm.b);
+    const held = swarm.b.marks.allChunksHeld;
+    if (held) {
+      console.log(`  agent B split: ${held.cpuSeconds} CPU s until every chunk was held (RSS then ${mb(held.rssBytes)} MB), `
+        + `${round(swarm.b.cpuSeconds - held.cpuSeconds, 2)} CPU s after (install)`);
+    }
     printProcessWindow('agent A during its publish', swarm.a.publish);
     printProcessWindow('agent A while B downloads', swarm.a.transfer);
     const ratios = {

@@ -114,7 +114,7 @@ export function runBench(name: string, main: (cleanup: Cleanup) => Promise<void>
     (err) => {
       if (stopping) return;
       stopping = true;
-      console.error(`${name} failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+      console.error(`${name} failed: ${err instanceof Error ? err.message : String(err)}`);
       cleanup.run().finally(() => process.exit(1));
     },
   );
@@ -319,27 +319,52 @@ async function threadTicks(pid: number): Promise<Map<string, { comm: string; tic
   return out;
 }
 
+/** Memory of a process at one moment, from /proc/PID/status: anonymous (heaps, malloc, Buffers) vs file pages. */
+export interface RssSample {
+  rssBytes: number;
+  anonBytes: number;
+  fileBytes: number;
+}
+
+async function rssSample(pid: number): Promise<RssSample> {
+  const text = await fs.readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(text.match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'))?.[1] ?? NaN) * 1024;
+  return { rssBytes: kb('VmRSS'), anonBytes: kb('RssAnon'), fileBytes: kb('RssFile') };
+}
+
+export interface ProcessMark {
+  /** CPU seconds since the window opened. */
+  cpuSeconds: number;
+  rssBytes: number;
+}
+
 export interface ProcessWindow {
   cpuSeconds: number;
   /** Peak RSS in the window: VmHWM (reset at the start when the kernel allows) and the sampled maximum. */
   peakRssBytes: number;
   peakRssSource: 'VmHWM since reset' | 'VmHWM since process start' | 'sampled VmRSS';
+  /** The highest 50 ms sample, split into anonymous and file-backed memory. */
+  peakSample: RssSample;
   /** RSS when the window opened, to tell the step's growth from the idle daemon's footprint. */
   startRssBytes: number;
-  /** CPU seconds by thread name (main JS thread, libuv workers, V8 helpers...), to see what was busy. */
+  /** CPU seconds by thread (the JavaScript main thread vs the others: libuv pool, V8 helpers). */
   threads: Record<string, number>;
+  /** Snapshots taken inside the window with mark(), e.g. when a download held every chunk. */
+  marks: Record<string, ProcessMark>;
 }
 
 /**
  * Measure one process over a window: CPU seconds, peak RSS and per-thread CPU. RSS is also sampled every
- * 50 ms, so a refused VmHWM reset still gives a usable (slightly lower-bound) peak.
+ * 50 ms: on this kernel VmHWM can read lower than an earlier VmRSS (the high-water mark is only folded in
+ * on some unmap paths), so the peak reported is the larger of the two.
  */
 export class ProcessMonitor {
   private cpuStart = 0;
   private threadsStart = new Map<string, { comm: string; ticks: number }>();
   private resetOk = false;
-  private sampledPeak = 0;
+  private peak: RssSample = { rssBytes: 0, anonBytes: 0, fileBytes: 0 };
   private startRss = 0;
+  private readonly marks: Record<string, ProcessMark> = {};
   private timer: NodeJS.Timeout | null = null;
 
   private constructor(readonly pid: number) {}
@@ -349,12 +374,18 @@ export class ProcessMonitor {
     m.resetOk = await resetPeakRss(pid);
     m.cpuStart = await cpuSeconds(pid);
     m.threadsStart = await threadTicks(pid);
-    m.startRss = await rssBytes(pid);
-    m.sampledPeak = m.startRss;
+    m.peak = await rssSample(pid);
+    m.startRss = m.peak.rssBytes;
     m.timer = setInterval(() => {
-      rssBytes(pid).then((b) => { m.sampledPeak = Math.max(m.sampledPeak, b); }, () => {});
+      rssSample(pid).then((x) => { if (x.rssBytes > m.peak.rssBytes) m.peak = x; }, () => {});
     }, 50);
     return m;
+  }
+
+  async mark(label: string): Promise<ProcessMark> {
+    const mark = { cpuSeconds: round((await cpuSeconds(this.pid)) - this.cpuStart, 2), rssBytes: await rssBytes(this.pid) };
+    this.marks[label] = mark;
+    return mark;
   }
 
   async stop(): Promise<ProcessWindow> {
@@ -367,24 +398,35 @@ export class ProcessMonitor {
       const delta = (t.ticks - (this.threadsStart.get(tid)?.ticks ?? 0)) / CLOCK_TICKS;
       if (delta > 0) threads[t.comm] = round((threads[t.comm] ?? 0) + delta, 2);
     }
-    const peak = Math.max(hwm, this.sampledPeak);
+    const peak = Math.max(hwm, this.peak.rssBytes);
     return {
       cpuSeconds: round(cpuEnd - this.cpuStart, 2),
       peakRssBytes: peak,
       peakRssSource: peak === hwm ? (this.resetOk ? 'VmHWM since reset' : 'VmHWM since process start') : 'sampled VmRSS',
+      peakSample: this.peak,
       startRssBytes: this.startRss,
       threads,
+      marks: this.marks,
     };
   }
 }
 
 export function printProcessWindow(label: string, w: ProcessWindow): void {
   const threads = Object.entries(w.threads).sort((a, b) => b[1] - a[1]).map(([n, s]) => `${n} ${s}s`).join(', ');
-  console.log(`  ${label}: peak RSS ${mb(w.peakRssBytes)} MB (${w.peakRssSource}; ${mb(w.startRssBytes)} MB before), `
-    + `CPU ${w.cpuSeconds} s [${threads || 'idle'}]`);
+  console.log(`  ${label}: peak RSS ${mb(w.peakRssBytes)} MB (${w.peakRssSource}; ${mb(w.startRssBytes)} MB before; `
+    + `highest sample ${mb(w.peakSample.anonBytes)} MB anon + ${mb(w.peakSample.fileBytes)} MB file), CPU ${w.cpuSeconds} s [${threads || 'idle'}]`);
 }
 
 // ---- the runtime package ------------------------------------------------------------------------------
+
+/** The --source dirs as given (each must be a directory), or the default sources of this machine. */
+export async function resolveSources(given: string[]): Promise<string[]> {
+  for (const dir of given) {
+    const st = await fs.stat(dir).catch(() => null);
+    if (!st?.isDirectory()) throw new Error(`--source ${dir} is not a directory`);
+  }
+  return given.length ? given : defaultSources();
+}
 
 /** A JDK from /usr/lib/jvm (the largest real one), else the Python standard library trees. */
 export async function defaultSources(): Promise<string[]> {

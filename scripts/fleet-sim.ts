@@ -69,12 +69,21 @@ export function describe(r: ScenarioResult): string {
     'time to install on the N-1 receiving hosts, from the moment the package is ready on host 0:',
     methodTable(r.methods, r.fluidBoundS),
     '',
-    table([['host', 'rack', 'installed s', 'peak RSS MB', 'CPU s total', 'CPU s transfer'],
-      ...r.agents.map((a) => [a.host, a.rack, a.installedS?.toFixed(2) ?? 'never', a.peakRssMB, a.cpuS, a.cpuDuringTransferS])]),
+    table([['host', 'rack', 'download 1%..99% s', 'MB in', 'installed s', 'peak RSS MB', 'CPU s total', 'CPU s transfer (user+sys)'],
+      ...r.agents.map((a) => [a.host, a.rack, `${r.links.downloadStartS[a.host]}..${r.links.downloadEndS[a.host]}`,
+        (r.links.downloadedBytes[a.host] / 1e6).toFixed(1), a.installedS?.toFixed(2) ?? 'never', a.peakRssMB, a.cpuS,
+        `${a.cpuDuringTransferS} (${a.userDuringTransferS}+${a.systemDuringTransferS})`])]),
+    `all agents together used ${r.agents.reduce((s, a) => s + a.cpuDuringTransferS, 0).toFixed(1)} CPU s during the transfer, ` +
+      `on ${r.machine.cores} cores over ${r.methods['joblet-agent']?.lastS.toFixed(1) ?? '?'} s; ` +
+      `the whole machine (all processes, kernel) was ${r.machine.busyDuringTransfer === null ? '?' : (r.machine.busyDuringTransfer * 100).toFixed(0)}% busy meanwhile`,
+    r.links.publisherUploadShare === null ? '' : `host 0 upload used ${(r.links.publisherUploadShare * 100).toFixed(0)}% of B during the first S/B seconds; ` +
+      `all uploads together used ${((r.links.totalUploadShare ?? 0) * 100).toFixed(0)}% of N x B until the last install`,
     '',
     `installed trees identical on every host: ${r.treesIdentical ? 'yes' : 'NO'}` +
       (r.baselineTreesIdentical === null ? '' : `; baseline trees identical: ${r.baselineTreesIdentical ? 'yes' : 'NO'}`),
   ];
+  if (r.zonesKnown) lines.push(`zone labels known for ${r.zonesKnown.known} of ${r.zonesKnown.peers} peer links when the publish began`);
+  lines.push(`agent: commit ${r.agentVersion.commit}${r.agentVersion.modifiedSrc.length ? ` with modified ${r.agentVersion.modifiedSrc.join(', ')}` : ''}`);
   if (r.crossRackBytes !== null) lines.push(`bytes across the uplink: ${(r.crossRackBytes / 1e6).toFixed(1)} MB = ${r.crossRackPerPackage} x S`);
   lines.push(`cleanup: ${r.cleanup.problems.length ? r.cleanup.problems.join('; ') : 'all namespaces, links, processes and temp dirs removed'}`);
   return lines.join('\n');

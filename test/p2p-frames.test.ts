@@ -87,7 +87,8 @@ test('the reader pauses the stream when a slow consumer lets frames pile up', as
   const frames = Array.from({ length: 20 }, (_, i) => encode({ i }, Buffer.alloc(1000)));
   const stream = new MemoryStream(frames);
   const reader = new FrameReader(stream, { ...limits, highWaterBytes: 4000 });
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  // Nobody reads yet: the pump must pause the stream by itself (polled, as a loaded machine is slow).
+  for (let i = 0; i < 250 && stream.pauses === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
   t.true(stream.pauses > 0);
   const got = [];
   for await (const frame of reader) got.push((frame.header as { i: number }).i);

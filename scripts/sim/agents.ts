@@ -10,6 +10,21 @@ import { run, sleep, pidAlive, stopGroup } from './sh.js';
 import type { Host } from './topology.js';
 
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/agent/cli.js');
+const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/**
+ * Copy the built agent (dist/src) into the run's work dir and return its CLI path, so that a rebuild of
+ * the tree during a long run cannot hand different hosts different agent code (or a half-written build).
+ * node_modules is linked, package.json copied for its "type": "module".
+ */
+export async function snapshotAgent(workDir: string): Promise<string> {
+  const root = path.join(workDir, 'agent');
+  await fs.mkdir(path.join(root, 'dist'), { recursive: true });
+  await fs.cp(path.join(DIST, 'src'), path.join(root, 'dist', 'src'), { recursive: true });
+  await fs.copyFile(path.join(DIST, '..', 'package.json'), path.join(root, 'package.json'));
+  await fs.symlink(path.join(DIST, '..', 'node_modules'), path.join(root, 'node_modules'));
+  return path.join(root, 'dist', 'src', 'agent', 'cli.js');
+}
 export const AGENT_PORT = 7946;
 
 export interface Agent {
@@ -30,7 +45,7 @@ export async function call<T>(socket: string, cmd: string, args: Record<string, 
   try { return (await Promise.race([callDaemon(socket, { cmd, args }), timeout])) as T; } finally { clearTimeout(timer); }
 }
 
-export interface AgentOptions { zone?: string; bootstrap: string[]; fleetKey?: string; trust?: string }
+export interface AgentOptions { cli: string; zone?: string; bootstrap: string[]; fleetKey?: string; trust?: string }
 
 /** Write the agent's config with `init`, start it in its namespace, wait until its socket answers. */
 export async function startAgent(host: Host, workDir: string, opts: AgentOptions, onSpawn: (pid: number) => void): Promise<Agent> {
@@ -44,11 +59,13 @@ export async function startAgent(host: Host, workDir: string, opts: AgentOptions
   if (opts.fleetKey) init.push('--fleet-key', opts.fleetKey);
   if (opts.trust) init.push('--trust', opts.trust);
   for (const b of opts.bootstrap) init.push('--bootstrap', b);
-  await run(process.execPath, [CLI, ...init]);
+  await run(process.execPath, [opts.cli, ...init]);
   const logFile = path.join(dir, 'agent.log');
   const log = await fs.open(logFile, 'a');
   // `ip netns exec` execs node in place, so the pid we get is the agent's; detached makes it a group leader.
-  const child = spawn('ip', ['netns', 'exec', host.ns, process.execPath, CLI, 'start', '--config', path.join(etc, 'config.yml')],
+  // JSIM_AGENT_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=DIR") lets one profile the agents of a run.
+  const nodeArgs = (process.env.JSIM_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn('ip', ['netns', 'exec', host.ns, process.execPath, ...nodeArgs, opts.cli, 'start', '--config', path.join(etc, 'config.yml')],
     { detached: true, stdio: ['ignore', log.fd, log.fd] });
   await log.close();
   if (child.pid === undefined) throw new Error(`could not start the agent of ${host.ns}`);
@@ -89,7 +106,7 @@ export async function installed(agent: Agent, name: string, version: string): Pr
   return list.find((r) => r.name === name && r.version === version);
 }
 
-export interface ProcUsage { peakRssBytes: number; cpuSeconds: number }
+export interface ProcUsage { peakRssBytes: number; cpuSeconds: number; userSeconds: number; systemSeconds: number }
 
 /** VmHWM and utime+stime of a live process, from /proc. */
 export async function procUsage(pid: number): Promise<ProcUsage> {
@@ -98,8 +115,9 @@ export async function procUsage(pid: number): Promise<ProcUsage> {
   const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return { peakRssBytes: hwm ? Number(hwm[1]) * 1024 : 0, cpuSeconds: ticks / clockTicks };
+  const user = Number(fields[11]) / clockTicks;
+  const system = Number(fields[12]) / clockTicks;
+  return { peakRssBytes: hwm ? Number(hwm[1]) * 1024 : 0, cpuSeconds: user + system, userSeconds: user, systemSeconds: system };
 }
 
 let clockTicks = 100;

@@ -5,12 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { Resources, cleanupOnSignals, type CleanupReport } from './cleanup.js';
 import { buildTopology, takenNames, uplinkBytes, type Host, type TopologySpec } from './topology.js';
-import { startAgent, dialAddress, call, installed, procUsage, readClockTicks, stopAgent, commOf, tail, type Agent, type AgentStatus } from './agents.js';
+import { startAgent, snapshotAgent, dialAddress, call, installed, procUsage, readClockTicks, stopAgent, commOf, tail, type Agent, type AgentStatus } from './agents.js';
 import { generatePackage, packageIdentity } from './package-gen.js';
 import { hashTree } from './tree-hash.js';
 import { startHttpServer, centralServer, sequentialCopy } from './baselines.js';
 import { fluidBoundS, summarize, round, type MethodSummary } from './report.js';
 import { run, sleep } from './sh.js';
+import { LinkSampler, linkFigures, type LinkFigures, type Sample } from './link-sampler.js';
 
 export interface ScenarioOptions extends TopologySpec {
   zones: boolean;
@@ -33,11 +34,14 @@ export interface HostFigures {
   peakRssMB: number;
   cpuS: number;
   cpuDuringTransferS: number;
+  /** The transfer's CPU split into user (JS, crypto, zlib) and system (kernel: sockets, files) time. */
+  userDuringTransferS: number;
+  systemDuringTransferS: number;
 }
 
 export interface ScenarioResult {
   date: string;
-  machine: { cores: number; loadAvgStart: number[]; loadAvgEnd: number[] };
+  machine: { cores: number; loadAvgStart: number[]; loadAvgEnd: number[]; busyDuringTransfer: number | null };
   params: { hosts: number; hostMbit: number; racks: number; uplinkMbit: number; zones: boolean; packageBytes: number; packageName: string };
   fluidBoundS: number | null;
   publishS: number;
@@ -47,6 +51,13 @@ export interface ScenarioResult {
   baselineTreesIdentical: boolean | null;
   crossRackBytes: number | null;
   crossRackPerPackage: number | null;
+  /** From the switch port counters during the agents' transfer (seconds from the publish's end). */
+  links: LinkFigures;
+  linkSamples: Sample[];
+  /** With --zones: over all agents, how many of their peers they knew the zone of when the publish began. */
+  zonesKnown: { known: number; peers: number } | null;
+  /** The git commit of the tree and the src files that differed from it (other people edit src meanwhile). */
+  agentVersion: { commit: string; modifiedSrc: string[] };
   cleanup: CleanupReport;
 }
 
@@ -89,9 +100,13 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
 
   log(`building ${opts.hosts} hosts, ${opts.racks} rack(s), B = ${opts.hostMbit || 'unshaped'} Mbit/s${opts.racks === 2 ? `, uplink ${opts.uplinkMbit || 'unshaped'} Mbit/s` : ''}`);
   const hosts = await buildTopology(opts, res.namespaces);
+  const cli = await snapshotAgent(workDir);
+  const agentVersion = await describeAgentVersion();
 
-  const agents = await startFleet(hosts, opts, workDir, res);
+  const agents = await startFleet(hosts, opts, workDir, res, cli);
   await waitForMesh(agents, opts.timeoutS * 1000, log);
+  const zonesKnown = opts.zones ? await countKnownZones(agents) : null;
+  if (zonesKnown) log(`peers whose zone the agents know: ${zonesKnown.known} of ${zonesKnown.peers}`);
 
   const cpuBefore = await Promise.all(agents.map((a) => procUsage(a.pid)));
   const uplinkBefore = opts.racks === 2 ? await uplinkBytes() : 0;
@@ -99,7 +114,12 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
   const publishStart = Date.now();
   await call(agents[0].socket, 'publish', { path: pkgPath }, opts.timeoutS * 1000);
   const t0 = Date.now();
+  const sampler = new LinkSampler(hosts.length);
+  await sampler.start();
+  const cpuStart = await machineCpu();
   const installedMs = await waitForInstalls(agents, ident, t0, opts.timeoutS * 1000, log);
+  const cpuEnd = await machineCpu();
+  const samples = await sampler.stop();
   const uplinkAfter = opts.racks === 2 ? await uplinkBytes() : 0;
   const usage = await Promise.all(agents.map((a) => procUsage(a.pid)));
 
@@ -112,6 +132,8 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
       host: i, rack: a.host.rack, installedS: installedMs[i] === null ? null : round(installedMs[i]! / 1000, 3), treeDigest: digest,
       peakRssMB: round(usage[i].peakRssBytes / 1e6, 1), cpuS: round(usage[i].cpuSeconds, 2),
       cpuDuringTransferS: round(usage[i].cpuSeconds - cpuBefore[i].cpuSeconds, 2),
+      userDuringTransferS: round(usage[i].userSeconds - cpuBefore[i].userSeconds, 2),
+      systemDuringTransferS: round(usage[i].systemSeconds - cpuBefore[i].systemSeconds, 2),
     });
   }
   const treesIdentical = agentFigures.every((f) => f.treeDigest === reference.digest);
@@ -125,6 +147,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
     throw new Error(`hosts ${missing.join(', ')} did not install within ${opts.timeoutS} s; last log lines of host ${missing[0]}:\n${await tail(agents[missing[0]].logFile)}`);
   }
   methods['joblet-agent'] = summarize(receiving.map((f) => f.installedS!), bound);
+  const links = linkFigures(samples, opts.hostMbit, bound, methods['joblet-agent'].lastS);
 
   let baselineTreesIdentical: boolean | null = null;
   if (opts.baselines) {
@@ -145,7 +168,10 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
 
   return {
     date: new Date().toISOString(),
-    machine: { cores: os.cpus().length, loadAvgStart, loadAvgEnd: loadAvg() },
+    machine: {
+      cores: os.cpus().length, loadAvgStart, loadAvgEnd: loadAvg(),
+      busyDuringTransfer: cpuStart && cpuEnd ? round(1 - (cpuEnd.idle - cpuStart.idle) / Math.max(1, cpuEnd.total - cpuStart.total), 3) : null,
+    },
     params: { hosts: opts.hosts, hostMbit: opts.hostMbit, racks: opts.racks, uplinkMbit: opts.uplinkMbit, zones: opts.zones, packageBytes, packageName: `${ident.name}@${ident.version}` },
     fluidBoundS: bound === null ? null : round(bound, 3),
     publishS: round((t0 - publishStart) / 1000, 3),
@@ -155,7 +181,32 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
     baselineTreesIdentical,
     crossRackBytes: opts.racks === 2 ? uplinkAfter - uplinkBefore : null,
     crossRackPerPackage: opts.racks === 2 ? round((uplinkAfter - uplinkBefore) / packageBytes, 3) : null,
+    links: {
+      publisherUploadShare: links.publisherUploadShare === null ? null : round(links.publisherUploadShare, 3),
+      totalUploadShare: links.totalUploadShare === null ? null : round(links.totalUploadShare, 3),
+      downloadStartS: links.downloadStartS.map((x) => round(x, 2)),
+      downloadEndS: links.downloadEndS.map((x) => round(x, 2)),
+      downloadedBytes: links.downloadedBytes,
+    },
+    zonesKnown,
+    agentVersion,
+    linkSamples: samples.map((x) => ({ ...x, t: round(x.t, 2) })),
   };
+}
+
+async function describeAgentVersion(): Promise<{ commit: string; modifiedSrc: string[] }> {
+  const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');
+  const commit = (await run('git', ['-C', repo, 'rev-parse', '--short', 'HEAD']).catch(() => ({ stdout: 'unknown' }))).stdout.trim();
+  const status = (await run('git', ['-C', repo, 'status', '--porcelain', '--', 'src']).catch(() => ({ stdout: '' }))).stdout;
+  return { commit, modifiedSrc: status.split('\n').map((l) => l.slice(3)).filter(Boolean) };
+}
+
+/** Jiffies of the whole machine from /proc/stat: idle (idle + iowait) and total, to tell if the CPU was the limit. */
+async function machineCpu(): Promise<{ idle: number; total: number } | null> {
+  const line = (await fs.readFile('/proc/stat', 'utf8').catch(() => '')).split('\n')[0];
+  if (!line.startsWith('cpu ')) return null;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  return { idle: v[3] + (v[4] ?? 0), total: v.slice(0, 8).reduce((a, b) => a + b, 0) };
 }
 
 /** Unpack the package as joblet would see it (one top-level dir stripped) and hash it. */
@@ -188,15 +239,15 @@ async function baselineTreesMatch(dirs: string[], digest: string): Promise<boole
  * Host 0 first (it holds the publisher key; the others share its fleet key and trust it). Then one seed
  * per rack, then everyone else, each bootstrapped to host 0 and to its rack's seed.
  */
-async function startFleet(hosts: Host[], opts: ScenarioOptions, workDir: string, res: Resources): Promise<Agent[]> {
+async function startFleet(hosts: Host[], opts: ScenarioOptions, workDir: string, res: Resources, cli: string): Promise<Agent[]> {
   const track = (pid: number) => res.pids.add(pid);
   const zone = (h: Host) => (opts.zones ? h.rack : undefined);
-  const first = await startAgent(hosts[0], workDir, { zone: zone(hosts[0]), bootstrap: [] }, track);
+  const first = await startAgent(hosts[0], workDir, { cli, zone: zone(hosts[0]), bootstrap: [] }, track);
   await assertNode(first);
   const etc0 = path.join(first.dir, 'etc');
   const firstAddr = await dialAddress(first);
   const joined = (bootstrap: string[], h: Host) => startAgent(h, workDir,
-    { zone: zone(h), bootstrap, fleetKey: path.join(etc0, 'fleet.key'), trust: path.join(etc0, 'publisher.pub') }, track);
+    { cli, zone: zone(h), bootstrap, fleetKey: path.join(etc0, 'fleet.key'), trust: path.join(etc0, 'publisher.pub') }, track);
   const seedIdx = new Set<number>();
   if (hosts.length > 1) seedIdx.add(1);
   const rackB = hosts.find((h) => h.rack === 'rackB');
@@ -232,6 +283,16 @@ async function waitForMesh(agents: Agent[], timeoutMs: number, log: (s: string) 
   }
   // gossipsub builds its mesh on heartbeats (one second apart); give it a few.
   await sleep(3000);
+}
+
+async function countKnownZones(agents: Agent[]): Promise<{ known: number; peers: number }> {
+  let known = 0;
+  let peers = 0;
+  for (const a of agents) {
+    const s = await call<AgentStatus>(a.socket, 'status');
+    for (const p of s.swarm?.peers ?? []) { peers++; if (p.zone) known++; }
+  }
+  return { known, peers };
 }
 
 /** Poll each agent's install list; returns, per host, ms from t0 to its own installedAt (null if never). */

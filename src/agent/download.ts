@@ -29,6 +29,12 @@ export class Download {
   /** Ids this download has stored or is storing, so an endgame duplicate is never counted twice. */
   private readonly stored = new Set<string>();
   private lastPeerScan = 0;
+  /**
+   * The current request token of each (peer, chunk index). A request that outlived its assignment (the
+   * peer was dropped and the chunk given to it again) must not report busy/failed for the new one.
+   */
+  private readonly tokens = new Map<string, number>();
+  private nextToken = 1;
 
   constructor(private readonly swarm: Swarm, readonly sm: SignedManifest, have: boolean[]) {
     this.sched = new DownloadScheduler(sm.manifest.chunks, have, { localZone: swarm.zone });
@@ -46,7 +52,11 @@ export class Download {
         this.lastPeerScan = now;
         this.refreshSources();
       }
-      for (const a of this.sched.next(now)) void this.fetch(a.peer, a.index);
+      for (const a of this.sched.next(now)) {
+        const token = this.nextToken++;
+        this.tokens.set(`${a.peer}#${a.index}`, token);
+        void this.fetch(a.peer, a.index, token);
+      }
       await new Promise<void>((resolve) => {
         this.wake = resolve;
         setTimeout(resolve, TICK_MS);
@@ -138,12 +148,13 @@ export class Download {
     }
   }
 
-  private async fetch(peer: string, index: number): Promise<void> {
+  private async fetch(peer: string, index: number, token: number): Promise<void> {
     const ref = this.sm.manifest.chunks[index];
+    const key = `${peer}#${index}`;
     const started = performance.now();
     try {
-      if (await this.swarm.store.chunks.has(ref.id)) {
-        // Stored meanwhile by an endgame duplicate or by another manifest sharing the chunk.
+      if (this.stored.has(ref.id)) {
+        // An endgame duplicate, or the same chunk twice in this manifest: already stored.
         this.sched.delivered(peer, index, 0, 1);
         this.duplicateChunks++;
         return;
@@ -151,13 +162,12 @@ export class Download {
       const client = this.swarm.clientFor(peer);
       const got = await client.fetch(ref.id);
       if (got.size !== ref.size) throw new CorruptChunkError(ref.id, `peer sent ${got.size} bytes, manifest says ${ref.size}`);
-      if (this.stored.has(ref.id) || (await this.swarm.store.chunks.has(ref.id))) {
-        this.duplicateChunks++;
-      } else if (this.stored.has(ref.id)) {
-        this.duplicateChunks++; // the other copy arrived while has() was looking
+      if (this.stored.has(ref.id)) {
+        this.duplicateChunks++; // the other copy arrived first
       } else {
         this.stored.add(ref.id);
         try {
+          // Verifies the bytes against the id; a chunk another download stored meanwhile is not rewritten.
           await this.swarm.store.chunks.putStored(ref.id, got.codec, got.data, got.size);
         } catch (err) {
           this.stored.delete(ref.id);
@@ -175,6 +185,8 @@ export class Download {
     } catch (err) {
       if (err instanceof CorruptChunkError) {
         this.swarm.peerSentCorrupt(peer, err);
+      } else if (this.tokens.get(key) !== token) {
+        // stale: this request was superseded; its failure says nothing about the current one
       } else if (err instanceof ChunkBusyError) {
         this.sched.busy(peer, index, Date.now());
       } else if (err instanceof ChunkMissError) {
@@ -185,6 +197,7 @@ export class Download {
         this.sched.failed(peer, index, Date.now(), 'error');
       }
     } finally {
+      if (this.tokens.get(key) === token) this.tokens.delete(key);
       this.wake?.();
     }
   }

@@ -438,6 +438,8 @@ export class ChunkClient {
     const reader = new FrameReader(session.stream, {
       maxHeaderBytes: MAX_MESSAGE_HEADER_BYTES,
       maxPayloadBytes: MAX_STORED_CHUNK_SIZE,
+      // One parsed answer waiting for the store is enough: more would only hold memory per peer.
+      highWaterBytes: MAX_STORED_CHUNK_SIZE,
     });
     let reason = 'the peer closed the stream';
     try {

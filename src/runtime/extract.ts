@@ -25,6 +25,8 @@ const UMASK = process.umask();
 // Files whose metadata and close are still in flight: enough to keep the thread pool busy, few
 // enough to stay far below any descriptor limit.
 const MAX_BACKGROUND = 32;
+// File data held by those background writes, so a run of small files cannot pin much memory.
+const MAX_BACKGROUND_BYTES = 8 * 1024 * 1024;
 
 interface DirAttributes {
   mode: number;
@@ -90,6 +92,7 @@ class Extractor {
   // Directories known to exist (created by us, explicitly or as parents); '' is destDir itself.
   private readonly existing = new Set<string>(['']);
   private readonly background = new Set<Promise<void>>();
+  private backgroundBytes = 0;
   // The background task of each path still being written: a later entry replacing or hardlinking it waits.
   private readonly creations = new Map<string, Promise<void>>();
   private backgroundError: Error | null = null;
@@ -120,13 +123,21 @@ class Extractor {
       // written entirely in the background while the next entries are parsed. For trees of small
       // files the round trips to the thread pool (open, write, chmod, utimes, close) dominate otherwise.
       if (!first.done && !(await chunks.next()).done) throw new PackageError(`entry ${path} has more data than its size ${size}`);
+      while (this.backgroundBytes > 0 && this.backgroundBytes + size > MAX_BACKGROUND_BYTES && this.background.size > 0) {
+        await Promise.race(this.background);
+      }
+      this.backgroundBytes += size;
       const task = this.inBackground(path, async () => {
-        const handle = await open(this.abs(path), WRITE_FLAGS, mode);
         try {
-          if (firstChunk.length > 0) await handle.write(firstChunk, 0, firstChunk.length, 0);
-          await this.finishFile(handle, mode, mtime);
+          const handle = await open(this.abs(path), WRITE_FLAGS, mode);
+          try {
+            if (firstChunk.length > 0) await handle.write(firstChunk, 0, firstChunk.length, 0);
+            await this.finishFile(handle, mode, mtime);
+          } finally {
+            await handle.close();
+          }
         } finally {
-          await handle.close();
+          this.backgroundBytes -= size;
         }
       });
       await task;
