@@ -19,6 +19,8 @@ import { parseArgs } from 'node:util';
 import { callDaemon } from '../src/agent/control.js';
 
 export const CLI_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/agent/cli.js');
+/** The installed entry point (bin/joblet-agent): the daemon is measured as an operator runs it. */
+export const BIN_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/joblet-agent');
 const MB = 1e6;
 /** Kernel clock ticks per second for /proc/PID/stat times; 100 on every Linux this runs on. */
 const CLOCK_TICKS = 100;
@@ -237,7 +239,7 @@ export class Agent {
   private async start(): Promise<void> {
     const log = createWriteStream(this.logFile);
     await new Promise((resolve) => log.once('open', resolve));
-    const child = spawn(process.execPath, [CLI_PATH, 'start', '--config', path.join(this.etc, 'config.yml')],
+    const child = spawn(BIN_PATH, ['start', '--config', path.join(this.etc, 'config.yml')],
       { stdio: ['ignore', log, log] });
     this.child = child;
     this.cleanup.process(child);

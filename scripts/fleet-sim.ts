@@ -86,7 +86,7 @@ export function describe(r: ScenarioResult): string {
   lines.push(`agent: commit ${r.agentVersion.commit}${r.agentVersion.modifiedSrc.length ? ` with modified ${r.agentVersion.modifiedSrc.join(', ')}` : ''}`);
   if (r.crossRackBytes !== null) lines.push(`bytes across the uplink: ${(r.crossRackBytes / 1e6).toFixed(1)} MB = ${r.crossRackPerPackage} x S`);
   lines.push(`cleanup: ${r.cleanup.problems.length ? r.cleanup.problems.join('; ') : 'all namespaces, links, processes and temp dirs removed'}`);
-  return lines.join('\n');
+  return lines.filter((l, i) => l !== '' || lines[i - 1] !== '').join('\n');
 }
 
 async function main(): Promise<number> {

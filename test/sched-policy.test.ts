@@ -4,18 +4,8 @@ import test from 'ava';
 import { DownloadScheduler, decodeBitfield, encodeBitfield, type Assignment } from '../src/agent/scheduler.js';
 import { decodeHaveBits, encodeHaveBits } from '../src/protocol/messages.js';
 import type { ChunkRef } from '../src/store/types.js';
+import { seeded } from './helpers/seeded.js';
 
-/** mulberry32: a tiny seeded PRNG, so every run makes the same "random" choices. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function chunks(n: number, size = 1000): ChunkRef[] {
   return Array.from({ length: n }, (_, i) => ({

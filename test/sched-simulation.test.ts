@@ -3,18 +3,8 @@ import test from 'ava';
 
 import { DownloadScheduler, encodeBitfield, type Assignment, type SchedulerOptions } from '../src/agent/scheduler.js';
 import type { ChunkRef } from '../src/store/types.js';
+import { seeded } from './helpers/seeded.js';
 
-/** mulberry32: a tiny seeded PRNG, so every run makes the same "random" choices. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Outcome = 'ok' | 'busy' | 'miss' | 'timeout' | 'error' | 'corrupt';
 

@@ -93,10 +93,17 @@ export interface AgentStatus {
 
 /** The agent's own address on its host's interface, with /p2p/ID, for others to bootstrap to. */
 export async function dialAddress(agent: Agent): Promise<string> {
-  const s = await call<AgentStatus>(agent.socket, 'status');
-  const a = s.addresses.find((x) => x.includes(`/ip4/${agent.host.addr}/`));
-  if (!a) throw new Error(`the agent of ${agent.host.ns} reports no address on ${agent.host.addr}: ${s.addresses.join(', ')}`);
-  return a;
+  // The control socket may answer a moment before libp2p reports its listen addresses.
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const s = await call<AgentStatus>(agent.socket, 'status');
+    const a = s.addresses.find((x) => x.includes(`/ip4/${agent.host.addr}/`));
+    if (a) return a;
+    if (Date.now() > deadline) {
+      throw new Error(`the agent of ${agent.host.ns} reports no address on ${agent.host.addr} (it has: ${s.addresses.join(', ') || 'none'}); see ${agent.logFile}:\n${await tail(agent.logFile)}`);
+    }
+    await sleep(200);
+  }
 }
 
 export interface InstallRecord { name: string; version: string; manifestId: string; path: string; installedAt: string }

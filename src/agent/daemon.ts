@@ -201,6 +201,7 @@ export class Agent {
       publisher: this.publisherKey ? publicKeyOf(this.publisherKey) : null,
       trust: this.config.trust,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      memory: memoryNow(),
       store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length },
       runtimes,
     };
@@ -220,6 +221,12 @@ export class Agent {
       }
     }
   }
+}
+
+/** The daemon's own memory, so an operator can see what it costs on the host. */
+function memoryNow() {
+  const m = process.memoryUsage();
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external, arrayBufferBytes: m.arrayBuffers };
 }
 
 /** TEST ONLY: JOBLET_AGENT_TEST_FAULT=corrupt or slow:MS makes this agent a bad or slow chunk server. */

