@@ -263,10 +263,13 @@ async function cmdRemove(argv: string[]): Promise<void> {
   const version = at < 0 ? undefined : spec.slice(at + 1);
   if (!name || version === '') throw new UsageError(`"${spec}" is not NAME or NAME@VERSION`);
   const res = (await callDaemon(await clientSocket(values.socket, values.config), { cmd: 'remove', args: { name, version } })) as
-    { removed: { name: string; version: string; path: string }[]; freedBytes: number };
+    { removed: { name: string; version: string; path: string }[]; freedBytes: number; signed?: boolean };
   if (values.json) { console.log(JSON.stringify(res, null, 2)); return; }
   for (const r of res.removed) console.log(`removed ${r.name}@${r.version} (${r.path})`);
+  if (res.removed.length === 0) console.log(`${spec} is not installed here`);
   console.log(`freed ${formatBytes(res.freedBytes)} of chunks`);
+  if (res.signed) console.log(`a signed removal of ${spec} was sent to the fleet`);
+  else if (res.signed === false) console.log('removed on this host only (this agent has no publisher key); the swarm will not reinstall it here');
 }
 
 async function cmdVerify(argv: string[]): Promise<void> {

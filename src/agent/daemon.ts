@@ -144,8 +144,8 @@ export class Agent {
     if (!name) throw new UserError('remove needs NAME or NAME@VERSION');
     if (this.swarm) {
       const before = await this.store.chunks.usage();
+      // On a publisher this also removes the runtime from hosts where it is not installed here.
       const res = await this.swarm.removeRuntime(name, version ?? null);
-      if (res.removed.length === 0) throw new UserError(`${version ? `${name}@${version}` : name} is not installed`);
       const after = await this.store.chunks.usage();
       return { ...res, freedBytes: Math.max(0, before.bytes - after.bytes) };
     }

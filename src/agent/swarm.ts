@@ -18,6 +18,7 @@ import { Download } from './download.js';
 import { installManifest, type InstallContext } from './install-manifest.js';
 import type { Mutex } from './mutex.js';
 import { log } from './log.js';
+import { UserError } from './control.js';
 
 export const ANNOUNCE_TOPIC = '/joblet-agent/announce/1';
 /** Connections an agent keeps up by dialing peers it learned of; more may come in. */
@@ -436,6 +437,9 @@ export class Swarm {
    * only applies here, and the local tombstone keeps the swarm from bringing the runtime back.
    */
   async removeRuntime(name: string, version: string | null): Promise<{ removed: { name: string; version: string; path: string }[]; signed: boolean }> {
+    const known = (await this.store.index.listManifests()).some((sm) =>
+      sm.manifest.runtime.name === name && (version === null || sm.manifest.runtime.version === version));
+    if (!known) throw new UserError(`${label({ name, version })} is not installed here, and this agent knows no manifest of it`);
     const key = this.opts.publisherKey;
     const tomb: Tombstone = key
       ? signRemoval(name, version, key)
