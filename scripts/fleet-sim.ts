@@ -14,10 +14,10 @@ const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
   --uplink-mbit U      uplink rate in Mbit/s with two racks (default = B)
   --zones              start agents with --zone rackA / rackB
   --package PATH       a .tar.gz runtime package to publish (default: generate one)
-  --size MB            size of the generated package in MB of 10^6 bytes (default 67.2, i.e. 64 MiB)
+  --size MB            size of the generated package in MB of 10^6 bytes (default 67.1, i.e. 64 MiB)
   --save-package PATH  keep a copy of the generated package, to reuse with --package
   --no-baselines       skip the central server and sequential copy loop
-  --timeout S          bound on each phase, in seconds (default: max(120, 20 x S/B))
+  --timeout S          bound on each phase, in seconds (default: max(120, 20 x S/B, 2 x N x S/B))
   --json PATH          write the figures as JSON
   --svg PATH           write a picture: hosts installed over time, one line per method`;
 
@@ -69,9 +69,9 @@ export function describe(r: ScenarioResult): string {
     'time to install on the N-1 receiving hosts, from the moment the package is ready on host 0:',
     methodTable(r.methods, r.fluidBoundS),
     '',
-    table([['host', 'rack', 'download 1%..99% s', 'MB in', 'installed s', 'peak RSS MB', 'CPU s total', 'CPU s transfer (user+sys)'],
+    table([['host', 'rack', 'download 1%..99% s', 'MB in (link)', 'MB fetched (agent)', 'installed s', 'peak RSS MB', 'CPU s total', 'CPU s transfer (user+sys)'],
       ...r.agents.map((a) => [a.host, a.rack, `${r.links.downloadStartS[a.host]}..${r.links.downloadEndS[a.host]}`,
-        (r.links.downloadedBytes[a.host] / 1e6).toFixed(1), a.installedS?.toFixed(2) ?? 'never', a.peakRssMB, a.cpuS,
+        (r.links.downloadedBytes[a.host] / 1e6).toFixed(1), a.fetchedBytes === null || a.fetchedBytes === undefined ? '-' : (a.fetchedBytes / 1e6).toFixed(1), a.installedS?.toFixed(2) ?? 'never', a.peakRssMB, a.cpuS,
         `${a.cpuDuringTransferS} (${a.userDuringTransferS}+${a.systemDuringTransferS})`])]),
     `all agents together used ${r.agents.reduce((s, a) => s + a.cpuDuringTransferS, 0).toFixed(1)} CPU s during the transfer, ` +
       `on ${r.machine.cores} cores over ${r.methods['joblet-agent']?.lastS.toFixed(1) ?? '?'} s; ` +

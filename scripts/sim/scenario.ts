@@ -34,6 +34,9 @@ export interface HostFigures {
   peakRssMB: number;
   cpuS: number;
   cpuDuringTransferS: number;
+  /** What the agent itself counted for this transfer (status recentTransfers): payload fetched vs the package's stored size. */
+  fetchedBytes: number | null;
+  bytesTotal: number | null;
   /** The transfer's CPU split into user (JS, crypto, zlib) and system (kernel: sockets, files) time. */
   userDuringTransferS: number;
   systemDuringTransferS: number;
@@ -127,9 +130,11 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
   const agentFigures: HostFigures[] = [];
   for (const [i, a] of agents.entries()) {
     const rec = await installed(a, ident.name, ident.version);
+    const xfer = await transferCounters(a, rec?.manifestId);
     const digest = rec?.path ? (await hashTree(rec.path)).digest : null;
     agentFigures.push({
       host: i, rack: a.host.rack, installedS: installedMs[i] === null ? null : round(installedMs[i]! / 1000, 3), treeDigest: digest,
+      fetchedBytes: xfer?.fetchedBytes ?? null, bytesTotal: xfer?.bytesTotal ?? null,
       peakRssMB: round(usage[i].peakRssBytes / 1e6, 1), cpuS: round(usage[i].cpuSeconds, 2),
       cpuDuringTransferS: round(usage[i].cpuSeconds - cpuBefore[i].cpuSeconds, 2),
       userDuringTransferS: round(usage[i].userSeconds - cpuBefore[i].userSeconds, 2),
@@ -283,6 +288,14 @@ async function waitForMesh(agents: Agent[], timeoutMs: number, log: (s: string) 
   }
   // gossipsub builds its mesh on heartbeats (one second apart); give it a few.
   await sleep(3000);
+}
+
+interface TransferView { manifestId: string; fetchedBytes?: number; bytesTotal?: number }
+
+async function transferCounters(a: Agent, manifestId: string | undefined): Promise<TransferView | undefined> {
+  if (!manifestId) return undefined;
+  const s = await call<{ swarm?: { transfers?: TransferView[]; recentTransfers?: TransferView[] } }>(a.socket, 'status').catch(() => undefined);
+  return [...(s?.swarm?.recentTransfers ?? []), ...(s?.swarm?.transfers ?? [])].find((x) => x.manifestId === manifestId);
 }
 
 async function countKnownZones(agents: Agent[]): Promise<{ known: number; peers: number }> {

@@ -11,6 +11,10 @@ import type { Swarm } from './swarm.js';
 const NEAR_SOURCES = 8;
 const RANDOM_SOURCES = 4;
 const TICK_MS = 200;
+/** Hosts with the runtime installed hold every chunk: this many stay subscribed whatever their distance. */
+const COMPLETE_SOURCES = 2;
+/** No chunk for this long: the sources may lack what is missing, so every connected peer is asked. */
+const STALL_MS = 5_000;
 
 export interface SourceStats { peer: string; bytes: number; chunks: number }
 
@@ -29,6 +33,7 @@ export class Download {
   /** Ids this download has stored or is storing, so an endgame duplicate is never counted twice. */
   private readonly stored = new Set<string>();
   private lastPeerScan = 0;
+  private lastProgressAt = Date.now();
   /**
    * The current request token of each (peer, chunk index). A request that outlived its assignment (the
    * peer was dropped and the chunk given to it again) must not report busy/failed for the new one.
@@ -111,15 +116,26 @@ export class Download {
     this.subs.clear();
   }
 
-  /** Subscribe to a bounded set of connected peers: the nearest plus a few random ones. */
+  /**
+   * Subscribe to a bounded set of connected peers: a couple of hosts that have the whole runtime, then the
+   * nearest plus a few random ones. Without the complete holders, a download whose other sources all lack
+   * the same chunks would wait for ever; the stall rule is the last resort for the same case.
+   */
   private refreshSources(): void {
     const candidates = this.swarm.usablePeers().filter((p) => !this.subs.has(p.toString()));
-    const want = NEAR_SOURCES + RANDOM_SOURCES - this.subs.size;
-    if (want <= 0 || candidates.length === 0) return;
-    const ranked = this.swarm.rankByNearness(candidates);
-    const near = ranked.slice(0, Math.min(want, NEAR_SOURCES));
-    const rest = ranked.slice(near.length).sort(() => Math.random() - 0.5).slice(0, Math.max(0, want - near.length));
-    for (const peer of [...near, ...rest]) void this.subscribe(peer);
+    if (candidates.length === 0) return;
+    const complete = (peer: string) => this.swarm.hasInstalled(peer, this.sm.id);
+    const completeNow = [...this.subs.keys()].filter(complete).length;
+    const chosen = candidates.filter((p) => complete(p.toString())).slice(0, Math.max(0, COMPLETE_SOURCES - completeNow));
+    const stalled = Date.now() - this.lastProgressAt > STALL_MS;
+    const want = stalled ? candidates.length : NEAR_SOURCES + RANDOM_SOURCES - this.subs.size - chosen.length;
+    if (want > 0) {
+      const ranked = this.swarm.rankByNearness(candidates.filter((p) => !chosen.includes(p)));
+      const near = ranked.slice(0, Math.min(want, NEAR_SOURCES));
+      const rest = ranked.slice(near.length).sort(() => Math.random() - 0.5).slice(0, Math.max(0, want - near.length));
+      chosen.push(...near, ...rest);
+    }
+    for (const peer of chosen) void this.subscribe(peer);
   }
 
   private async subscribe(peer: PeerId): Promise<void> {
@@ -175,6 +191,7 @@ export class Download {
         }
         this.fetchedChunks++;
         this.fetchedBytes += got.data.length;
+        this.lastProgressAt = Date.now();
         const s = this.sources.get(peer) ?? { peer, bytes: 0, chunks: 0 };
         s.bytes += got.data.length;
         s.chunks++;

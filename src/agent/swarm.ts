@@ -358,6 +358,11 @@ export class Swarm {
     return this.node.getPeers().filter((p) => (this.banned.get(p.toString()) ?? 0) < now);
   }
 
+  /** Does `peer` announce `manifestId` installed (so it holds every chunk)? */
+  hasInstalled(peer: string, manifestId: string): boolean {
+    return this.fleet.get(peer)?.installed.includes(manifestId) ?? false;
+  }
+
   peerInfo(peer: string): { rttMs?: number; zone?: string | null } {
     return { rttMs: this.rtt.get(peer), zone: this.fleet.get(peer)?.zone ?? null };
   }
