@@ -15,6 +15,8 @@ const TICK_MS = 200;
 const COMPLETE_SOURCES = 2;
 /** No chunk for this long: the sources may lack what is missing, so every connected peer is asked. */
 const STALL_MS = 5_000;
+/** With zones: no chunk for this long and anyone may fetch across zones (see mayUseFarPeer). */
+const FAR_FALLBACK_MS = 3_000;
 
 export interface SourceStats { peer: string; bytes: number; chunks: number }
 
@@ -34,6 +36,8 @@ export class Download {
   private readonly stored = new Set<string>();
   private lastPeerScan = 0;
   private lastProgressAt = Date.now();
+  private zoneMembers: string[] = [];
+  private zoneMembersAt = 0;
   /**
    * The current request token of each (peer, chunk index). A request that outlived its assignment (the
    * peer was dropped and the chunk given to it again) must not report busy/failed for the new one.
@@ -42,11 +46,33 @@ export class Download {
   private nextToken = 1;
 
   constructor(private readonly swarm: Swarm, readonly sm: SignedManifest, have: boolean[]) {
-    this.sched = new DownloadScheduler(sm.manifest.chunks, have, { localZone: swarm.zone });
+    this.sched = new DownloadScheduler(sm.manifest.chunks, have, {
+      localZone: swarm.zone,
+      mayUseFarPeer: swarm.zone ? (index, now, nearHolder) => this.mayUseFarPeer(index, now, nearHolder) : undefined,
+    });
     this.resumedChunks = have.filter(Boolean).length;
   }
 
   get id(): string { return this.sm.id; }
+
+  /**
+   * With --zone: a chunk that no peer of this zone holds is fetched across zones only by the zone member at
+   * position i mod n of the sorted member list (this host included); the others then get it from that
+   * member. When the download has stalled (nothing in flight, no chunk for a while: a member may be gone
+   * or stuck), anyone may fetch anything from anywhere.
+   */
+  private mayUseFarPeer(index: number, now: number, nearHolder: boolean): boolean {
+    // Only a real stall opens far fetches to everyone: a far fetch in flight over a busy uplink can take
+    // seconds, and that is the uplink doing its job, not a stall.
+    if (this.sched.inFlight() === 0 && now - this.lastProgressAt > FAR_FALLBACK_MS) return true;
+    if (nearHolder) return false;
+    if (now - this.zoneMembersAt > 2000) {
+      this.zoneMembers = this.swarm.zoneMembers();
+      this.zoneMembersAt = now;
+    }
+    return this.zoneMembers[index % this.zoneMembers.length] === this.swarm.peerId;
+  }
+
 
   /** Resolves when every chunk is in the store; rejects only when stopped. */
   async run(): Promise<void> {
@@ -122,6 +148,8 @@ export class Download {
    * the same chunks would wait for ever; the stall rule is the last resort for the same case.
    */
   private refreshSources(): void {
+    // RTTs are measured and zones learned over time: keep the scheduler's view of current sources fresh.
+    for (const key of this.subs.keys()) this.sched.setPeerInfo(key, this.swarm.peerInfo(key));
     const candidates = this.swarm.usablePeers().filter((p) => !this.subs.has(p.toString()));
     if (candidates.length === 0) return;
     const complete = (peer: string) => this.swarm.hasInstalled(peer, this.sm.id);

@@ -32,6 +32,13 @@ export interface SchedulerOptions {
   busyBackoffMs: number;
   /** This host's zone label; holders in the same zone are preferred. */
   localZone?: string | null;
+  /**
+   * With a localZone: may chunk `index` be fetched from a peer in another zone now? `nearHolder` tells
+   * whether a connected peer of this zone holds it (busy or not). Lets the hosts of one zone split the far
+   * fetches between them, so each chunk crosses a scarce uplink about once and then spreads inside the
+   * zone. Absent = always.
+   */
+  mayUseFarPeer?: (index: number, now: number, nearHolder: boolean) => boolean;
   /** Injectable for tests; must return values in [0, 1). */
   random?: () => number;
 }
@@ -141,6 +148,7 @@ export class DownloadScheduler {
       endgameRemaining: opts.endgameRemaining ?? DEFAULTS.endgameRemaining,
       busyBackoffMs: opts.busyBackoffMs ?? DEFAULTS.busyBackoffMs,
       localZone: opts.localZone ?? null,
+      mayUseFarPeer: opts.mayUseFarPeer,
       random: opts.random ?? Math.random,
     };
     requireInteger('maxInFlightPerPeer', this.opts.maxInFlightPerPeer, 1);
@@ -322,7 +330,7 @@ export class DownloadScheduler {
         const index = bucket[pick]!;
         bucket[pick] = bucket[remaining - 1]!;
         remaining--;
-        const holder = this.bestHolder(index, open);
+        const holder = this.bestHolder(index, open, now);
         if (holder === undefined) {
           pendingWithHolders++;
           continue;
@@ -390,7 +398,7 @@ export class DownloadScheduler {
       .sort((a, b) => this.requestedAt[a]! - this.requestedAt[b]!);
     for (const index of inFlight) {
       if (freeTotal <= 0 || open.length === 0) return;
-      const holder = this.bestHolder(index, open, this.servers[index]);
+      const holder = this.bestHolder(index, open, now, this.servers[index]);
       if (holder === undefined) continue;
       this.assign(holder.state, index, now);
       out.push({ peer: holder.state.id, index });
@@ -425,12 +433,17 @@ export class DownloadScheduler {
    * The nearest open peer holding `index` and not already asked for it: same zone, then faster, then lower RTT,
    * then fewer requests outstanding; remaining ties are broken uniformly at random so equal peers share load.
    */
-  private bestHolder(index: number, open: OpenPeer[], exclude?: readonly string[]): OpenPeer | undefined {
+  private bestHolder(index: number, open: OpenPeer[], now: number, exclude?: readonly string[]): OpenPeer | undefined {
     let best: OpenPeer | undefined;
     let ties = 0;
+    let farAllowed: boolean | undefined;
     for (const candidate of open) {
       if (candidate.state.has[index] !== 1) continue;
       if (exclude !== undefined && exclude.includes(candidate.state.id)) continue;
+      if (candidate.zoneTier === 2) {
+        farAllowed ??= this.opts.mayUseFarPeer?.(index, now, this.nearHolds(index)) ?? true;
+        if (!farAllowed) continue;
+      }
       const order = best === undefined ? -1 : compareNearness(candidate, best);
       if (order < 0) {
         best = candidate;
@@ -441,6 +454,14 @@ export class DownloadScheduler {
       }
     }
     return best;
+  }
+
+  /** Does a connected, unbanned peer of this host's zone hold chunk `index`? */
+  private nearHolds(index: number): boolean {
+    for (const p of this.peers.values()) {
+      if (p.connected && !p.banned && p.has[index] === 1 && p.zone !== null && p.zone === this.opts.localZone) return true;
+    }
+    return false;
   }
 
   private assign(state: PeerState, index: number, now: number): void {

@@ -358,6 +358,12 @@ export class Swarm {
     return this.node.getPeers().filter((p) => (this.banned.get(p.toString()) ?? 0) < now);
   }
 
+  /** Peer ids of the hosts known to be in this agent's zone, this one included, sorted. */
+  zoneMembers(): string[] {
+    const members = [...this.fleet].filter(([, h]) => h.zone !== null && h.zone === this.zone).map(([p]) => p);
+    return [...members, this.peerId].sort();
+  }
+
   /** Does `peer` announce `manifestId` installed (so it holds every chunk)? */
   hasInstalled(peer: string, manifestId: string): boolean {
     return this.fleet.get(peer)?.installed.includes(manifestId) ?? false;
