@@ -99,7 +99,7 @@ async function measured(work: () => Promise<number>): Promise<ReceiverResult> {
 
 // ---- child roles --------------------------------------------------------------------------------------------
 
-async function senderLibp2p(seedHex: string, s: Settings, muxer: MuxerTuning): Promise<void> {
+async function senderLibp2p(seedHex: string, s: Settings, muxer: MuxerTuning, fleetPrologue: boolean): Promise<void> {
   const block = blockFromSeed(seedHex, s.chunkBytes);
   const count = Math.ceil((s.mib * 2 ** 20) / s.chunkBytes);
   const byId = new Map<string, number>();
@@ -109,7 +109,7 @@ async function senderLibp2p(seedHex: string, s: Settings, muxer: MuxerTuning): P
     getStored: async (id): Promise<StoredChunk> => ({ codec: 'raw', data: makeChunk(block, byId.get(id)!), size: s.chunkBytes }),
   };
   const dir = await mkdtemp(join(tmpdir(), 'bench-exchange-'));
-  const node = await createP2PNode({ peerKeyPath: join(dir, 'peer.key'), fleetKey: FLEET_KEY, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false, muxer });
+  const node = await createP2PNode({ peerKeyPath: join(dir, 'peer.key'), fleetKey: FLEET_KEY, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false, muxer, fleetPrologue });
   await registerChunkServer(node, source, { maxConcurrentUploads: 64 });
   process.stdout.write(`${node.getMultiaddrs()[0]!.toString()}\n`);
   process.stdin.resume();
@@ -122,12 +122,12 @@ async function senderLibp2p(seedHex: string, s: Settings, muxer: MuxerTuning): P
   });
 }
 
-async function receiverLibp2p(addr: string, seedHex: string, s: Settings, muxer: MuxerTuning): Promise<void> {
+async function receiverLibp2p(addr: string, seedHex: string, s: Settings, muxer: MuxerTuning, fleetPrologue: boolean): Promise<void> {
   const block = blockFromSeed(seedHex, s.chunkBytes);
   const count = Math.ceil((s.mib * 2 ** 20) / s.chunkBytes);
   const ids = Array.from({ length: count }, (_, i) => chunkId(makeChunk(block, i)));
   const dir = await mkdtemp(join(tmpdir(), 'bench-exchange-'));
-  const node = await createP2PNode({ peerKeyPath: join(dir, 'peer.key'), fleetKey: FLEET_KEY, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false, muxer });
+  const node = await createP2PNode({ peerKeyPath: join(dir, 'peer.key'), fleetKey: FLEET_KEY, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false, muxer, fleetPrologue });
   const connection = await node.dial(multiaddr(addr));
   const client = new ChunkClient(node, connection.remotePeer, { maxInFlight: s.inFlight });
   // Warm-up chunk: opens the stream so the timing covers steady-state transfer only, as in the TCP run.
@@ -229,20 +229,22 @@ function show(label: string, r: ReceiverResult): number {
   return mbps;
 }
 
+const NO_FLEET_KEY = 'tuned-without-fleet-key';
+
 async function main(): Promise<void> {
   const [role, ...rest] = process.argv.slice(2);
   const s = parseSettings(process.argv);
   const muxerOf = (spec: string | undefined): MuxerTuning => {
     if (spec === 'stock') return STOCK_MUXER;
-    if (spec === undefined || spec === 'tuned') return DEFAULT_MUXER_TUNING;
+    if (spec === undefined || spec === 'tuned' || spec === NO_FLEET_KEY) return DEFAULT_MUXER_TUNING;
     const [msg, init, max] = spec.split(':').map((kib) => Number(kib) * 1024);
     return { maxMessageSize: msg!, initialStreamWindowSize: init!, maxStreamWindowSize: max! };
   };
   switch (role) {
     case 'send-libp2p':
-      return senderLibp2p(rest[0]!, s, muxerOf(rest[1]));
+      return senderLibp2p(rest[0]!, s, muxerOf(rest[1]), rest[1] !== NO_FLEET_KEY);
     case 'recv-libp2p':
-      return receiverLibp2p(rest[0]!, rest[1]!, s, muxerOf(rest[2]));
+      return receiverLibp2p(rest[0]!, rest[1]!, s, muxerOf(rest[2]), rest[2] !== NO_FLEET_KEY);
     case 'send-tcp':
       return senderTcp(rest[0]!, s);
     case 'recv-tcp':
@@ -256,7 +258,8 @@ async function main(): Promise<void> {
     { label: 'plain TCP copy (node:net)', run: () => runPair(['send-tcp', seed, ...flags], (port) => ['recv-tcp', port, ...flags]) },
   ];
   // Extra muxer settings to compare, as --muxer MSG_KIB:INITIAL_WINDOW_KIB:MAX_WINDOW_KIB (repeatable).
-  const specs = ['tuned', 'stock'];
+  // NO_FLEET_KEY: the tuned settings without the fleet key in the Noise handshake, to measure membership's cost.
+  const specs = ['tuned', NO_FLEET_KEY, 'stock'];
   for (let at = process.argv.indexOf('--muxer'); at >= 0; at = process.argv.indexOf('--muxer', at + 1)) specs.push(process.argv[at + 1]!);
   for (const spec of specs) {
     runs.push({

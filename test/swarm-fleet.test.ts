@@ -139,3 +139,24 @@ test('a late joiner installs what was published before it started; a removal rea
   const b2 = await startAgent(t, b.dir);
   await waitFor('offline agent applies the removal', async () => (await b2.json(['list'])).length === 0, 30_000);
 });
+
+test('a runtime for another architecture is stored and announced but installed nowhere, and status says why', async (t) => {
+  const root = await tmpDir(t);
+  const [a, b] = await startFleet(t, root, 2);
+  const src = path.join(root, 'foreign');
+  await makeRuntimeTree(src, { name: 'foreign', version: '1.0.0', bulkBytes: 1024 * 1024 });
+  const other = process.arch === 'arm64' ? 'amd64' : 'arm64';
+  await fs.appendFile(path.join(src, 'runtime.yml'), `requirements:\n  architectures: [${other}]\n`);
+  const pub = await a.json(['publish', src]);
+  t.is(pub.path, null, 'the publisher does not install it either');
+  t.deepEqual(await a.json(['list']), []);
+  const entry = await waitFor('b learns the manifest', async () => {
+    const s = await b.json(['status']);
+    return s.swarm.fleet.find((f: any) => f.manifestId === pub.manifestId && f.skippedHere);
+  });
+  t.regex(entry.skippedHere, new RegExp(`requires ${other}`));
+  t.false(entry.installedHere);
+  t.deepEqual(await b.json(['list']), []);
+  t.deepEqual(await fs.readdir(b.runtimesDir).then((d) => d.filter((x) => !x.startsWith('.'))), []);
+  t.regex(b.logs(), /skipping foreign@1\.0\.0: requires/);
+});

@@ -6,6 +6,7 @@ import { ChunkBusyError, ChunkMissError, ChunkTimeoutError } from '../protocol/c
 import { subscribeHave, type HaveSubscription } from '../protocol/have.js';
 import { DownloadScheduler } from './scheduler.js';
 import type { Swarm } from './swarm.js';
+import { log } from './log.js';
 
 /** Sources per download: the nearest few plus some random ones, whatever the fleet size. */
 const NEAR_SOURCES = 8;
@@ -36,6 +37,8 @@ export class Download {
   private readonly stored = new Set<string>();
   private lastPeerScan = 0;
   private lastProgressAt = Date.now();
+  private errors = 0;
+  private readonly errorLoggedAt = new Map<string, number>();
   private zoneMembers: string[] = [];
   private zoneMembersAt = 0;
   /**
@@ -132,6 +135,8 @@ export class Download {
       fetchedChunks: this.fetchedChunks,
       fetchedBytes: this.fetchedBytes,
       duplicateChunks: this.duplicateChunks,
+      errors: this.errors,
+      inFlight: this.sched.inFlight(),
       startedAt: new Date(this.startedAt).toISOString(),
       sources: [...this.sources.values()].sort((a, b) => b.bytes - a.bytes),
     };
@@ -192,6 +197,15 @@ export class Download {
     }
   }
 
+  /** Fetch errors other than busy/miss, logged at most once per peer per minute so a stall is visible. */
+  private noteError(peer: string, err: unknown): void {
+    this.errors++;
+    const now = Date.now();
+    if ((this.errorLoggedAt.get(peer) ?? 0) > now - 60_000) return;
+    this.errorLoggedAt.set(peer, now);
+    log(`${this.sm.manifest.runtime.name}@${this.sm.manifest.runtime.version}: fetching from ${peer} failed: ${(err as Error).message}`);
+  }
+
   private async fetch(peer: string, index: number, token: number): Promise<void> {
     const ref = this.sm.manifest.chunks[index];
     const key = `${peer}#${index}`;
@@ -238,8 +252,10 @@ export class Download {
         this.sched.failed(peer, index, Date.now(), 'miss');
       } else if (err instanceof ChunkTimeoutError) {
         this.sched.failed(peer, index, Date.now(), 'timeout');
+        this.noteError(peer, err);
       } else {
         this.sched.failed(peer, index, Date.now(), 'error');
+        this.noteError(peer, err);
       }
     } finally {
       if (this.tokens.get(key) === token) this.tokens.delete(key);

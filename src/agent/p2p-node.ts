@@ -61,6 +61,11 @@ export interface P2PNodeOptions {
   mdns: boolean;
   /** Override the muxer settings; only benchmarks need this. */
   muxer?: Partial<MuxerTuning>;
+  /**
+   * BENCHMARKS ONLY: false leaves the fleet key out of the Noise handshake, so that
+   * scripts/bench-exchange.ts can measure what fleet membership costs. The daemon never sets it.
+   */
+  fleetPrologue?: boolean;
 }
 
 const FLEET_KEY_BYTES = 32;
@@ -146,7 +151,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     privateKey,
     addresses: { listen: opts.listen },
     transports: [tcp()],
-    connectionEncrypters: [noise({ prologueBytes: fleetPrologue(opts.fleetKey) })],
+    connectionEncrypters: [noise(opts.fleetPrologue === false ? {} : { prologueBytes: fleetPrologue(opts.fleetKey) })],
     streamMuxers: [
       yamux({
         maxMessageSize: tuning.maxMessageSize,
@@ -168,6 +173,10 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
       dialTimeout: 10_000,
       inboundUpgradeTimeout: 10_000,
     },
+    // libp2p pings every connection and, by default, aborts one whose ping times out. A link saturated
+    // by chunk uploads delays pings by seconds: measured at 16 hosts, every connection of the publisher
+    // was aborted mid-transfer. Dead peers are still found by TCP, by yamux and by our request timeouts.
+    connectionMonitor: { abortConnectionOnPingFailure: false },
     services: {
       identify: identify(),
       ping: ping(),

@@ -250,6 +250,7 @@ export class Swarm {
   /** Every few seconds: RTTs, a top-up of connections, a catalog sync with one random peer, downloads to start. */
   private async maintain(): Promise<void> {
     if (this.stopping) return;
+    await this.topUpConnections();
     const peers = this.node.getPeers();
     await Promise.all(peers.map(async (p) => {
       try {
@@ -260,6 +261,31 @@ export class Swarm {
       await this.syncWith(peers[Math.floor(Math.random() * peers.length)]);
     }
     for (const sm of await this.store.index.listManifests()) void this.consider(sm);
+  }
+
+  /**
+   * Below TARGET_PEERS connections, dial again: the bootstrap addresses, then peers we know addresses of.
+   * Without this, a host whose connections all dropped (a restart of its peers, a network blip) would stay
+   * alone for ever, since nobody else dials it either.
+   */
+  private async topUpConnections(): Promise<void> {
+    const connected = new Set(this.node.getPeers().map((p) => p.toString()));
+    if (connected.size >= TARGET_PEERS) return;
+    const dials: Promise<unknown>[] = [];
+    for (const addr of this.opts.bootstrap) {
+      const id = /\/p2p\/([^/]+)$/.exec(addr)?.[1];
+      if (id !== undefined && (connected.has(id) || id === this.peerId)) continue;
+      dials.push(this.node.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) }));
+    }
+    const now = Date.now();
+    const known = (await this.node.peerStore.all()).filter((p) => {
+      const id = p.id.toString();
+      return id !== this.peerId && !connected.has(id) && p.addresses.length > 0 && (this.banned.get(id) ?? 0) < now;
+    });
+    for (const p of known.sort(() => Math.random() - 0.5).slice(0, Math.max(0, TARGET_PEERS - connected.size))) {
+      dials.push(this.node.dial(p.id, { signal: AbortSignal.timeout(5000) }));
+    }
+    await Promise.allSettled(dials);
   }
 
   // ---- manifests and downloads ----------------------------------------------------------------------
