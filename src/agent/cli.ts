@@ -313,7 +313,9 @@ async function main(argv: string[]): Promise<number> {
       console.error(`joblet-agent: ${err.message}`);
       return 1;
     }
-    console.error(`joblet-agent: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    // Unexpected: still one sentence for the operator; the stack only when asked for.
+    const detail = err instanceof Error ? (process.env.JOBLET_AGENT_DEBUG ? err.stack ?? err.message : err.message) : String(err);
+    console.error(`joblet-agent: ${detail}`);
     return 1;
   }
 }

@@ -35,8 +35,11 @@ export class Agent {
   ) {}
 
   static async start(config: AgentConfig): Promise<Agent> {
-    await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-    await fs.mkdir(config.runtimesDir, { recursive: true, mode: 0o755 });
+    for (const [what, dir, mode] of [['data dir', config.dataDir, 0o700], ['runtimes dir', config.runtimesDir, 0o755]] as const) {
+      await fs.mkdir(dir, { recursive: true, mode }).catch((err: Error) => {
+        throw new UserError(`cannot create the ${what} ${dir}: ${err.message}`);
+      });
+    }
     const publisherKey = config.publisherKey ? await readPublisherKey(config.publisherKey) : null;
     const owner = config.owner ? await parseOwner(config.owner) : undefined;
     const peerKey = await loadOrCreatePeerKey(path.join(config.dataDir, 'peer.key'));
