@@ -43,9 +43,18 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest): 
       },
     });
     const source = readTar(ctx.store.chunks, sm.manifest.chunks);
-    source.on('error', (err) => hashing.destroy(err));
+    let readError: Error | null = null;
+    source.on('error', (err) => {
+      readError = err;
+      hashing.destroy(err);
+    });
     source.pipe(hashing);
-    await extractTar(hashing, staging, { limits: ctx.limits, owner: ctx.owner });
+    try {
+      await extractTar(hashing, staging, { limits: ctx.limits, owner: ctx.owner });
+    } catch (err) {
+      // The extractor reports a failed read as a tar problem; the caller needs the chunk that was bad.
+      throw readError ?? err;
+    }
     const digest = hash.digest('hex');
     if (size !== sm.manifest.tar.size || digest !== sm.manifest.tar.sha256) {
       throw new Error(`the chunks of ${name}@${version} reassemble to sha256 ${digest} (${size} bytes), not the manifest's ${sm.manifest.tar.sha256}`);

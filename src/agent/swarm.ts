@@ -7,7 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { archAllowed, machineArch } from '../runtime/runtime-yml.js';
 import type { Store } from '../store/store.js';
 import { verifySignedManifest } from '../store/manifest.js';
-import type { SignedManifest } from '../store/types.js';
+import { CorruptChunkError, type SignedManifest } from '../store/types.js';
 import { registerChunkServer, ChunkClient, type ChunkServer } from '../protocol/chunk-exchange.js';
 import { serveCatalog, fetchListing, fetchManifest, type CatalogListing } from '../protocol/catalog.js';
 import { serveHave } from '../protocol/have.js';
@@ -363,6 +363,10 @@ export class Swarm {
         await this.announceState();
       }
     } catch (err) {
+      if (err instanceof CorruptChunkError) {
+        // A chunk went bad on disk after it was verified on arrival: drop it so the retry fetches it again.
+        await this.store.chunks.delete(err.chunkId).catch(() => {});
+      }
       if (!this.stopping) {
         const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
         const delayMs = Math.min(10 * 60_000, 5_000 * 2 ** (count - 1));
