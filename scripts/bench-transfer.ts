@@ -70,7 +70,7 @@ interface RoundResult {
 
 async function serveFile(cleanup: Cleanup, file: string): Promise<string> {
   const size = (await fs.stat(file)).size;
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/gzip', 'content-length': size });
     pipeline(createReadStream(file, { highWaterMark: 1024 * 1024 }), res).catch(() => res.destroy());
   });

@@ -8,6 +8,7 @@ import { callDaemon, UserError } from './control.js';
 import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from './config.js';
 import { formatBytes, ProgressBar, shortId, table } from './format.js';
 import { log } from './log.js';
+import { AGENT_VERSION } from './version.js';
 import { PackageError } from '../runtime/types.js';
 import { generatePublisherKeys } from '../store/manifest.js';
 import { generateFleetKey } from './p2p-node.js';
@@ -295,7 +296,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return cmd === undefined ? 2 : 0;
   }
-  if (cmd === '--version') { console.log('0.1.0'); return 0; }
+  if (cmd === '--version') { console.log(AGENT_VERSION); return 0; }
   const run = COMMANDS[cmd];
   if (!run) {
     console.error(`joblet-agent: unknown command "${cmd}"\n\n${USAGE}`);

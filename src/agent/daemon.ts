@@ -17,8 +17,8 @@ import { log } from './log.js';
 import { fleetKeyFromFile, loadOrCreatePeerKey } from './p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { Swarm } from './swarm.js';
+import { AGENT_VERSION } from './version.js';
 
-export const AGENT_VERSION = '0.1.0';
 
 export class Agent {
   private server: net.Server | null = null;
@@ -145,13 +145,8 @@ export class Agent {
 
   private async remove(name: string, version: string | undefined) {
     if (!name) throw new UserError('remove needs NAME or NAME@VERSION');
-    if (this.swarm) {
-      const before = await this.store.chunks.usage();
-      // On a publisher this also removes the runtime from hosts where it is not installed here.
-      const res = await this.swarm.removeRuntime(name, version ?? null);
-      const after = await this.store.chunks.usage();
-      return { ...res, freedBytes: Math.max(0, before.bytes - after.bytes) };
-    }
+    // On a publisher this also removes the runtime from hosts where it is not installed here.
+    if (this.swarm) return this.swarm.removeRuntime(name, version ?? null);
     return this.mutex.run(async () => {
       const all = await this.store.index.listInstalls();
       const victims = all.filter((r) => r.name === name && (version === undefined || r.version === version));

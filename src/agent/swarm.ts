@@ -477,7 +477,7 @@ export class Swarm {
    * `remove NAME[@VERSION]` from the CLI. On a publisher it is signed and sent to the fleet; elsewhere it
    * only applies here, and the local tombstone keeps the swarm from bringing the runtime back.
    */
-  async removeRuntime(name: string, version: string | null): Promise<{ removed: { name: string; version: string; path: string }[]; signed: boolean }> {
+  async removeRuntime(name: string, version: string | null): Promise<{ removed: { name: string; version: string; path: string }[]; signed: boolean; freedBytes: number }> {
     const known = (await this.store.index.listManifests()).some((sm) =>
       sm.manifest.runtime.name === name && (version === null || sm.manifest.runtime.version === version));
     if (!known) throw new UserError(`${label({ name, version })} is not installed here, and this agent knows no manifest of it`);
@@ -485,17 +485,17 @@ export class Swarm {
     const tomb: Tombstone = key
       ? signRemoval(name, version, key)
       : { removal: { name, version, createdAt: new Date().toISOString(), publisher: 'local' }, signature: null };
-    const removed = await this.applyRemoval(tomb, false);
+    const { out: removed, freedBytes } = await this.applyRemoval(tomb, false);
     if (tomb.signature) await this.publishGossip({ t: 'removed', removal: tomb });
     await this.announceState();
-    return { removed, signed: tomb.signature !== null };
+    return { removed, signed: tomb.signature !== null, freedBytes };
   }
 
   private async applyRemoval(t: Tombstone | SignedRemoval, fromGossip: boolean) {
     const r = t.removal;
     const tomb: Tombstone = { removal: r, signature: t.signature };
     const dup = this.tombstones.some((x) => x.removal.name === r.name && x.removal.version === r.version && x.removal.createdAt === r.createdAt);
-    const removed = await this.opts.mutex.run(async () => {
+    const done = await this.opts.mutex.run(async () => {
       if (!dup) {
         this.tombstones.push(tomb);
         await this.store.index.putMeta('tombstones', this.tombstones);
@@ -513,12 +513,13 @@ export class Swarm {
         }
         await this.store.index.deleteManifest(sm.id);
       }
-      if (out.length) await this.store.gc({ chunkGraceMs: 0 });
-      return out;
+      const freedBytes = out.length ? (await this.store.gc({ chunkGraceMs: 0 })).bytes : 0;
+      return { out, freedBytes };
     });
+    const removed = done.out;
     if (removed.length) log(`removed ${removed.map((x) => `${x.name}@${x.version}`).join(', ')} (${fromGossip ? 'removal from the fleet' : 'removal'} of ${label(r)})`);
     if (removed.length && fromGossip) await this.announceState();
-    return removed;
+    return done;
   }
 
   // ---- visibility -----------------------------------------------------------------------------------
