@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 
 import { multiaddr } from '@multiformats/multiaddr';
 
-import { createP2PNode, DEFAULT_MUXER_TUNING, type MuxerTuning } from '../src/agent/p2p-node.js';
+import { createP2PNode, DEFAULT_MUXER_TUNING, type MuxerTuning } from '../src/agent/swarm/p2p-node.js';
 import { ChunkClient, registerChunkServer, type ChunkSource, type StoredChunk } from '../src/protocol/chunk-exchange.js';
 
 interface Settings {

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 
 import { callDaemon } from '../src/agent/control.js';
 
-export const CLI_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/agent/cli.js');
+export const CLI_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/agent/cli/main.js');
 /** The installed entry point (bin/joblet-agent): the daemon is measured as an operator runs it. */
 export const BIN_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/joblet-agent');
 const MB = 1e6;

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const execFileP = promisify(execFile);
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/agent/cli.js');
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/agent/cli/main.js');
 const children: ChildProcess[] = [];
 let workDir = '';
 

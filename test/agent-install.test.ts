@@ -10,7 +10,7 @@ import { buildManifest, publicKeyOf, signManifest } from '../src/store/manifest.
 import { CorruptChunkError } from '../src/store/types.js';
 import { RuntimesDir } from '../src/runtime/install.js';
 import { DEFAULT_LIMITS } from '../src/runtime/types.js';
-import { installManifest } from '../src/agent/install-manifest.js';
+import { installManifest } from '../src/agent/install/install-manifest.js';
 import { tmpDir, execFileP, comparable, listAll } from './helpers/agent.js';
 import { makeRuntimeTree } from './helpers/fixtures.js';
 

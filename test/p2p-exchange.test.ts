@@ -6,7 +6,7 @@ import { join } from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
 
-import type { P2PNode } from '../src/agent/p2p-node.js';
+import type { P2PNode } from '../src/agent/swarm/p2p-node.js';
 import {
   CHUNK_PROTOCOL,
   ChunkBusyError,

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 
 import type { ExecutionContext } from 'ava';
 
-import { createP2PNode, generateFleetKey, type P2PNode } from '../src/agent/p2p-node.js';
+import { createP2PNode, generateFleetKey, type P2PNode } from '../src/agent/swarm/p2p-node.js';
 
 export async function tempDir(t: ExecutionContext, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), `${prefix}-`));

@@ -10,7 +10,7 @@ import {
   fleetKeyFromFile,
   generateFleetKey,
   loadOrCreatePeerKey,
-} from '../src/agent/p2p-node.js';
+} from '../src/agent/swarm/p2p-node.js';
 import { newFleetKey, startNode, tempDir } from './p2p-helpers.js';
 
 test('the peer key is created with mode 0600 and gives the same PeerId across restarts', async (t) => {

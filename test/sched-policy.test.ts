@@ -1,7 +1,7 @@
 // DownloadScheduler policies one by one: rarest first, holder choice, caps, busy backoff, ban, endgame, bitfields.
 import test from 'ava';
 
-import { DownloadScheduler, decodeBitfield, encodeBitfield, type Assignment } from '../src/agent/scheduler.js';
+import { DownloadScheduler, decodeBitfield, encodeBitfield, type Assignment } from '../src/agent/swarm/scheduler.js';
 import { decodeHaveBits, encodeHaveBits } from '../src/protocol/messages.js';
 import type { ChunkRef } from '../src/store/types.js';
 import { seeded } from './helpers/seeded.js';

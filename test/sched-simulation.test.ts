@@ -1,7 +1,7 @@
 // DownloadScheduler driving whole simulated downloads: failures, lies, a corrupt peer, churn, partial holders.
 import test from 'ava';
 
-import { DownloadScheduler, encodeBitfield, type Assignment, type SchedulerOptions } from '../src/agent/scheduler.js';
+import { DownloadScheduler, encodeBitfield, type Assignment, type SchedulerOptions } from '../src/agent/swarm/scheduler.js';
 import type { ChunkRef } from '../src/store/types.js';
 import { seeded } from './helpers/seeded.js';
 

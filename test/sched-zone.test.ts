@@ -1,7 +1,7 @@
 // The cross-zone rule: far peers are used only when the host's zone holds nothing of the chunk and the
 // policy (which host of the zone fetches which chunk) allows it.
 import test from 'ava';
-import { DownloadScheduler } from '../src/agent/scheduler.js';
+import { DownloadScheduler } from '../src/agent/swarm/scheduler.js';
 import type { ChunkRef } from '../src/store/types.js';
 import { seeded } from './helpers/seeded.js';
 

@@ -9,7 +9,7 @@ import { callDaemon } from '../../src/agent/control.js';
 import { run, sleep, pidAlive, stopGroup } from './sh.js';
 import type { Host } from './topology.js';
 
-export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/agent/cli.js');
+export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/agent/cli/main.js');
 const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /**
@@ -23,7 +23,7 @@ export async function snapshotAgent(workDir: string): Promise<string> {
   await fs.cp(path.join(DIST, 'src'), path.join(root, 'dist', 'src'), { recursive: true });
   await fs.copyFile(path.join(DIST, '..', 'package.json'), path.join(root, 'package.json'));
   await fs.symlink(path.join(DIST, '..', 'node_modules'), path.join(root, 'node_modules'));
-  return path.join(root, 'dist', 'src', 'agent', 'cli.js');
+  return path.join(root, 'dist', 'src', 'agent', 'cli', 'main.js');
 }
 export const AGENT_PORT = 7946;
 

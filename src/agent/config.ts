@@ -4,7 +4,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import { UserError } from './control.js';
+import { UserError } from './errors.js';
 import { DEFAULT_LIMITS } from '../runtime/types.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/joblet-agent/config.yml';

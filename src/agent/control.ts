@@ -5,6 +5,9 @@
 import net from 'node:net';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { UserError } from './errors.js';
+
+export { UserError };
 
 export interface ControlRequest {
   cmd: string;
@@ -21,10 +24,6 @@ export type ControlHandler = (
   progress: (p: Record<string, unknown>) => void,
 ) => Promise<unknown>;
 
-/** An error whose message is meant for the operator as is. */
-export class UserError extends Error {
-  override name = 'UserError';
-}
 
 const MAX_REQUEST_BYTES = 64 * 1024;
 

@@ -10,7 +10,7 @@ import type { ExecutionContext } from 'ava';
 
 export const execFileP = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const CLI = path.resolve(here, '../../src/agent/cli.js');
+export const CLI = path.resolve(here, '../../src/agent/cli/main.js');
 
 export async function tmpDir(t: ExecutionContext, prefix = 'ja-test-'): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));

@@ -4,21 +4,21 @@ import type { KeyObject } from 'node:crypto';
 import type { PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
-import { archAllowed, machineArch } from '../runtime/runtime-yml.js';
-import type { Store } from '../store/store.js';
-import { verifySignedManifest } from '../store/manifest.js';
-import { CorruptChunkError, type SignedManifest } from '../store/types.js';
-import { registerChunkServer, ChunkClient, type ChunkServer } from '../protocol/chunk-exchange.js';
-import { serveCatalog, fetchListing, fetchManifest, type CatalogListing } from '../protocol/catalog.js';
-import { serveHave } from '../protocol/have.js';
-import { encodeHaveBits } from '../protocol/messages.js';
-import { removalCovers, verifyRemoval, label, signRemoval, type SignedRemoval, type Removal } from '../protocol/removal.js';
+import { archAllowed, machineArch } from '../../runtime/runtime-yml.js';
+import type { Store } from '../../store/store.js';
+import { verifySignedManifest } from '../../store/manifest.js';
+import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
+import { registerChunkServer, ChunkClient, type ChunkServer } from '../../protocol/chunk-exchange.js';
+import { serveCatalog, fetchListing, fetchManifest, type CatalogListing } from '../../protocol/catalog.js';
+import { serveHave } from '../../protocol/have.js';
+import { encodeHaveBits } from '../../protocol/messages.js';
+import { removalCovers, verifyRemoval, label, signRemoval, type SignedRemoval, type Removal } from '../../protocol/removal.js';
 import { createP2PNode, type P2PNode } from './p2p-node.js';
-import { Download } from './download.js';
-import { installManifest, type InstallContext } from './install-manifest.js';
-import type { Mutex } from './mutex.js';
-import { log } from './log.js';
-import { UserError } from './control.js';
+import { Download, type DownloadHost } from './download.js';
+import { installManifest, type InstallContext } from '../install/install-manifest.js';
+import type { Mutex } from '../mutex.js';
+import { log } from '../log.js';
+import { UserError } from '../errors.js';
 
 export const ANNOUNCE_TOPIC = '/joblet-agent/announce/1';
 /** Connections an agent keeps up by dialing peers it learned of; more may come in. */
@@ -50,7 +50,7 @@ interface Tombstone { removal: Removal; signature: string | null }
 
 interface FleetHost { installed: string[]; zone: string | null; arch: string; seenAt: number }
 
-export class Swarm {
+export class Swarm implements DownloadHost {
   readonly store: Store;
   readonly zone: string | null;
   private readonly downloads = new Map<string, Download>();

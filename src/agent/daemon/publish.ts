@@ -3,15 +3,15 @@
 // the staging dir is discarded and the chunks this publish created are deleted.
 import { PassThrough, type Readable } from 'node:stream';
 import type { KeyObject } from 'node:crypto';
-import { openCanonicalTar, StripGuessError, type CanonicalInfo } from '../runtime/canonical.js';
-import { extractTar } from '../runtime/extract.js';
-import { RuntimesDir } from '../runtime/install.js';
-import { archAllowed } from '../runtime/runtime-yml.js';
-import { PackageError, type PackageLimits } from '../runtime/types.js';
-import type { Store } from '../store/store.js';
-import { ingestTar } from '../store/ingest.js';
-import { buildManifest, publicKeyOf, signManifest } from '../store/manifest.js';
-import type { ChunkRef, InstallRecord, SignedManifest } from '../store/types.js';
+import { openCanonicalTar, StripGuessError, type CanonicalInfo } from '../../runtime/canonical.js';
+import { extractTar } from '../../runtime/extract.js';
+import { RuntimesDir } from '../../runtime/install.js';
+import { archAllowed } from '../../runtime/runtime-yml.js';
+import { PackageError, type PackageLimits } from '../../runtime/types.js';
+import type { Store } from '../../store/store.js';
+import { ingestTar } from '../../store/ingest.js';
+import { buildManifest, publicKeyOf, signManifest } from '../../store/manifest.js';
+import type { ChunkRef, InstallRecord, SignedManifest } from '../../store/types.js';
 
 export interface PublishContext {
   store: Store;

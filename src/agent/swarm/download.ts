@@ -1,12 +1,14 @@
 // One manifest being downloaded: have-subscriptions to a bounded set of peers feed the scheduler,
 // which decides which chunk to ask which peer for; every chunk is verified by the store on arrival.
 import type { PeerId } from '@libp2p/interface';
-import { CorruptChunkError, type SignedManifest } from '../store/types.js';
-import { ChunkBusyError, ChunkMissError, ChunkTimeoutError } from '../protocol/chunk-exchange.js';
-import { subscribeHave, type HaveSubscription } from '../protocol/have.js';
+import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
+import { ChunkBusyError, ChunkMissError, ChunkTimeoutError } from '../../protocol/chunk-exchange.js';
+import { subscribeHave, type HaveSubscription } from '../../protocol/have.js';
 import { DownloadScheduler } from './scheduler.js';
-import type { Swarm } from './swarm.js';
-import { log } from './log.js';
+import type { Store } from '../../store/store.js';
+import type { ChunkClient } from '../../protocol/chunk-exchange.js';
+import type { P2PNode } from './p2p-node.js';
+import { log } from '../log.js';
 
 /** Sources per download: the nearest few plus some random ones, whatever the fleet size. */
 const NEAR_SOURCES = 8;
@@ -18,6 +20,22 @@ const COMPLETE_SOURCES = 2;
 const STALL_MS = 5_000;
 /** With zones: no chunk for this long and anyone may fetch across zones (see mayUseFarPeer). */
 const FAR_FALLBACK_MS = 3_000;
+
+/** What a download needs from the swarm around it (the Swarm implements it; the dependency points one way). */
+export interface DownloadHost {
+  readonly node: P2PNode;
+  readonly store: Store;
+  readonly zone: string | null;
+  readonly peerId: string;
+  zoneMembers(): string[];
+  usablePeers(): PeerId[];
+  hasInstalled(peer: string, manifestId: string): boolean;
+  peerInfo(peer: string): { rttMs?: number; zone?: string | null };
+  rankByNearness(peers: PeerId[]): PeerId[];
+  clientFor(peer: string): ChunkClient;
+  peerSentCorrupt(peer: string, err: Error): void;
+  chunkStored(id: string): void;
+}
 
 export interface SourceStats { peer: string; bytes: number; chunks: number }
 
@@ -48,7 +66,7 @@ export class Download {
   private readonly tokens = new Map<string, number>();
   private nextToken = 1;
 
-  constructor(private readonly swarm: Swarm, readonly sm: SignedManifest, have: boolean[]) {
+  constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[]) {
     this.sched = new DownloadScheduler(sm.manifest.chunks, have, {
       localZone: swarm.zone,
       mayUseFarPeer: swarm.zone ? (index, now, nearHolder) => this.mayUseFarPeer(index, now, nearHolder) : undefined,

@@ -3,12 +3,12 @@
 // that is renamed into place only when everything matched.
 import crypto from 'node:crypto';
 import { Transform } from 'node:stream';
-import { extractTar } from '../runtime/extract.js';
-import type { RuntimesDir } from '../runtime/install.js';
-import type { PackageLimits } from '../runtime/types.js';
-import { readTar } from '../store/ingest.js';
-import type { Store } from '../store/store.js';
-import type { InstallRecord, SignedManifest } from '../store/types.js';
+import { extractTar } from '../../runtime/extract.js';
+import type { RuntimesDir } from '../../runtime/install.js';
+import type { PackageLimits } from '../../runtime/types.js';
+import { readTar } from '../../store/ingest.js';
+import type { Store } from '../../store/store.js';
+import type { InstallRecord, SignedManifest } from '../../store/types.js';
 
 export interface InstallContext {
   store: Store;

@@ -3,21 +3,21 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type net from 'node:net';
 import type { KeyObject } from 'node:crypto';
-import { RuntimesDir, parseOwner } from '../runtime/install.js';
-import { machineArch } from '../runtime/runtime-yml.js';
-import { DEFAULT_LIMITS } from '../runtime/types.js';
-import { Store } from '../store/store.js';
-import { loadPrivateKey, publicKeyOf } from '../store/manifest.js';
-import { CorruptChunkError, type InstallRecord } from '../store/types.js';
-import { serveControl, UserError, type ControlRequest } from './control.js';
-import type { AgentConfig } from './config.js';
-import { Mutex } from './mutex.js';
+import { RuntimesDir, parseOwner } from '../../runtime/install.js';
+import { machineArch } from '../../runtime/runtime-yml.js';
+import { DEFAULT_LIMITS } from '../../runtime/types.js';
+import { Store } from '../../store/store.js';
+import { loadPrivateKey, publicKeyOf } from '../../store/manifest.js';
+import { CorruptChunkError, type InstallRecord } from '../../store/types.js';
+import { serveControl, UserError, type ControlRequest } from '../control.js';
+import type { AgentConfig } from '../config.js';
+import { Mutex } from '../mutex.js';
 import { publishPackage } from './publish.js';
-import { log } from './log.js';
-import { fleetKeyFromFile, loadOrCreatePeerKey } from './p2p-node.js';
+import { log } from '../log.js';
+import { fleetKeyFromFile, loadOrCreatePeerKey } from '../swarm/p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
-import { Swarm } from './swarm.js';
-import { AGENT_VERSION } from './version.js';
+import { Swarm } from '../swarm/swarm.js';
+import { AGENT_VERSION } from '../version.js';
 
 
 export class Agent {

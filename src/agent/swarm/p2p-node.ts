@@ -1,4 +1,4 @@
-import './polyfill.js';
+import '../polyfill.js';
 
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';

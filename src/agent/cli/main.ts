@@ -1,17 +1,17 @@
 #!/usr/bin/env node
 // joblet-agent command line: `start` runs the daemon; the other commands talk to it over its socket.
-import './polyfill.js';
+import '../polyfill.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { callDaemon, UserError } from './control.js';
-import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from './config.js';
+import { callDaemon, UserError } from '../control.js';
+import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from '../config.js';
 import { formatBytes, ProgressBar, shortId, table } from './format.js';
-import { log } from './log.js';
-import { AGENT_VERSION } from './version.js';
-import { PackageError } from '../runtime/types.js';
-import { generatePublisherKeys } from '../store/manifest.js';
-import { generateFleetKey } from './p2p-node.js';
+import { log } from '../log.js';
+import { AGENT_VERSION } from '../version.js';
+import { PackageError } from '../../runtime/types.js';
+import { generatePublisherKeys } from '../../store/manifest.js';
+import { generateFleetKey } from '../swarm/p2p-node.js';
 
 const USAGE = `usage: joblet-agent <command> [options]
 
@@ -94,7 +94,7 @@ async function cmdStart(argv: string[]): Promise<void> {
   const { values } = parse(argv, START_OPTIONS, 0);
   const config = await loadConfig(values.config ? path.resolve(values.config) : undefined, startFlags(values));
   // Imported here so that client commands do not load the store and libp2p.
-  const { Agent } = await import('./daemon.js');
+  const { Agent } = await import('../daemon/daemon.js');
   const agent = await Agent.start(config);
   log(`joblet-agent ${agent.peerId} serving ${config.socket}; runtimes in ${config.runtimesDir}, data in ${config.dataDir}`);
   await new Promise<void>((resolve) => {

@@ -9,7 +9,7 @@
  * Costs: `next()` is O(missing chunks x open peers); every other call is O(1) apart from `setPeerHave` and
  * `removePeer`/`ban`, which are O(chunks) for that one peer.
  */
-import type { ChunkRef } from '../store/types.js';
+import type { ChunkRef } from '../../store/types.js';
 
 export interface PeerInfo {
   rttMs?: number;
