@@ -85,6 +85,14 @@ export function buildManifest(
   };
 }
 
+/**
+ * Every chunk a host needs to install the manifest, in the order an install consumes them. Code outside
+ * the store uses this instead of reading the manifest's chunk fields itself, so a schema change stays here.
+ */
+export function manifestChunks(m: Manifest): ChunkRef[] {
+  return m.chunks;
+}
+
 /** 'sha256:<hex>' of the manifest's canonical JSON bytes. */
 export function manifestId(m: Manifest): string {
   return 'sha256:' + createHash('sha256').update(canonicalJson(m)).digest('hex');

@@ -4,6 +4,7 @@ import { mkdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChunkStore } from './chunk-store.js';
 import { StoreIndex } from './index-db.js';
+import { manifestChunks } from './manifest.js';
 
 export interface GcOptions {
   /**
@@ -46,7 +47,7 @@ export class Store {
   async gc(opts: GcOptions = {}): Promise<{ removed: number; bytes: number }> {
     const graceMs = opts.graceMs ?? 60_000;
     const referenced = new Set<string>();
-    for (const sm of await this.index.listManifests()) for (const c of sm.manifest.chunks) referenced.add(c.id);
+    for (const sm of await this.index.listManifests()) for (const c of manifestChunks(sm.manifest)) referenced.add(c.id);
 
     const cutoff = Date.now() - graceMs;
     const chunkCutoff = Date.now() - (opts.chunkGraceMs ?? graceMs);

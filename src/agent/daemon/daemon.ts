@@ -7,7 +7,7 @@ import { RuntimesDir, parseOwner } from '../../runtime/install.js';
 import { machineArch } from '../../runtime/runtime-yml.js';
 import { DEFAULT_LIMITS } from '../../runtime/types.js';
 import { Store } from '../../store/store.js';
-import { loadPrivateKey, publicKeyOf } from '../../store/manifest.js';
+import { loadPrivateKey, manifestChunks, publicKeyOf } from '../../store/manifest.js';
 import { CorruptChunkError, type InstallRecord } from '../../store/types.js';
 import { serveControl, UserError, type ControlRequest } from '../control.js';
 import type { AgentConfig } from '../config.js';
@@ -166,7 +166,7 @@ export class Agent {
   /** Re-hash every chunk that a stored manifest references; report the corrupt and the missing. */
   private async verify() {
     const ids = new Set<string>();
-    for (const sm of await this.store.index.listManifests()) for (const c of sm.manifest.chunks) ids.add(c.id);
+    for (const sm of await this.store.index.listManifests()) for (const c of manifestChunks(sm.manifest)) ids.add(c.id);
     const corrupt: { id: string; error: string }[] = [];
     const missing: string[] = [];
     for (const id of ids) {

@@ -2,6 +2,7 @@
 // which decides which chunk to ask which peer for; every chunk is verified by the store on arrival.
 import type { PeerId } from '@libp2p/interface';
 import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
+import { manifestChunks } from '../../store/manifest.js';
 import { ChunkBusyError, ChunkMissError, ChunkTimeoutError } from '../../protocol/chunk-exchange.js';
 import { subscribeHave, type HaveSubscription } from '../../protocol/have.js';
 import { DownloadScheduler } from './scheduler.js';
@@ -67,7 +68,7 @@ export class Download {
   private nextToken = 1;
 
   constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[]) {
-    this.sched = new DownloadScheduler(sm.manifest.chunks, have, {
+    this.sched = new DownloadScheduler(manifestChunks(sm.manifest), have, {
       localZone: swarm.zone,
       mayUseFarPeer: swarm.zone ? (index, now, nearHolder) => this.mayUseFarPeer(index, now, nearHolder) : undefined,
     });
@@ -195,14 +196,14 @@ export class Download {
     try {
       const sub = await subscribeHave(this.swarm.node, peer, this.sm.id,
         (has) => {
-          const bits = new Uint8Array(Math.ceil(this.sm.manifest.chunks.length / 8));
-          for (let i = 0; i < this.sm.manifest.chunks.length; i++) if (has(i)) bits[i >> 3] |= 0x80 >> (i & 7);
+          const bits = new Uint8Array(Math.ceil(manifestChunks(this.sm.manifest).length / 8));
+          for (let i = 0; i < manifestChunks(this.sm.manifest).length; i++) if (has(i)) bits[i >> 3] |= 0x80 >> (i & 7);
           this.sched.setPeerHave(key, bits);
           this.sched.setPeerInfo(key, this.swarm.peerInfo(key));
           this.wake?.();
         },
         (index) => {
-          if (index < this.sm.manifest.chunks.length) this.sched.peerHas(key, index);
+          if (index < manifestChunks(this.sm.manifest).length) this.sched.peerHas(key, index);
           this.wake?.();
         });
       if (this.stopped) { sub.close(); return; }
@@ -225,7 +226,7 @@ export class Download {
   }
 
   private async fetch(peer: string, index: number, token: number): Promise<void> {
-    const ref = this.sm.manifest.chunks[index];
+    const ref = manifestChunks(this.sm.manifest)[index];
     const key = `${peer}#${index}`;
     const started = performance.now();
     try {

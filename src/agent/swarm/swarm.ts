@@ -6,7 +6,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { archAllowed, machineArch } from '../../runtime/runtime-yml.js';
 import type { Store } from '../../store/store.js';
-import { verifySignedManifest } from '../../store/manifest.js';
+import { manifestChunks, verifySignedManifest } from '../../store/manifest.js';
 import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
 import { registerChunkServer, ChunkClient, type ChunkServer } from '../../protocol/chunk-exchange.js';
 import { serveCatalog, fetchListing, fetchManifest, type CatalogListing } from '../../protocol/catalog.js';
@@ -345,11 +345,11 @@ export class Swarm implements DownloadHost {
       if (current && Date.parse(current.manifest.createdAt) >= Date.parse(sm.manifest.createdAt)) return;
     }
     if (this.downloads.has(sm.id)) return;
-    const have = await Promise.all(sm.manifest.chunks.map((c) => this.store.chunks.has(c.id)));
+    const have = await Promise.all(manifestChunks(sm.manifest).map((c) => this.store.chunks.has(c.id)));
     if (this.downloads.has(sm.id) || this.stopping) return;
     const d = new Download(this, sm, have);
     this.downloads.set(sm.id, d);
-    log(`downloading ${name}@${version} (${sm.manifest.chunks.length} chunks, ${d.resumedChunks} already here)`);
+    log(`downloading ${name}@${version} (${manifestChunks(sm.manifest).length} chunks, ${d.resumedChunks} already here)`);
     try {
       await d.run();
       const record = await this.opts.mutex.run(async () => {
@@ -445,7 +445,7 @@ export class Swarm implements DownloadHost {
   private async subscribeLocal(manifestId: string, onIndex: (index: number) => void) {
     const sm = this.downloads.get(manifestId)?.sm ?? (await this.store.index.getManifest(manifestId));
     if (!sm) return null;
-    const chunks = sm.manifest.chunks;
+    const chunks = manifestChunks(sm.manifest);
     // Watch first, then look, so a chunk stored meanwhile is not missed (a duplicate have1 is harmless).
     const unwatch = chunks.map((c, i) => this.watchChunk(c.id, () => onIndex(i)));
     const held = (await Promise.all(chunks.map((c) => this.store.chunks.has(c.id)))).flatMap((h, i) => (h ? [i] : []));
