@@ -16,6 +16,7 @@ import { removalCovers, verifyRemoval, label, signRemoval, type SignedRemoval, t
 import { createP2PNode, type P2PNode } from './p2p-node.js';
 import { Download, type DownloadHost } from './download.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
+import { LiveChunkSource } from '../install/chunk-source.js';
 import type { Mutex } from '../mutex.js';
 import { log } from '../log.js';
 import { UserError } from '../errors.js';
@@ -345,17 +346,33 @@ export class Swarm implements DownloadHost {
       if (current && Date.parse(current.manifest.createdAt) >= Date.parse(sm.manifest.createdAt)) return;
     }
     if (this.downloads.has(sm.id)) return;
-    const have = await Promise.all(manifestChunks(sm.manifest).map((c) => this.store.chunks.has(c.id)));
+    const refs = manifestChunks(sm.manifest);
+    const have = await Promise.all(refs.map((c) => this.store.chunks.has(c.id)));
     if (this.downloads.has(sm.id) || this.stopping) return;
-    const d = new Download(this, sm, have);
+    // The install runs alongside the download and takes each chunk as it arrives (one pass from wire to tree).
+    const feed = new LiveChunkSource(this.store.chunks, refs, (i) => have[i]!);
+    const d = new Download(this, sm, have, feed);
     this.downloads.set(sm.id, d);
-    log(`downloading ${name}@${version} (${manifestChunks(sm.manifest).length} chunks, ${d.resumedChunks} already here)`);
+    log(`downloading ${name}@${version} (${refs.length} chunks, ${d.resumedChunks} already here)`);
     try {
-      await d.run();
-      const record = await this.opts.mutex.run(async () => {
-        if (this.isTombstoned(name, version, sm.manifest.createdAt)) return null;
-        return installManifest(this.opts.install, sm);
+      let installError: unknown = null;
+      const installing = installManifest(this.opts.install, sm, {
+        source: feed,
+        lock: (fn) => this.opts.mutex.run(fn),
+        stillWanted: () => !this.isTombstoned(name, version, sm.manifest.createdAt),
+      }).catch((err: unknown) => {
+        installError = err;
+        return null;
       });
+      try {
+        // A failed install does not stop the download: its chunks serve the fleet, and the retry reads them here.
+        await d.run();
+      } catch (err) {
+        feed.close(); // stopped: the install gives up too
+        throw err;
+      }
+      const record = await installing;
+      if (installError !== null) throw installError;
       this.failures.delete(sm.id);
       if (record) {
         const st = d.status();
