@@ -92,7 +92,8 @@ export async function startAgent(
       return JSON.parse(r.stdout);
     },
   };
-  const deadline = Date.now() + 30_000;
+  // Generous: on a loaded 2-core machine a cold start (libp2p, level) has taken over 30 s.
+  const deadline = Date.now() + 120_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`agent exited with ${proc.exitCode}: ${logs}`);
     const r = await run(['status', '--json']);

@@ -32,7 +32,7 @@ export interface PublishResult {
   unchanged: boolean;
   chunks: number;
   newChunks: number;
-  tarBytes: number;
+  treeBytes: number;
   storedNewBytes: number;
   signed: SignedManifest;
 }
@@ -83,7 +83,7 @@ async function publishOnce(
     const chunks = manifestChunks(manifest);
     const base = {
       name: meta.name, version: meta.version, chunks: chunks.length, newChunks: created.length,
-      tarBytes: manifestBytes(manifest), storedNewBytes: storedBytesOf(chunks, created),
+      treeBytes: manifestBytes(manifest), storedNewBytes: storedBytesOf(chunks, created),
     };
 
     const existing = await ctx.store.index.getInstall(meta.name, meta.version);

@@ -162,6 +162,9 @@ export class Download {
       duplicateChunks: this.duplicateChunks,
       errors: this.errors,
       inFlight: this.sched.inFlight(),
+      // How far the streaming install has got (chunks extracted), and how many it had to read back from disk.
+      installedChunks: this.feed ? this.feed.cursor : null,
+      readBackChunks: this.feed ? this.feed.readBack : null,
       startedAt: new Date(this.startedAt).toISOString(),
       sources: [...this.sources.values()].sort((a, b) => b.bytes - a.bytes),
     };
