@@ -49,6 +49,12 @@ async function sha256(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
+const started = Date.now();
+/** One line per step on stderr, with the time since the start: builds run on loaded machines. */
+function step(what: string): void {
+  console.error(`release: ${((Date.now() - started) / 1000).toFixed(1)}s ${what}`);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { arch: { type: 'string', default: 'all' }, out: { type: 'string' }, 'no-deb': { type: 'boolean' } } });
   const arches = values.arch === 'all' ? ARCHES : ARCHES.filter((a) => a === values.arch);
@@ -64,8 +70,10 @@ async function main(): Promise<void> {
   const made: string[] = [];
   try {
     const hostNode = await fetchNode(repoRoot, os.arch() as Arch, cacheDir);
+    step(`node ${hostNode.version} for ${hostNode.arch} ready`);
     const bundleFile = path.join(workDir, 'joblet-agent.cjs');
     await bundle(repoRoot, bundleFile, Number(hostNode.version.split('.')[0]));
+    step('bundled');
     for (const arch of arches) {
       const target = arch === hostNode.arch ? hostNode : await fetchNode(repoRoot, arch, cacheDir);
       const top = `joblet-agent-${AGENT_VERSION}-linux-${arch}`;
@@ -73,6 +81,7 @@ async function main(): Promise<void> {
       await fs.mkdir(dir);
       const exe = path.join(dir, 'joblet-agent');
       await buildExecutable({ bundleFile, target, hostNode, outFile: exe, workDir, repoRoot });
+      step(`${arch}: executable built`);
       await fs.copyFile(path.join(repoRoot, ADDON[arch]), path.join(dir, 'classic-level.node'));
       await fs.chmod(path.join(dir, 'classic-level.node'), 0o644);
       for (const f of [exe, path.join(dir, 'classic-level.node')]) {
@@ -84,14 +93,17 @@ async function main(): Promise<void> {
         const want = `joblet-agent ${AGENT_VERSION} (node v${target.version})`;
         if (stdout.trim() !== want) throw new Error(`${exe} --version printed "${stdout.trim()}", not "${want}"`);
       }
+      step(`${arch}: checked`);
       const tarball = path.join(out, `${top}.tar.gz`);
       await execFileP('tar', ['--sort=name', '--owner=0', '--group=0', '--numeric-owner', `--mtime=@${epoch}`,
         '-I', 'gzip -n', '-C', workDir, '-cf', tarball, top]);
       made.push(tarball);
+      step(`${arch}: ${path.basename(tarball)} written`);
       if (!values['no-deb']) {
         const deb = path.join(out, `joblet-agent_${AGENT_VERSION}_${DEB_ARCH[arch]}.deb`);
-        await buildDeb({ repoRoot, version: AGENT_VERSION, arch, nodeVersion: target.version, exeDir: dir, workDir, outFile: deb });
+        await buildDeb({ repoRoot, version: AGENT_VERSION, arch, nodeVersion: target.version, exeDir: dir, workDir, outFile: deb, sourceDateEpoch: epoch });
         made.push(deb);
+        step(`${arch}: ${path.basename(deb)} written`);
       }
       await fs.rm(dir, { recursive: true, force: true });
     }
