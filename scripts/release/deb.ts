@@ -26,6 +26,7 @@ export async function buildDeb(opts: {
   exeDir: string; workDir: string; outFile: string;
   /** member timestamps are clamped to it, as in the tarball */
   sourceDateEpoch: string;
+  gzipLevel: string;
 }): Promise<void> {
   const root = path.join(opts.workDir, `deb-${opts.arch}`);
   await fs.rm(root, { recursive: true, force: true });
@@ -64,7 +65,7 @@ export async function buildDeb(opts: {
   // dpkg keeps an operator's edits (and what `init` wrote) to a conffile across upgrades.
   await fs.writeFile(path.join(root, 'DEBIAN/conffiles'), '/etc/joblet-agent/config.yml\n', { mode: 0o644 });
   // gzip rather than xz: xz took minutes on a loaded 2-core machine for ~25% smaller; every dpkg reads gzip.
-  await execFileP('dpkg-deb', ['--root-owner-group', '-Zgzip', '-z6', '--build', root, opts.outFile],
+  await execFileP('dpkg-deb', ['--root-owner-group', '-Zgzip', `-z${opts.gzipLevel}`, '--build', root, opts.outFile],
     { env: { ...process.env, SOURCE_DATE_EPOCH: opts.sourceDateEpoch } });
   await fs.rm(root, { recursive: true, force: true });
 }
