@@ -21,6 +21,7 @@ const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
                        bittorrent, central, sequential (default: all three)
   --no-baselines       skip every baseline
   --timeout S          bound on each phase, in seconds (default: max(120, 20 x S/B, 2 x N x S/B))
+  --keep-logs DIR      copy every agent's log (and the BitTorrent logs) to DIR before cleaning up
   --json PATH          write the figures as JSON
   --svg PATH           write a picture: hosts installed over time, one line per method`;
 
@@ -33,7 +34,7 @@ export function parseSimArgs(argv: string[]): SimArgs {
     options: {
       hosts: { type: 'string' }, mbit: { type: 'string' }, racks: { type: 'string' }, 'uplink-mbit': { type: 'string' },
       zones: { type: 'boolean' }, package: { type: 'string' }, size: { type: 'string' }, 'save-package': { type: 'string' },
-      'no-baselines': { type: 'boolean' }, baselines: { type: 'string' }, timeout: { type: 'string' }, json: { type: 'string' }, svg: { type: 'string' },
+      'no-baselines': { type: 'boolean' }, baselines: { type: 'string' }, 'keep-logs': { type: 'string' }, timeout: { type: 'string' }, json: { type: 'string' }, svg: { type: 'string' },
     },
   });
   const num = (name: string, v: string | undefined, dflt: number, min: number, max: number) => {
@@ -57,6 +58,7 @@ export function parseSimArgs(argv: string[]): SimArgs {
     savePackage: values['save-package'],
     baselines: values['no-baselines'] ? [] : parseBaselines(values.baselines),
     timeoutS: values.timeout === undefined ? null : num('timeout', values.timeout, 0, 1, 86_400),
+    keepLogs: values['keep-logs'],
     jsonPath: values.json, svgPath: values.svg,
   };
 }

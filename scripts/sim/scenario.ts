@@ -23,6 +23,8 @@ export interface ScenarioOptions extends TopologySpec {
   savePackage?: string;
   /** Which baselines to run after the agents, in this order; [] for none. */
   baselines: BaselineName[];
+  /** Copy every agent's log (and the BitTorrent logs) into this directory before the work dir goes. */
+  keepLogs?: string;
   /** Upper bound on each phase's wait, in seconds. */
   timeoutS: number;
   log: (line: string) => void;
@@ -77,9 +79,11 @@ export async function runScenario(opts: ScenarioOptions): Promise<ScenarioResult
   const offSignals = cleanupOnSignals(res);
   try {
     const result = await runInside(opts, res);
+    if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs);
     const cleanup = await res.cleanupAll();
     return { ...result, cleanup };
   } finally {
+    if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs).catch(() => {});
     await res.cleanupAll();
     offSignals();
   }
@@ -216,6 +220,20 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
     agentVersion,
     linkSamples: samples.map((x) => ({ ...x, t: round(x.t, 2) })),
   };
+}
+
+/** Copy h<i>/agent.log and the BitTorrent logs of the run's work dir to `dest`, named by host. */
+async function keepLogs(dirs: string[], dest: string): Promise<void> {
+  await fs.mkdir(dest, { recursive: true });
+  for (const work of dirs) {
+    for (const name of await fs.readdir(work).catch(() => [] as string[])) {
+      if (/^h\d+$/.test(name)) await fs.copyFile(path.join(work, name, 'agent.log'), path.join(dest, `${name}-agent.log`)).catch(() => {});
+    }
+    for (const name of await fs.readdir(path.join(work, 'bt')).catch(() => [] as string[])) {
+      const from = /^h\d+$/.test(name) ? path.join(work, 'bt', name, 'aria2c.log') : path.join(work, 'bt', name);
+      if (from.endsWith('.log')) await fs.copyFile(from, path.join(dest, `bt-${name.replace(/\.log$/, '')}.log`)).catch(() => {});
+    }
+  }
 }
 
 async function describeAgentVersion(): Promise<{ commit: string; modifiedSrc: string[] }> {
