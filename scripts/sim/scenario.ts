@@ -174,6 +174,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
       bt = { infoHash: run.infoHash, torrentBytes: run.torrentBytes };
       methods['BitTorrent (aria2c)'] = summarize(run.finishedMs.map((ms) => ms / 1000), bound);
       ok = await baselineTreesMatch(run.dirs, reference.digest);
+      if (opts.keepLogs) await keepLogs([workDir], opts.keepLogs);
       await fs.rm(path.join(workDir, 'bt'), { recursive: true, force: true });
     } else {
       const serverPid = await startHttpServer(server, pkgPath, res);
