@@ -124,7 +124,7 @@ test('malformed manifests are refused with a sentence naming the field', (t) => 
   const cases: [string, (m: SignedManifest) => void, RegExp][] = [
     ['schema', (s) => ((s.manifest as { schema: number }).schema = 2), /has schema 2, but this agent understands schema 1/],
     ['name', (s) => (s.manifest.runtime.name = 'Bad_Name'), /runtime.name "Bad_Name" is not a valid runtime name/],
-    ['version', (s) => (s.manifest.runtime.version = '../1'), /runtime.version "..\/1" is not a safe path segment/],
+    ['version', (s) => (s.manifest.runtime.version = '../1'), /runtime.version "..\/1" is not a valid version/],
     ['chunk id', (s) => (s.manifest.chunks[0]!.id = 'sha256:xyz'), /chunks\[0\].id "sha256:xyz" is not of the form/],
     ['sizes', (s) => (s.manifest.tar.size = 1), /chunk sizes add up to 1300000, but tar.size is 1/],
     ['size type', (s) => ((s.manifest.chunks[1] as unknown as { size: string }).size = '300000'), /chunks\[1\].size is not a non-negative integer/],

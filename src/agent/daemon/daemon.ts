@@ -72,7 +72,10 @@ export class Agent {
       throw new UserError((err as Error).message);
     }
     const trust = [...c.trust];
-    if (this.publisherKey && !trust.includes(publicKeyOf(this.publisherKey))) trust.push(publicKeyOf(this.publisherKey));
+    if (this.publisherKey && !trust.includes(publicKeyOf(this.publisherKey))) {
+      trust.push(publicKeyOf(this.publisherKey));
+      log(`publisher key ${publicKeyOf(this.publisherKey)} is not in this agent's trust list: other hosts most likely ignore what it publishes and removes`);
+    }
     this.swarm = await Swarm.start({
       peerKeyPath: path.join(c.dataDir, 'peer.key'), fleetKey, listen: c.listen, bootstrap: c.bootstrap, mdns: c.mdns,
       zone: c.zone, trust, publisherKey: this.publisherKey, maxUploads: c.maxUploads, store: this.store,
@@ -146,7 +149,7 @@ export class Agent {
   private async remove(name: string, version: string | undefined) {
     if (!name) throw new UserError('remove needs NAME or NAME@VERSION');
     // On a publisher this also removes the runtime from hosts where it is not installed here.
-    if (this.swarm) return this.swarm.removeRuntime(name, version ?? null);
+    if (this.swarm) return { ...(await this.swarm.removeRuntime(name, version ?? null)), ...this.removalReach() };
     return this.mutex.run(async () => {
       const all = await this.store.index.listInstalls();
       const victims = all.filter((r) => r.name === name && (version === undefined || r.version === version));
@@ -161,6 +164,17 @@ export class Agent {
       const gc = await this.store.gc({ chunkGraceMs: 0 });
       return { removed: victims.map((r) => ({ name: r.name, version: r.version, path: r.path })), freedBytes: gc.bytes };
     });
+  }
+
+  /**
+   * Whether a removal signed here can reach the fleet. The daemon trusts its own key locally (startSwarm),
+   * so only the configured trust list tells whether this key is a fleet publisher: a key missing from it is
+   * most likely in no other host's list either, and a removal it signs applies here only.
+   */
+  private removalReach(): { publisher: string | null; publisherTrusted: boolean | null } {
+    if (!this.publisherKey) return { publisher: null, publisherTrusted: null };
+    const key = publicKeyOf(this.publisherKey);
+    return { publisher: key, publisherTrusted: this.config.trust.includes(key) };
   }
 
   /** Re-hash every chunk that a stored manifest references; report the corrupt and the missing. */
