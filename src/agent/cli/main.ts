@@ -198,9 +198,11 @@ async function readFleetKey(file: string): Promise<string> {
 async function cmdPublish(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, { ...CLIENT_OPTIONS, force: { type: 'boolean' } }, 1);
   if (positionals.length !== 1) throw new UsageError('publish needs exactly one package path');
-  const pkg = path.resolve(positionals[0]);
+  // Resolved here, with the client's view of the filesystem: the daemon follows no symlink on the way.
   // Checked here too so that a typo gets an answer without a daemon round trip.
-  if (!(await fs.stat(pkg).then(() => true, () => false))) throw new UserError(`package ${pkg} does not exist`);
+  const pkg = await fs.realpath(path.resolve(positionals[0])).catch(() => {
+    throw new UserError(`package ${path.resolve(positionals[0])} does not exist`);
+  });
   const socket = await clientSocket(values.socket, values.config);
   const bar = process.stderr.isTTY && !values.json ? new ProgressBar(process.stderr, 'publishing') : null;
   let result: Record<string, unknown>;

@@ -13,6 +13,7 @@ import { serveControl, UserError, type ControlRequest } from '../control.js';
 import type { AgentConfig } from '../config.js';
 import { Mutex } from '../mutex.js';
 import { publishPackage } from './publish.js';
+import { socketGroupAccess } from './client-access.js';
 import { log } from '../log.js';
 import { fleetKeyFromFile, loadOrCreatePeerKey } from '../swarm/p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
@@ -126,8 +127,9 @@ export class Agent {
     const publisherKey = this.publisherKey;
     return this.mutex.run(async () => {
       let last = 0;
+      const access = await socketGroupAccess(this.config.socket);
       const result = await publishPackage(
-        { store: this.store, runtimes: this.runtimes, publisherKey, limits: this.limits(), owner: this.owner },
+        { store: this.store, runtimes: this.runtimes, publisherKey, limits: this.limits(), owner: this.owner, access },
         pkg,
         {
           force,

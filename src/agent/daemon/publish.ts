@@ -8,6 +8,7 @@ import { extractTar } from '../../runtime/extract.js';
 import { RuntimesDir } from '../../runtime/install.js';
 import { archAllowed } from '../../runtime/runtime-yml.js';
 import { PackageError, type PackageLimits } from '../../runtime/types.js';
+import type { ReadAccess } from '../../runtime/no-follow.js';
 import type { Store } from '../../store/store.js';
 import { ingestTar } from '../../store/ingest.js';
 import { buildManifest, publicKeyOf, signManifest } from '../../store/manifest.js';
@@ -19,6 +20,8 @@ export interface PublishContext {
   publisherKey: KeyObject;
   limits: PackageLimits;
   owner?: { uid: number; gid: number };
+  /** Whose right to read the package is checked (see client-access.ts); nobody's when absent. */
+  access?: ReadAccess;
 }
 
 export interface PublishResult {
@@ -62,7 +65,7 @@ async function publishOnce(
   const created: string[] = [];
   let committed = false;
   try {
-    const { stream, done } = openCanonicalTar(pkg, { limits: ctx.limits, strip, onProgress: opts.onProgress });
+    const { stream, done } = openCanonicalTar(pkg, { limits: ctx.limits, strip, onProgress: opts.onProgress, access: ctx.access });
     const [ingested, , info] = await runBoth(stream, done, (s) =>
       ingestTar(s, ctx.store.chunks, { onChunk: (ref, isNew) => { if (isNew) created.push(ref.id); } }),
     (s) => extractTar(s, staging, { limits: ctx.limits, owner: ctx.owner }));
