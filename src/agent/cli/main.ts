@@ -221,6 +221,7 @@ async function cmdPublish(argv: string[]): Promise<void> {
   console.log(`manifest  ${result.manifestId}`);
   console.log(`path      ${result.path ?? '(not installed here: this machine\'s architecture is excluded)'}`);
   console.log(`chunks    ${result.chunks} (${result.newChunks} new, ${formatBytes(Number(result.storedNewBytes))} stored)`);
+  for (const w of (result.warnings as string[] | undefined) ?? []) console.error(`joblet-agent: warning: ${w}`);
 }
 
 interface InstallRow { name: string; version: string; manifestId: string; path: string; sizeBytes: number; installedAt: string }

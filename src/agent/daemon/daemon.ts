@@ -142,6 +142,10 @@ export class Agent {
       log(result.unchanged
         ? `publish ${result.name}@${result.version}: already installed with the same content (${result.manifestId})`
         : `published ${result.name}@${result.version} as ${result.manifestId}: ${result.chunks} chunks, ${result.newChunks} new`);
+      if (this.removalReach().publisherTrusted === false) {
+        result.warnings.push(`this agent's publisher key ${publicKeyOf(publisherKey)} is not in its own trust list: other hosts most likely do not trust it and will not install this runtime`);
+      }
+      for (const w of result.warnings) log(`publish ${result.name}@${result.version}: warning: ${w}`);
       const { signed, ...rest } = result;
       if (!result.unchanged) void this.swarm?.announcePublished(signed);
       return rest;

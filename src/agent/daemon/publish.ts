@@ -7,6 +7,7 @@ import { openCanonicalTar, StripGuessError, type CanonicalInfo } from '../../run
 import { extractTar } from '../../runtime/extract.js';
 import { RuntimesDir } from '../../runtime/install.js';
 import { archAllowed } from '../../runtime/runtime-yml.js';
+import { findSymlinks, jobletWarnings } from '../../runtime/joblet-rules.js';
 import { PackageError, type PackageLimits } from '../../runtime/types.js';
 import type { ReadAccess } from '../../runtime/no-follow.js';
 import type { Store } from '../../store/store.js';
@@ -36,6 +37,8 @@ export interface PublishResult {
   newChunks: number;
   tarBytes: number;
   storedNewBytes: number;
+  /** What joblet would treat differently than the publisher probably expects (joblet-rules.ts). */
+  warnings: string[];
   signed: SignedManifest;
 }
 
@@ -71,11 +74,12 @@ async function publishOnce(
     (s) => extractTar(s, staging, { limits: ctx.limits, owner: ctx.owner }));
 
     const meta = info.meta;
+    const warnings = jobletWarnings({ ...info, symlinks: await findSymlinks(staging), installPath: ctx.runtimes.pathFor(meta.name, meta.version) });
     const manifest = buildManifest(meta, { size: ingested.size, sha256: ingested.sha256 }, ingested.chunks, publicKeyOf(ctx.publisherKey));
     const signed = signManifest(manifest, ctx.publisherKey);
     const base = {
       name: meta.name, version: meta.version, chunks: ingested.chunks.length, newChunks: created.length,
-      tarBytes: ingested.size, storedNewBytes: storedBytesOf(ingested.chunks, created),
+      tarBytes: ingested.size, storedNewBytes: storedBytesOf(ingested.chunks, created), warnings,
     };
 
     const existing = await ctx.store.index.getInstall(meta.name, meta.version);
