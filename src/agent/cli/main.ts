@@ -200,8 +200,9 @@ async function cmdPublish(argv: string[]): Promise<void> {
   if (positionals.length !== 1) throw new UsageError('publish needs exactly one package path');
   // Resolved here, with the client's view of the filesystem: the daemon follows no symlink on the way.
   // Checked here too so that a typo gets an answer without a daemon round trip.
-  const pkg = await fs.realpath(path.resolve(positionals[0])).catch(() => {
-    throw new UserError(`package ${path.resolve(positionals[0])} does not exist`);
+  const pkg = await fs.realpath(path.resolve(positionals[0])).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') throw new UserError(`package ${path.resolve(positionals[0])} does not exist`);
+    throw new UserError(`cannot resolve package path ${path.resolve(positionals[0])}: ${err.message}`);
   });
   const socket = await clientSocket(values.socket, values.config);
   const bar = process.stderr.isTTY && !values.json ? new ProgressBar(process.stderr, 'publishing') : null;
