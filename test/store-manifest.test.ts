@@ -127,7 +127,7 @@ test('malformed manifests are refused with a sentence naming the field', (t) => 
     ['schema', (s) => ((s.manifest as { schema: number }).schema = 3), /has schema 3, but this agent understands schema 2 only: upgrade joblet-agent/],
     ['old schema', (s) => ((s.manifest as { schema: number }).schema = 1), /has schema 1 .*no longer installs: publish the package again/],
     ['name', (s) => (s.manifest.runtime.name = 'Bad_Name'), /runtime.name "Bad_Name" is not a valid runtime name/],
-    ['version', (s) => (s.manifest.runtime.version = '../1'), /runtime.version "..\/1" is not a safe path segment/],
+    ['version', (s) => (s.manifest.runtime.version = '../1'), /runtime.version "..\/1" is not a valid version/],
     ['chunk id', (s) => (s.manifest.content.chunks[0]!.id = 'sha256:xyz'), /content.chunks\[0\].id "sha256:xyz" is not of the form/],
     ['sizes', (s) => (s.manifest.content.size = 1), /content.chunks sizes add up to 1000000, but content.size is 1/],
     ['list sizes', (s) => (s.manifest.entries.size = 7), /entries.chunks sizes add up to 300000, but entries.size is 7/],

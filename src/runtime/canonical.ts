@@ -13,6 +13,7 @@ import { CanonicalWriter, StripGuessError, TarPackSink } from './canonical-write
 import type { TreeSink } from './tree-entry.js';
 import { produceFromDirectory, type SourceContext } from './dir-source.js';
 import { hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
+import { openPackage, type ReadAccess } from './no-follow.js';
 import { readTarEntries } from './tar-reader.js';
 import { PackageError, type PackageLimits, type RuntimeMeta } from './types.js';
 import { produceFromZip } from './zip-source.js';
@@ -37,6 +38,8 @@ export interface CanonicalOptions {
   strip?: 'auto' | 'none';
   /** Bytes of the input read so far (for a directory: file bytes read) and the total. */
   onProgress?: (readBytes: number, totalBytes: number) => void;
+  /** Whose right to read the package to check (the daemon reads on a client's behalf); none when absent. */
+  access?: ReadAccess;
   /** Stops all reading; the read then rejects with the signal's reason. */
   signal?: AbortSignal;
 }
@@ -115,21 +118,30 @@ export function openCanonicalTar(input: string, opts: CanonicalOptions = {}): { 
 }
 
 async function produce(input: string, writer: CanonicalWriter, opts: CanonicalOptions, signal: AbortSignal): Promise<CanonicalInfo> {
-  const kind = await detectKind(input);
-  const ctx: SourceContext = { input, writer, strip: opts.strip ?? 'auto', onProgress: opts.onProgress, signal };
-  let stripped: string | null;
-  if (kind === 'dir') stripped = await produceFromDirectory(ctx);
-  else if (kind === 'zip') stripped = await produceFromZip(ctx);
-  else stripped = await produceFromTar(ctx, kind === 'tar.gz');
-  const summary = writer.finish();
-  return { ...summary, kind, stripped };
+  // Opened without following symlinks; every reader below reads this very file or directory.
+  const opened = await openPackage(input, opts.access);
+  try {
+    const kind = opened.stat.isDirectory() ? 'dir' : await detectKind(input, opened.readPath);
+    const ctx: SourceContext = {
+      input, readPath: opened.readPath, opened, access: opts.access, writer, strip: opts.strip ?? 'auto', onProgress: opts.onProgress, signal,
+    };
+    let stripped: string | null;
+    if (kind === 'dir') stripped = await produceFromDirectory(ctx);
+    else if (kind === 'zip') stripped = await produceFromZip(ctx);
+    else stripped = await produceFromTar(ctx, kind === 'tar.gz');
+    if (kind !== 'dir') await opened.assertUnchanged();
+    const summary = writer.finish();
+    return { ...summary, kind, stripped };
+  } finally {
+    await opened.close();
+  }
 }
 
 /** By magic bytes; when they match nothing known, the extension says what the file claims to be. */
-async function detectKind(input: string): Promise<PackageKind> {
+async function detectKind(input: string, readPath = input): Promise<PackageKind> {
   let info;
   try {
-    info = await stat(input);
+    info = await stat(readPath);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new PackageError(`package ${input} does not exist`);
     throw new PackageError(`could not read package ${input}: ${(err as Error).message}`);
@@ -137,7 +149,7 @@ async function detectKind(input: string): Promise<PackageKind> {
   if (info.isDirectory()) return 'dir';
   if (!info.isFile()) throw new PackageError(`package ${input} is neither a regular file nor a directory`);
   const magic = Buffer.alloc(4);
-  const handle = await open(input, 'r');
+  const handle = await open(readPath, 'r');
   try {
     await handle.read(magic, 0, 4, 0);
   } finally {
@@ -155,8 +167,8 @@ async function detectKind(input: string): Promise<PackageKind> {
 
 async function produceFromTar(ctx: SourceContext, gzipped: boolean): Promise<string | null> {
   const { input, writer, signal } = ctx;
-  const total = (await stat(input)).size;
-  const file = createReadStream(input, { highWaterMark: READ_CHUNK });
+  const total = (await stat(ctx.readPath)).size;
+  const file = createReadStream(ctx.readPath, { highWaterMark: READ_CHUNK });
   let read = 0;
   ctx.onProgress?.(0, total);
   file.on('data', (chunk) => {

@@ -10,7 +10,9 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import type { RuntimeMeta } from '../runtime/types.js';
+import { versionProblem } from '../runtime/version-rule.js';
 import { CHUNK_MAX } from './chunker.js';
+import { assertNotFromTheFuture } from './clock.js';
 import { MANIFEST_SCHEMA, type ChunkRef, type Codec, type ContentRef, type EntryListRef, type Manifest, type SignedManifest } from './types.js';
 
 /**
@@ -166,8 +168,6 @@ export function signManifest(m: Manifest, priv: KeyObject): SignedManifest {
 }
 
 const NAME = /^[a-z0-9][a-z0-9.-]{0,63}$/;
-// A safe single path segment: no separators, not "." or "..", no leading dot or dash.
-const VERSION = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const CHUNK_ID = /^sha256:[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
@@ -201,6 +201,7 @@ export function verifySignedManifest(sm: unknown, trusted: string[]): SignedMani
   if (!trustedKeys.has(m.publisher)) {
     throw new Error(`manifest ${id} is signed by ${m.publisher} which is not a trusted publisher`);
   }
+  assertNotFromTheFuture(m.createdAt, `manifest ${id} (${m.runtime.name}@${m.runtime.version})`);
   return { id, manifest: m, signature };
 }
 
@@ -224,8 +225,8 @@ function checkManifestShape(value: unknown, id: string): Manifest {
   const name = expectString(runtime.name, `${where} runtime.name`);
   if (!NAME.test(name)) throw new Error(`${where} runtime.name ${JSON.stringify(name)} is not a valid runtime name`);
   const version = expectString(runtime.version, `${where} runtime.version`);
-  if (!VERSION.test(version)) {
-    throw new Error(`${where} runtime.version ${JSON.stringify(version)} is not a safe path segment`);
+  if (versionProblem(version) !== null) {
+    throw new Error(`${where} runtime.version ${JSON.stringify(version)} is not a valid version: it ${versionProblem(version)}`);
   }
   if (runtime.language !== undefined) expectString(runtime.language, `${where} runtime.language`);
   if (runtime.description !== undefined) expectString(runtime.description, `${where} runtime.description`);

@@ -76,6 +76,10 @@ export async function startAgent(
   proc.stdout!.on('data', (d) => (logs += d));
   proc.stderr!.on('data', (d) => (logs += d));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  // If the test worker dies before its teardown runs (an ava timeout), the agent must not outlive it.
+  const killOnExit = () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); };
+  process.on('exit', killOnExit);
+  void exited.then(() => process.off('exit', killOnExit));
   const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);

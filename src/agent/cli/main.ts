@@ -17,6 +17,8 @@ const USAGE = `usage: joblet-agent <command> [options]
 
 commands:
   init    [--dir DIR] [--fleet-key FILE] [start options]   make a fleet key, a publisher key pair and a config
+  init    --join --fleet-key FILE [--trust PUBKEY-or-FILE]... [--dir DIR] [start options]
+                                     a host that only receives runtimes: no publisher key
   start   [--config FILE] [--data-dir DIR] [--runtimes-dir DIR] [--socket PATH]
           [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--fleet-key FILE]
           [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
@@ -110,8 +112,11 @@ async function cmdStart(argv: string[]): Promise<void> {
 }
 
 async function cmdInit(argv: string[]): Promise<void> {
-  const { values } = parse(argv, { ...START_OPTIONS, dir: { type: 'string' }, json: { type: 'boolean' } }, 0);
+  const { values } = parse(argv, { ...START_OPTIONS, dir: { type: 'string' }, json: { type: 'boolean' }, join: { type: 'boolean' } }, 0);
   const dir = path.resolve(values.dir ?? path.dirname(DEFAULT_CONFIG_PATH));
+  // --join: a host that only receives runtimes has no publisher key, so `remove` there never claims
+  // to have sent a removal that every other host would refuse.
+  if (values.join) return initJoining(values, dir);
   const files = {
     fleetKey: path.join(dir, 'fleet.key'),
     publisherKey: path.join(dir, 'publisher.key'),
@@ -129,10 +134,7 @@ async function cmdInit(argv: string[]): Promise<void> {
   let fleetKey: string;
   if (values['fleet-key']) {
     // Joining an existing fleet: copy its secret rather than making a new one.
-    fleetKey = (await fs.readFile(path.resolve(values['fleet-key']), 'utf8').catch((e: Error) => {
-      throw new UserError(`cannot read fleet key ${values['fleet-key']}: ${e.message}`);
-    })).trim();
-    if (!/^[0-9a-f]{64}$/.test(fleetKey)) throw new UserError(`fleet key ${values['fleet-key']} does not hold 64 hex characters`);
+    fleetKey = await readFleetKey(values['fleet-key']);
   } else {
     fleetKey = generateFleetKey();
   }
@@ -162,16 +164,58 @@ async function cmdInit(argv: string[]): Promise<void> {
   } else {
     console.log(`wrote ${files.fleetKey}, ${files.publisherKey}, ${files.publisherPub} and ${files.config}`);
     console.log(`publisher key: ${keys.publicKey}`);
+    if (values['fleet-key']) {
+      console.log('other hosts trust this key only once publisher.pub is in their trust lists; a host that only receives runtimes is made with --join');
+    }
     console.log(`start the agent with: joblet-agent start --config ${files.config}`);
   }
+}
+
+async function initJoining(values: Record<string, unknown>, dir: string): Promise<void> {
+  if (!values['fleet-key']) throw new UsageError('init --join needs --fleet-key FILE: the fleet key of the fleet to join');
+  if (values['publisher-key']) throw new UsageError('init --join makes a host without a publisher key; drop --publisher-key');
+  const files = { fleetKey: path.join(dir, 'fleet.key'), config: path.join(dir, 'config.yml') };
+  for (const f of Object.values(files)) {
+    if (await fs.stat(f).then(() => true, () => false)) {
+      throw new UserError(`${f} already exists; init never overwrites keys or configs: remove it or choose another --dir`);
+    }
+  }
+  const fleetKey = await readFleetKey(String(values['fleet-key']));
+  const flags = startFlags(values);
+  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  await fs.writeFile(files.fleetKey, fleetKey + '\n', { mode: 0o600, flag: 'wx' });
+  const config = renderConfig({
+    ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)),
+    fleetKey: 'fleet.key',
+    trust: flags.trust ?? [],
+  });
+  await fs.writeFile(files.config, config, { mode: 0o644, flag: 'wx' });
+  if (values.json) {
+    console.log(JSON.stringify({ ...files, publisher: null }, null, 2));
+    return;
+  }
+  console.log(`wrote ${files.fleetKey} and ${files.config} (no publisher key: this host receives runtimes, it does not publish)`);
+  if (!flags.trust?.length) console.log('no --trust given: this host installs nothing until a publisher key is added to "trust" in its config');
+  console.log(`start the agent with: joblet-agent start --config ${files.config}`);
+}
+
+async function readFleetKey(file: string): Promise<string> {
+  const fleetKey = (await fs.readFile(path.resolve(file), 'utf8').catch((e: Error) => {
+    throw new UserError(`cannot read fleet key ${file}: ${e.message}`);
+  })).trim();
+  if (!/^[0-9a-f]{64}$/.test(fleetKey)) throw new UserError(`fleet key ${file} does not hold 64 hex characters`);
+  return fleetKey;
 }
 
 async function cmdPublish(argv: string[]): Promise<void> {
   const { values, positionals } = parse(argv, { ...CLIENT_OPTIONS, force: { type: 'boolean' } }, 1);
   if (positionals.length !== 1) throw new UsageError('publish needs exactly one package path');
-  const pkg = path.resolve(positionals[0]);
+  // Resolved here, with the client's view of the filesystem: the daemon follows no symlink on the way.
   // Checked here too so that a typo gets an answer without a daemon round trip.
-  if (!(await fs.stat(pkg).then(() => true, () => false))) throw new UserError(`package ${pkg} does not exist`);
+  const pkg = await fs.realpath(path.resolve(positionals[0])).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') throw new UserError(`package ${path.resolve(positionals[0])} does not exist`);
+    throw new UserError(`cannot resolve package path ${path.resolve(positionals[0])}: ${err.message}`);
+  });
   const socket = await clientSocket(values.socket, values.config);
   const bar = process.stderr.isTTY && !values.json ? new ProgressBar(process.stderr, 'publishing') : null;
   let result: Record<string, unknown>;
@@ -190,6 +234,7 @@ async function cmdPublish(argv: string[]): Promise<void> {
   console.log(`manifest  ${result.manifestId}`);
   console.log(`path      ${result.path ?? '(not installed here: this machine\'s architecture is excluded)'}`);
   console.log(`chunks    ${result.chunks} (${result.newChunks} new, ${formatBytes(Number(result.storedNewBytes))} stored)`);
+  for (const w of (result.warnings as string[] | undefined) ?? []) console.error(`joblet-agent: warning: ${w}`);
 }
 
 interface InstallRow { name: string; version: string; manifestId: string; path: string; sizeBytes: number; installedAt: string }
@@ -276,12 +321,16 @@ async function cmdRemove(argv: string[]): Promise<void> {
   const version = at < 0 ? undefined : spec.slice(at + 1);
   if (!name || version === '') throw new UsageError(`"${spec}" is not NAME or NAME@VERSION`);
   const res = (await callDaemon(await clientSocket(values.socket, values.config), { cmd: 'remove', args: { name, version } })) as
-    { removed: { name: string; version: string; path: string }[]; freedBytes: number; signed?: boolean };
+    { removed: { name: string; version: string; path: string }[]; freedBytes: number; signed?: boolean; publisherTrusted?: boolean; publisher?: string };
   if (values.json) { console.log(JSON.stringify(res, null, 2)); return; }
   for (const r of res.removed) console.log(`removed ${r.name}@${r.version} (${r.path})`);
   if (res.removed.length === 0) console.log(`${spec} is not installed here`);
   console.log(`freed ${formatBytes(res.freedBytes)} of chunks`);
-  if (res.signed) console.log(`a signed removal of ${spec} was sent to the fleet`);
+  if (res.signed && res.publisherTrusted === false) {
+    console.log(`a signed removal of ${spec} was sent, but this agent's publisher key ${res.publisher} is not in its own trust list, ` +
+      'so the other hosts most likely do not trust it either and will ignore the removal: it applied here only. ' +
+      'Remove it from a trusted publisher, or add this key to the fleet\'s trust lists');
+  } else if (res.signed) console.log(`a signed removal of ${spec} was sent to the fleet`);
   else if (res.signed === false) console.log('removed on this host only (this agent has no publisher key); the swarm will not reinstall it here');
 }
 

@@ -13,6 +13,7 @@ import { serveControl, UserError, type ControlRequest } from '../control.js';
 import type { AgentConfig } from '../config.js';
 import { Mutex } from '../mutex.js';
 import { publishPackage } from './publish.js';
+import { socketGroupAccess } from './client-access.js';
 import { log } from '../log.js';
 import { fleetKeyFromFile, loadOrCreatePeerKey } from '../swarm/p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
@@ -72,7 +73,10 @@ export class Agent {
       throw new UserError((err as Error).message);
     }
     const trust = [...c.trust];
-    if (this.publisherKey && !trust.includes(publicKeyOf(this.publisherKey))) trust.push(publicKeyOf(this.publisherKey));
+    if (this.publisherKey && !trust.includes(publicKeyOf(this.publisherKey))) {
+      trust.push(publicKeyOf(this.publisherKey));
+      log(`publisher key ${publicKeyOf(this.publisherKey)} is not in this agent's trust list: other hosts most likely ignore what it publishes and removes`);
+    }
     this.swarm = await Swarm.start({
       peerKeyPath: path.join(c.dataDir, 'peer.key'), fleetKey, listen: c.listen, bootstrap: c.bootstrap, mdns: c.mdns,
       zone: c.zone, trust, publisherKey: this.publisherKey, maxUploads: c.maxUploads, store: this.store,
@@ -123,8 +127,9 @@ export class Agent {
     const publisherKey = this.publisherKey;
     return this.mutex.run(async () => {
       let last = 0;
+      const access = await socketGroupAccess(this.config.socket);
       const result = await publishPackage(
-        { store: this.store, runtimes: this.runtimes, publisherKey, limits: this.limits(), owner: this.owner },
+        { store: this.store, runtimes: this.runtimes, publisherKey, limits: this.limits(), owner: this.owner, access },
         pkg,
         {
           force,
@@ -137,6 +142,10 @@ export class Agent {
       log(result.unchanged
         ? `publish ${result.name}@${result.version}: already installed with the same content (${result.manifestId})`
         : `published ${result.name}@${result.version} as ${result.manifestId}: ${result.chunks} chunks, ${result.newChunks} new`);
+      if (this.removalReach().publisherTrusted === false) {
+        result.warnings.push(`this agent's publisher key ${publicKeyOf(publisherKey)} is not in its own trust list: other hosts most likely do not trust it and will not install this runtime`);
+      }
+      for (const w of result.warnings) log(`publish ${result.name}@${result.version}: warning: ${w}`);
       const { signed, ...rest } = result;
       if (!result.unchanged) void this.swarm?.announcePublished(signed);
       return rest;
@@ -146,7 +155,7 @@ export class Agent {
   private async remove(name: string, version: string | undefined) {
     if (!name) throw new UserError('remove needs NAME or NAME@VERSION');
     // On a publisher this also removes the runtime from hosts where it is not installed here.
-    if (this.swarm) return this.swarm.removeRuntime(name, version ?? null);
+    if (this.swarm) return { ...(await this.swarm.removeRuntime(name, version ?? null)), ...this.removalReach() };
     return this.mutex.run(async () => {
       const all = await this.store.index.listInstalls();
       const victims = all.filter((r) => r.name === name && (version === undefined || r.version === version));
@@ -161,6 +170,17 @@ export class Agent {
       const gc = await this.store.gc({ chunkGraceMs: 0 });
       return { removed: victims.map((r) => ({ name: r.name, version: r.version, path: r.path })), freedBytes: gc.bytes };
     });
+  }
+
+  /**
+   * Whether a removal signed here can reach the fleet. The daemon trusts its own key locally (startSwarm),
+   * so only the configured trust list tells whether this key is a fleet publisher: a key missing from it is
+   * most likely in no other host's list either, and a removal it signs applies here only.
+   */
+  private removalReach(): { publisher: string | null; publisherTrusted: boolean | null } {
+    if (!this.publisherKey) return { publisher: null, publisherTrusted: null };
+    const key = publicKeyOf(this.publisherKey);
+    return { publisher: key, publisherTrusted: this.config.trust.includes(key) };
   }
 
   /** Re-hash every chunk that a stored manifest references; report the corrupt and the missing. */

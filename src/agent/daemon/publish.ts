@@ -8,7 +8,9 @@ import { TreeWriter } from '../../runtime/extract.js';
 import { TeeSink } from '../../runtime/tree-entry.js';
 import { RuntimesDir } from '../../runtime/install.js';
 import { archAllowed } from '../../runtime/runtime-yml.js';
+import { findSymlinks, jobletWarnings } from '../../runtime/joblet-rules.js';
 import { PackageError, type PackageLimits } from '../../runtime/types.js';
+import type { ReadAccess } from '../../runtime/no-follow.js';
 import type { Store } from '../../store/store.js';
 import { TreeIngest } from '../../store/ingest.js';
 import { buildManifest, manifestBytes, manifestChunks, publicKeyOf, signManifest } from '../../store/manifest.js';
@@ -20,6 +22,8 @@ export interface PublishContext {
   publisherKey: KeyObject;
   limits: PackageLimits;
   owner?: { uid: number; gid: number };
+  /** Whose right to read the package is checked (see client-access.ts); nobody's when absent. */
+  access?: ReadAccess;
 }
 
 export interface PublishResult {
@@ -34,6 +38,8 @@ export interface PublishResult {
   newChunks: number;
   treeBytes: number;
   storedNewBytes: number;
+  /** What joblet would treat differently than the publisher probably expects (joblet-rules.ts). */
+  warnings: string[];
   signed: SignedManifest;
 }
 
@@ -66,7 +72,7 @@ async function publishOnce(
     // One read of the package: each entry goes to the chunk store and into the staging dir.
     let info;
     try {
-      info = await readPackage(pkg, new TeeSink([ingest, writer]), { limits: ctx.limits, strip, onProgress: opts.onProgress });
+      info = await readPackage(pkg, new TeeSink([ingest, writer]), { limits: ctx.limits, strip, onProgress: opts.onProgress, access: ctx.access });
       await writer.finish();
     } catch (err) {
       await writer.abort();
@@ -78,12 +84,13 @@ async function publishOnce(
     created = tree.createdIds;
 
     const meta = info.meta;
+    const warnings = jobletWarnings({ ...info, symlinks: await findSymlinks(staging), installPath: ctx.runtimes.pathFor(meta.name, meta.version) });
     const manifest = buildManifest(meta, tree, publicKeyOf(ctx.publisherKey));
     const signed = signManifest(manifest, ctx.publisherKey);
     const chunks = manifestChunks(manifest);
     const base = {
       name: meta.name, version: meta.version, chunks: chunks.length, newChunks: created.length,
-      treeBytes: manifestBytes(manifest), storedNewBytes: storedBytesOf(chunks, created),
+      treeBytes: manifestBytes(manifest), storedNewBytes: storedBytesOf(chunks, created), warnings,
     };
 
     const existing = await ctx.store.index.getInstall(meta.name, meta.version);
