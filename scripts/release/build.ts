@@ -2,7 +2,7 @@
 // download). For each architecture:
 //   release/joblet-agent-<version>-linux-<arch>.tar.gz   one directory: the executable and its LevelDB addon
 //   release/joblet-agent_<version>_<debarch>.deb         the same two files, a systemd unit, a default config
-// usage: node dist/scripts/release/build.js [--arch x64|arm64|all] [--out DIR] [--no-deb] [--gzip-level 1-9]
+// usage: npm run release -- [--arch x64|arm64|all] [--out DIR] [--no-deb] [--gzip-level 1-9]
 // (--gzip-level: 6 by default; the test uses 1, which gives the same files in a larger archive, faster)
 import { execFile } from 'node:child_process';
 import { promisify, parseArgs } from 'node:util';

@@ -35,26 +35,29 @@ export async function pinnedNode(repoRoot: string, arch: Arch): Promise<LockEntr
 export async function fetchNode(repoRoot: string, arch: Arch, cacheDir: string): Promise<NodeBinary> {
   const pin = await pinnedNode(repoRoot, arch);
   const dir = path.join(cacheDir, `${pin.name}-${pin.version}`);
-  const exe = path.join(dir, 'bin', 'node');
+  const binary: NodeBinary = { arch, version: pin.version, path: path.join(dir, 'bin', 'node') };
   const stamp = path.join(dir, '.integrity');
-  if ((await fs.readFile(stamp, 'utf8').catch(() => '')) === pin.integrity && (await fs.stat(exe).catch(() => null))?.isFile()) {
-    return { arch, version: pin.version, path: exe };
+  if ((await fs.readFile(stamp, 'utf8').catch(() => '')) === pin.integrity && (await fs.stat(binary.path).catch(() => null))?.isFile()) {
+    return binary;
   }
-  await fs.rm(dir, { recursive: true, force: true });
-  const packDir = path.join(cacheDir, 'pack');
-  await fs.mkdir(packDir, { recursive: true });
-  // npm's own cache makes a second fetch of the same version cost nothing.
-  const { stdout } = await execFileP('npm', ['pack', `${pin.name}@${pin.version}`, '--json', '--pack-destination', packDir],
-    { maxBuffer: 16 * 1024 * 1024 });
-  const tgz = path.join(packDir, (JSON.parse(stdout) as { filename: string }[])[0].filename);
-  const got = 'sha512-' + crypto.createHash('sha512').update(await fs.readFile(tgz)).digest('base64');
-  if (got !== pin.integrity) {
-    await fs.rm(tgz, { force: true });
-    throw new Error(`${pin.name}@${pin.version} from the registry has integrity ${got}, not the pinned ${pin.integrity}`);
+  // Per process, and renamed into place at the end, so that a build running at the same time never sees half a binary.
+  const tmp = path.join(cacheDir, `fetch-${process.pid}`);
+  await fs.mkdir(tmp, { recursive: true });
+  try {
+    // npm's own cache makes a second fetch of the same version cost nothing.
+    const { stdout } = await execFileP('npm', ['pack', `${pin.name}@${pin.version}`, '--json', '--pack-destination', tmp],
+      { maxBuffer: 16 * 1024 * 1024 });
+    const tgz = path.join(tmp, (JSON.parse(stdout) as { filename: string }[])[0].filename);
+    const got = 'sha512-' + crypto.createHash('sha512').update(await fs.readFile(tgz)).digest('base64');
+    if (got !== pin.integrity) throw new Error(`${pin.name}@${pin.version} from the registry has integrity ${got}, not the pinned ${pin.integrity}`);
+    const unpacked = path.join(tmp, 'package');
+    await fs.mkdir(unpacked);
+    await execFileP('tar', ['-xzf', tgz, '-C', unpacked, '--strip-components=1', 'package/bin/node', 'package/LICENSE']);
+    await fs.writeFile(path.join(unpacked, '.integrity'), pin.integrity);
+    await fs.rm(dir, { recursive: true, force: true });
+    await fs.rename(unpacked, dir);
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true });
   }
-  await fs.mkdir(dir, { recursive: true });
-  await execFileP('tar', ['-xzf', tgz, '-C', dir, '--strip-components=1', 'package/bin/node', 'package/LICENSE']);
-  await fs.rm(tgz, { force: true });
-  await fs.writeFile(stamp, pin.integrity);
-  return { arch, version: pin.version, path: exe };
+  return binary;
 }
