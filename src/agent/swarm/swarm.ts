@@ -550,7 +550,7 @@ export class Swarm implements DownloadHost {
       transfers: [...this.downloads.values()].map((d) => d.status()),
       recentTransfers: this.recent,
       fleet,
-      uploads: { active: uploads.activeUploads, bytesServed: uploads.bytesServed, chunksServed: uploads.chunksServed },
+      uploads: { active: uploads.activeUploads, bytesServed: uploads.bytesServed, chunksServed: uploads.chunksServed, slowReaderDrops: uploads.slowReaderDrops },
       corruptChunksReceived: this.corruptChunksReceived,
       fleetHostsSeen: this.fleet.size + 1,
     };
