@@ -6,7 +6,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { callDaemon, UserError } from '../control.js';
 import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from '../config.js';
-import { formatBytes, ProgressBar, shortId, table } from './format.js';
+import { formatBytes, printable, ProgressBar, shortId, table } from './format.js';
 import { log } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
 import { PackageError } from '../../runtime/types.js';
@@ -200,7 +200,7 @@ function short(peerId: string): string {
 
 function renderStatus(s: Record<string, any>): string {
   const lines = [
-    `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${s.zone}` : ''}, up ${s.uptimeSeconds}s)`,
+    `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${printable(String(s.zone))}` : ''}, up ${s.uptimeSeconds}s)`,
     `addresses  ${s.addresses.length ? s.addresses.join(' ') : '(none)'}`,
     `data dir   ${s.dataDir}`,
     `runtimes   ${s.runtimesDir}`,
@@ -217,7 +217,7 @@ function renderStatus(s: Record<string, any>): string {
   lines.push('', `peers (${w.peers.length})`);
   if (w.peers.length) {
     lines.push(table(['PEER', 'RTT', 'ZONE', 'ADDRESS'], w.peers.map((p: any) => [
-      short(p.peerId) + (p.banned ? ' (avoided)' : ''), p.rttMs === null ? '-' : `${p.rttMs} ms`, p.zone ?? '-', p.address,
+      short(p.peerId) + (p.banned ? ' (avoided)' : ''), p.rttMs === null ? '-' : `${p.rttMs} ms`, p.zone === null ? '-' : printable(String(p.zone)), p.address,
     ])));
   }
   lines.push('', `transfers (${w.transfers.length})`);
