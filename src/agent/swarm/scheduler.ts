@@ -414,7 +414,8 @@ export class DownloadScheduler {
   private openPeers(now: number): OpenPeer[] {
     const live = [...this.peers.values()].filter((p) => !p.banned && p.connected);
     // Unmeasured peers rank as the median measured peer: good enough to be tried, not better than a proven one.
-    const neutralRate = median(live.map((p) => p.rate));
+    // Demoted peers (rate 0: they timed out or lied before delivering anything) do not drag the neutral rate down.
+    const neutralRate = median(live.map((p) => (p.rate === 0 ? null : p.rate)));
     const neutralRtt = median(live.map((p) => p.rttMs));
     const localZone = this.opts.localZone;
     const open: OpenPeer[] = [];
