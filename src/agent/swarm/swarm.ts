@@ -42,6 +42,11 @@ const FLEET_TTL_MS = 3 * STATE_EVERY_MS;
 /** A peer's RTT is measured when it connects and then refreshed this often. */
 const RTT_REFRESH_MS = 2 * 60_000;
 const BAN_MS = 10 * 60_000;
+/**
+ * Manifest fetches one announcing peer may have queued or running. A peer announcing manifests it never
+ * delivers stalls each fetch until its timeout; with this share it delays nobody else's.
+ */
+const MAX_FETCHES_PER_PEER = 2;
 /** Unknown manifests learned from one listing per round; the rest come with the next round (digests differ). */
 const MAX_NEW_PER_SYNC = 16;
 
@@ -82,6 +87,8 @@ export class Swarm implements DownloadHost {
   private readonly gossipWork = new WorkQueue(4, 256, (err) => log(`ignoring an announcement: ${(err as Error).message}`));
   /** Manifest fetches (up to MAX_MANIFEST_BYTES each): two at once, one per id, a bounded backlog. */
   private readonly manifestFetches = new WorkQueue(2, 64);
+  /** Manifest fetches queued or running per announcing peer: one peer cannot fill the queue for the others. */
+  private readonly fetchesByPeer = new Map<string, number>();
   private readonly gossipRejected = { count: 0 };
   private maintaining = false;
   private maintenanceTimer: NodeJS.Timeout | undefined;
@@ -423,7 +430,23 @@ export class Swarm implements DownloadHost {
       void this.consider(known);
       return false;
     }
-    return this.manifestFetches.push(id, () => this.fetchAndKeepManifest(id, from));
+    const source = from[0]?.toString() ?? '';
+    const mine = this.fetchesByPeer.get(source) ?? 0;
+    if (mine >= MAX_FETCHES_PER_PEER) {
+      this.manifestFetches.dropped++;
+      return false;
+    }
+    const queued = this.manifestFetches.push(id, async () => {
+      try {
+        await this.fetchAndKeepManifest(id, from);
+      } finally {
+        const left = (this.fetchesByPeer.get(source) ?? 1) - 1;
+        if (left > 0) this.fetchesByPeer.set(source, left);
+        else this.fetchesByPeer.delete(source);
+      }
+    });
+    if (queued) this.fetchesByPeer.set(source, mine + 1);
+    return queued;
   }
 
   private async fetchAndKeepManifest(id: string, from: PeerId[]): Promise<void> {
