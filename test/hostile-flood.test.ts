@@ -12,6 +12,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { ANNOUNCE_TOPIC } from '../src/agent/swarm/swarm.js';
 import { fleetKeyFromFile } from '../src/agent/swarm/p2p-node.js';
 import { CATALOG_PROTOCOL } from '../src/protocol/catalog.js';
+import { FrameReader } from '../src/protocol/frames.js';
 import { startEvilPeer } from './helpers/evil.js';
 import { startFleet, tmpDir, waitFor } from './helpers/agent.js';
 
@@ -25,15 +26,22 @@ test('a flood of announced but undeliverable manifests: at most two manifest fet
   t.teardown(() => evil.stop());
 
   // The evil peer's catalog: counts manifest requests and never answers them (each one stalls until the
-  // agent's own RPC timeout).
+  // agent's own RPC timeout); other catalog requests are reset.
   let active = 0;
   let peak = 0;
   let total = 0;
   await evil.node.handle(CATALOG_PROTOCOL, (stream) => {
-    total++;
-    active++;
-    peak = Math.max(peak, active);
-    stream.addEventListener('close', () => active--, { once: true });
+    void (async () => {
+      const request = await new FrameReader(stream, { maxHeaderBytes: 4096, maxPayloadBytes: 0 }).next().catch(() => undefined);
+      if ((request?.header as { t?: string } | undefined)?.t !== 'get') {
+        stream.abort(new Error('this peer answers nothing but manifest requests, and those never'));
+        return;
+      }
+      total++;
+      active++;
+      peak = Math.max(peak, active);
+      stream.addEventListener('close', () => active--, { once: true });
+    })();
   }, { maxInboundStreams: 1024 });
   evil.node.services.pubsub.subscribe(ANNOUNCE_TOPIC);
   await evil.node.dial(multiaddr(status.addresses[0]));

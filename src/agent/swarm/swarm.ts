@@ -430,6 +430,8 @@ export class Swarm implements DownloadHost {
       void this.consider(known);
       return false;
     }
+    // The author and the relay are often the same peer: ask each once.
+    from = from.filter((p, i) => from.findIndex((q) => q.equals(p)) === i);
     const source = from[0]?.toString() ?? '';
     const mine = this.fetchesByPeer.get(source) ?? 0;
     if (mine >= MAX_FETCHES_PER_PEER) {
