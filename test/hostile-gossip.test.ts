@@ -13,7 +13,8 @@ import { BoundedSet, WorkQueue } from '../src/agent/swarm/limits.js';
 import { catalogDigest } from '../src/protocol/catalog.js';
 import { publicKeyOf } from '../src/store/manifest.js';
 import { printable } from '../src/agent/cli/format.js';
-import { waitFor } from './helpers/agent.js';
+import { cli, exists, tmpDir, waitFor } from './helpers/agent.js';
+import path from 'node:path';
 import { newFleetKey, startNode, tempDir } from './p2p-helpers.js';
 
 const ID = `sha256:${'ab'.repeat(32)}`;
@@ -124,4 +125,14 @@ test('a relaying agent rejects bad announcements: they never reach the peers beh
   await waitFor('the good announcement reaches far', async () => received.includes(good), 60_000, 100);
   t.deepEqual(received, [good], 'nothing the validator rejected was relayed');
   t.is(rejected.count, bad.length);
+});
+
+test('a zone label with terminal escapes is refused at init, naming --zone, and nothing is written', async (t) => {
+  const dir = await tmpDir(t);
+  const r = await cli(['init', '--dir', path.join(dir, 'etc'), '--data-dir', path.join(dir, 'data'), '--runtimes-dir', path.join(dir, 'rt'),
+    '--socket', path.join(dir, 's.sock'), '--no-mdns', '--zone', 'rack\u001b]0;pwned\u0007']);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /--zone "rack\?\]0;pwned\?" is not a zone label/);
+  t.false(r.stderr.includes('\u001b'), 'the escape is not echoed to the terminal');
+  t.false(await exists(path.join(dir, 'etc', 'config.yml')));
 });

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { callDaemon, UserError } from '../control.js';
-import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from '../config.js';
+import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, ZONE_RE, type ConfigFlags } from '../config.js';
 import { formatBytes, printable, ProgressBar, shortId, table } from './format.js';
 import { log } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
@@ -73,6 +73,9 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
   if (v['max-package-bytes'] !== undefined) {
     maxPackageBytes = Number(v['max-package-bytes']);
     if (!Number.isSafeInteger(maxPackageBytes) || maxPackageBytes <= 0) throw new UsageError('--max-package-bytes must be a positive integer');
+  }
+  if (typeof v.zone === 'string' && !ZONE_RE.test(v.zone)) {
+    throw new UsageError(`--zone ${JSON.stringify(printable(v.zone))} is not a zone label: use 1-64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)`);
   }
   return {
     dataDir: abs(v['data-dir']),
