@@ -17,14 +17,7 @@ export function table(header: string[], rows: string[][]): string {
     .join('\n');
 }
 
-/**
- * Text that came from a peer, made safe for a terminal: anything but printable ASCII becomes '?' (no escape
- * sequences reach the operator's terminal), and the length is capped.
- */
-export function printable(text: string, max = 64): string {
-  const clean = text.replace(/[^\x20-\x7e]/g, '?');
-  return clean.length > max ? `${clean.slice(0, max)}...` : clean;
-}
+export { printable } from '../log.js';
 
 export function shortId(id: string): string {
   return id.startsWith('sha256:') ? id.slice(0, 7 + 12) : id;

@@ -20,7 +20,7 @@ import { FleetMap } from './fleet-map.js';
 import { BoundedSet, WorkQueue } from './limits.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
 import type { Mutex } from '../mutex.js';
-import { log } from '../log.js';
+import { log, printable } from '../log.js';
 import { UserError } from '../errors.js';
 
 export const ANNOUNCE_TOPIC = '/joblet-agent/announce/1';
@@ -311,7 +311,13 @@ export class Swarm implements DownloadHost {
       if (asked >= MAX_NEW_PER_SYNC) break;
       if (this.isTombstoned(e.name, e.version, e.createdAt) || this.refused.has(e.id)) continue;
       // A listed publisher we do not trust: its manifest would be refused after the fetch, so do not fetch.
-      if (e.publisher !== undefined && !isTrustedKey(e.publisher, this.trusted())) continue;
+      if (e.publisher !== undefined && !isTrustedKey(e.publisher, this.trusted())) {
+        if (!this.untrustedLogged.has(e.id)) {
+          this.untrustedLogged.add(e.id);
+          log(`ignoring manifest ${e.id} (${printable(e.name)}@${printable(e.version)}) listed by ${peer.toString()}: it is signed by ${printable(e.publisher, 80)}, which is not a trusted publisher`);
+        }
+        continue;
+      }
       if (await this.learnManifest(e.id, [peer])) asked++;
     }
     if (Array.isArray(listing.peers)) await this.meetPeers(listing.peers);
@@ -465,7 +471,7 @@ export class Swarm implements DownloadHost {
       try {
         // Trust first: a key lookup costs nothing, the hash and signature of a large manifest do.
         const publisher = (raw as { manifest?: { publisher?: unknown } } | null)?.manifest?.publisher;
-        if (!isTrustedKey(publisher, this.trusted())) throw new Error(`it is signed by ${String(publisher).slice(0, 80)}, which is not a trusted publisher`);
+        if (!isTrustedKey(publisher, this.trusted())) throw new Error(`it is signed by ${printable(String(publisher), 80)}, which is not a trusted publisher`);
         sm = verifySignedManifest(raw, this.trusted());
       } catch (err) {
         this.refused.add(id);
