@@ -74,8 +74,14 @@ export async function loadConfig(configPath: string | undefined, flags: ConfigFl
     }
   }
   merged.trust = await resolveTrust(merged.trust);
+  if (merged.zone !== null && !ZONE_RE.test(merged.zone)) {
+    throw new UserError(`zone ${JSON.stringify(merged.zone.slice(0, 80))} is not a zone label: use 1-64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)`);
+  }
   return merged;
 }
+
+/** A zone label: what `--zone` accepts, and what is accepted from peers (1-64 of [A-Za-z0-9._:-]). */
+export const ZONE_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
 function parseConfigFile(text: string, file: string): ConfigFlags {
   let doc: unknown;

@@ -5,8 +5,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { callDaemon, UserError } from '../control.js';
-import { clientSocket, isPlaceholderConfig, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from '../config.js';
-import { formatBytes, ProgressBar, shortId, table } from './format.js';
+import { clientSocket, isPlaceholderConfig, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, ZONE_RE, type ConfigFlags } from '../config.js';
+import { formatBytes, printable, ProgressBar, shortId, table } from './format.js';
 import { log } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
 import { PackageError } from '../../runtime/types.js';
@@ -77,6 +77,9 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
   if (v['max-package-bytes'] !== undefined) {
     maxPackageBytes = Number(v['max-package-bytes']);
     if (!Number.isSafeInteger(maxPackageBytes) || maxPackageBytes <= 0) throw new UsageError('--max-package-bytes must be a positive integer');
+  }
+  if (typeof v.zone === 'string' && !ZONE_RE.test(v.zone)) {
+    throw new UsageError(`--zone ${JSON.stringify(printable(v.zone))} is not a zone label: use 1-64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)`);
   }
   return {
     dataDir: abs(v['data-dir']),
@@ -257,7 +260,7 @@ function short(peerId: string): string {
 
 function renderStatus(s: Record<string, any>): string {
   const lines = [
-    `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${s.zone}` : ''}, up ${s.uptimeSeconds}s)`,
+    `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${printable(String(s.zone))}` : ''}, up ${s.uptimeSeconds}s)`,
     `addresses  ${s.addresses.length ? s.addresses.join(' ') : '(none)'}`,
     `data dir   ${s.dataDir}`,
     `runtimes   ${s.runtimesDir}`,
@@ -274,7 +277,7 @@ function renderStatus(s: Record<string, any>): string {
   lines.push('', `peers (${w.peers.length})`);
   if (w.peers.length) {
     lines.push(table(['PEER', 'RTT', 'ZONE', 'ADDRESS'], w.peers.map((p: any) => [
-      short(p.peerId) + (p.banned ? ' (avoided)' : ''), p.rttMs === null ? '-' : `${p.rttMs} ms`, p.zone ?? '-', p.address,
+      short(p.peerId) + (p.banned ? ' (avoided)' : ''), p.rttMs === null ? '-' : `${p.rttMs} ms`, p.zone === null ? '-' : printable(String(p.zone)), p.address,
     ])));
   }
   lines.push('', `transfers (${w.transfers.length})`);

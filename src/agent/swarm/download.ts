@@ -22,6 +22,8 @@ const COMPLETE_SOURCES = 2;
 const STALL_MS = 5_000;
 /** With zones: no chunk for this long and anyone may fetch across zones (see mayUseFarPeer). */
 const FAR_FALLBACK_MS = 3_000;
+/** A source that answers `miss` for this many chunks its `have` claimed is not asked again by this download. */
+const MAX_FALSE_CLAIMS = 4;
 
 /** What a download needs from the swarm around it (the Swarm implements it; the dependency points one way). */
 export interface DownloadHost {
@@ -59,6 +61,8 @@ export class Download {
   private lastProgressAt = Date.now();
   private errors = 0;
   private readonly errorLoggedAt = new Map<string, number>();
+  /** Per source: `miss` answers for chunks it claimed to hold. */
+  private readonly falseClaims = new Map<string, number>();
   private zoneMembers: string[] = [];
   private zoneMembersAt = 0;
   /**
@@ -234,6 +238,18 @@ export class Download {
     log(`${this.sm.manifest.runtime.name}@${this.sm.manifest.runtime.version}: fetching from ${peer} failed: ${(err as Error).message}`);
   }
 
+  /**
+   * Every `miss` here is for a chunk the peer's `have` claimed (the scheduler only asks holders). A chunk can
+   * vanish legitimately (GC) now and then; a source that keeps doing it is lying, and is dropped for this download.
+   */
+  private countFalseClaim(peer: string): void {
+    const n = (this.falseClaims.get(peer) ?? 0) + 1;
+    this.falseClaims.set(peer, n);
+    if (n !== MAX_FALSE_CLAIMS) return;
+    log(`${this.sm.manifest.runtime.name}@${this.sm.manifest.runtime.version}: peer ${peer} answered miss for ${n} chunks it claimed to hold; not asking it again for this download`);
+    this.ban(peer);
+  }
+
   private async fetch(peer: string, index: number, token: number): Promise<void> {
     const ref = manifestChunks(this.sm.manifest)[index];
     const key = `${peer}#${index}`;
@@ -279,6 +295,7 @@ export class Download {
         this.sched.busy(peer, index, Date.now());
       } else if (err instanceof ChunkMissError) {
         this.sched.failed(peer, index, Date.now(), 'miss');
+        this.countFalseClaim(peer);
       } else if (err instanceof ChunkTimeoutError) {
         this.sched.failed(peer, index, Date.now(), 'timeout');
         this.noteError(peer, err);

@@ -258,23 +258,26 @@ export class DownloadScheduler {
 
   /**
    * A request failed. The chunk goes back to pending. A 'miss' clears the peer's have bit for it; an error or
-   * timeout makes the peer back off like 'busy' (a broken stream would otherwise fail every retry at once), and
-   * a timeout also halves its measured rate so slower-than-it-looked peers drop in rank.
+   * timeout makes the peer back off like 'busy' (a broken stream would otherwise fail every retry at once).
+   * A timeout, and a miss of a chunk the peer claimed to hold, also cost it rank: its measured rate halves, and
+   * a peer never measured is ranked as the slowest (rate 0) until it delivers, so a source that never answers
+   * or lies in its `have` stops being first choice. Both recover with the next good delivery.
    */
   failed(peer: string, index: number, now: number, reason: FailReason = 'error'): void {
     this.checkIndex(index);
     const state = this.peers.get(peer);
     if (state === undefined) return;
     this.release(state, index);
+    const claimed = state.has[index] === 1;
     if (reason === 'miss') {
-      if (state.has[index] === 1 && !state.banned) {
+      if (claimed && !state.banned) {
         state.has[index] = 0;
         this.holderCount[index]!--;
       }
-      return;
+      if (!claimed) return;
     }
     state.backoffUntil = Math.max(state.backoffUntil, now + this.opts.busyBackoffMs);
-    if (reason === 'timeout' && state.rate !== null) state.rate /= 2;
+    if (reason === 'timeout' || reason === 'miss') state.rate = state.rate === null ? 0 : state.rate / 2;
   }
 
   /**
@@ -441,7 +444,8 @@ export class DownloadScheduler {
   private openPeers(now: number): OpenPeer[] {
     const live = [...this.peers.values()].filter((p) => !p.banned && p.connected);
     // Unmeasured peers rank as the median measured peer: good enough to be tried, not better than a proven one.
-    const neutralRate = median(live.map((p) => p.rate));
+    // Demoted peers (rate 0: they timed out or lied before delivering anything) do not drag the neutral rate down.
+    const neutralRate = median(live.map((p) => (p.rate === 0 ? null : p.rate)));
     const neutralRtt = median(live.map((p) => p.rttMs));
     const localZone = this.opts.localZone;
     const open: OpenPeer[] = [];
