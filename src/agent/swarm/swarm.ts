@@ -656,6 +656,8 @@ export class Swarm implements DownloadHost {
     this.clients.get(peer)?.close().catch(() => {});
     this.clients.delete(peer);
     void this.node.hangUp(peerIdFromString(peer)).catch(() => {});
+    // The dropped peer may have been the only one: find others now, not a backed-off round later.
+    this.nudge();
   }
 
   /** A chunk was stored: tell the peers subscribed to a manifest that contains it. */
