@@ -1,6 +1,7 @@
 // The swarm side of the daemon: a libp2p node in the fleet, announcements on gossipsub, anti-entropy
 // with every new peer, and the downloads that bring published runtimes to this host.
 import type { KeyObject } from 'node:crypto';
+import os from 'node:os';
 import type { PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
@@ -17,8 +18,10 @@ import { createP2PNode, type P2PNode } from './p2p-node.js';
 import { Download, type DownloadHost } from './download.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
 import type { Mutex } from '../mutex.js';
-import { log } from '../log.js';
+import { log, errorText } from '../log.js';
 import { UserError } from '../errors.js';
+import { metrics } from '../metrics.js';
+import { localProgress, manifestProgress, parseProgress, progressSignature, type HostProgress } from './fleet-state.js';
 
 export const ANNOUNCE_TOPIC = '/joblet-agent/announce/1';
 /** Connections an agent keeps up by dialing peers it learned of; more may come in. */
@@ -48,7 +51,7 @@ export interface SwarmOptions {
 /** A removal kept as a tombstone; `signature` is null for a local-only removal on a non-publisher. */
 interface Tombstone { removal: Removal; signature: string | null }
 
-interface FleetHost { installed: string[]; zone: string | null; arch: string; seenAt: number }
+interface FleetHost { installed: string[]; zone: string | null; arch: string; seenAt: number; progress?: HostProgress }
 
 export class Swarm implements DownloadHost {
   readonly store: Store;
@@ -62,12 +65,14 @@ export class Swarm implements DownloadHost {
   private readonly skipped = new Map<string, string>();
   private readonly untrustedLogged = new Set<string>();
   /** Manifests whose install failed: retried with a growing delay, not every maintenance round. */
-  private readonly failures = new Map<string, { count: number; retryAt: number }>();
+  private readonly failures = new Map<string, { count: number; retryAt: number; error: string }>();
   private readonly chunkWatchers = new Map<string, Set<() => void>>();
   private tombstones: Tombstone[] = [];
   private timers: NodeJS.Timeout[] = [];
   private chunkServer!: ChunkServer;
   private stopping = false;
+  /** What the last state message said about downloads, failures and skips (see fleet-state.ts). */
+  private lastProgressSig = '';
   corruptChunksReceived = 0;
 
   private constructor(readonly node: P2PNode, private readonly opts: SwarmOptions) {
@@ -112,7 +117,7 @@ export class Swarm implements DownloadHost {
       if (msg.topic !== ANNOUNCE_TOPIC || msg.data.length > MAX_GOSSIP_BYTES) return;
       const author = msg.type === 'signed' ? msg.from : propagationSource;
       void this.onAnnouncement(msg.data, author, propagationSource).catch((err) =>
-        log(`ignoring an announcement from ${author.toString()}: ${(err as Error).message}`));
+        log.warn('announcement_ignored', { peer: author.toString(), error: errorText(err) }));
     });
     this.node.addEventListener('peer:identify', (evt) => {
       void this.syncWith(evt.detail.peerId);
@@ -154,7 +159,7 @@ export class Swarm implements DownloadHost {
     try {
       await this.node.services.pubsub.publish(ANNOUNCE_TOPIC, Buffer.from(JSON.stringify(msg)));
     } catch (err) {
-      log(`could not send an announcement: ${(err as Error).message}`);
+      log.warn('announce_failed', { error: errorText(err) });
     }
   }
 
@@ -167,7 +172,9 @@ export class Swarm implements DownloadHost {
   async announceState(): Promise<void> {
     if (this.stopping) return;
     const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId);
-    await this.publishGossip({ t: 'state', installed, zone: this.zone, arch: machineArch() });
+    const progress = this.localProgress();
+    this.lastProgressSig = progressSignature(progress);
+    await this.publishGossip({ t: 'state', installed, zone: this.zone, arch: machineArch(), ...progress });
   }
 
   private async onAnnouncement(data: Uint8Array, author: PeerId, via: PeerId): Promise<void> {
@@ -180,6 +187,7 @@ export class Swarm implements DownloadHost {
         zone: typeof msg.zone === 'string' ? msg.zone : null,
         arch: typeof msg.arch === 'string' ? msg.arch : 'unknown',
         seenAt: Date.now(),
+        progress: parseProgress(msg),
       });
     } else if (msg.t === 'removed') {
       await this.applyRemoval(verifyRemoval(msg.removal, this.trusted()), true);
@@ -214,12 +222,13 @@ export class Swarm implements DownloadHost {
     } catch {
       return; // not an agent yet, or gone; the next maintenance round retries
     }
-    this.fleet.set(peer.toString(), { installed: listing.installed, zone: listing.zone, arch: listing.arch, seenAt: Date.now() });
+    this.fleet.set(peer.toString(), { installed: listing.installed, zone: listing.zone, arch: listing.arch, seenAt: Date.now(),
+      progress: this.fleet.get(peer.toString())?.progress });
     for (const r of listing.removals) {
       try {
         await this.applyRemoval(verifyRemoval(r, this.trusted()), false);
       } catch (err) {
-        log(`ignoring a removal from ${peer.toString()}: ${(err as Error).message}`);
+        log.warn('removal_ignored', { peer: peer.toString(), error: errorText(err) });
       }
     }
     for (const e of listing.manifests) {
@@ -261,6 +270,15 @@ export class Swarm implements DownloadHost {
       await this.syncWith(peers[Math.floor(Math.random() * peers.length)]);
     }
     for (const sm of await this.store.index.listManifests()) void this.consider(sm);
+    if (progressSignature(this.localProgress()) !== this.lastProgressSig) await this.announceState();
+  }
+
+  private localProgress(): HostProgress {
+    const downloads = [...this.downloads.values()].map((d) => {
+      const st = d.status();
+      return { id: st.manifestId, bytesHave: st.bytesHave, bytesTotal: st.bytesTotal };
+    });
+    return localProgress(downloads, this.failures, this.skipped.keys(), os.hostname());
   }
 
   /**
@@ -310,7 +328,8 @@ export class Swarm implements DownloadHost {
       } catch (err) {
         if (!this.untrustedLogged.has(id)) {
           this.untrustedLogged.add(id);
-          log(`ignoring manifest ${id} from ${peer.toString()}: ${(err as Error).message}`);
+          log.warn('manifest_ignored', { manifestId: id, peer: peer.toString(), error: errorText(err),
+            hint: 'if this host should install it, add its publisher key to trust in the config and restart' });
         }
         return;
       }
@@ -318,7 +337,7 @@ export class Swarm implements DownloadHost {
       const { name, version } = sm.manifest.runtime;
       if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
       await this.store.index.putManifest(sm);
-      log(`learned ${name}@${version} (${id}) from ${peer.toString()}`);
+      log.info('learned', { name, version, manifestId: id, peer: peer.toString() });
       void this.consider(sm); // runs the whole download: do not hold up the caller
       return;
     }
@@ -334,7 +353,7 @@ export class Swarm implements DownloadHost {
       if (!this.skipped.has(sm.id)) {
         const reason = `requires ${sm.manifest.runtime.architectures?.join(' or ')}, this machine is ${machineArch()}`;
         this.skipped.set(sm.id, reason);
-        log(`skipping ${name}@${version}: ${reason}`);
+        log.info('skipped', { name, version, manifestId: sm.id, reason });
       }
       return;
     }
@@ -347,9 +366,10 @@ export class Swarm implements DownloadHost {
     if (this.downloads.has(sm.id)) return;
     const have = await Promise.all(manifestChunks(sm.manifest).map((c) => this.store.chunks.has(c.id)));
     if (this.downloads.has(sm.id) || this.stopping) return;
+    metrics.manifestLearned(sm.id);
     const d = new Download(this, sm, have);
     this.downloads.set(sm.id, d);
-    log(`downloading ${name}@${version} (${manifestChunks(sm.manifest).length} chunks, ${d.resumedChunks} already here)`);
+    log.info('download_started', { name, version, manifestId: sm.id, chunks: manifestChunks(sm.manifest).length, resumedChunks: d.resumedChunks });
     try {
       await d.run();
       const record = await this.opts.mutex.run(async () => {
@@ -358,8 +378,10 @@ export class Swarm implements DownloadHost {
       });
       this.failures.delete(sm.id);
       if (record) {
+        metrics.installFinished(sm.id, 'installed');
         const st = d.status();
-        log(`installed ${name}@${version} at ${record.path}: fetched ${st.fetchedChunks} chunks from ${st.sources.length} peers`);
+        log.info('installed', { name, version, manifestId: sm.id, path: record.path, chunks: st.fetchedChunks, bytes: st.fetchedBytes,
+          peers: st.sources.length, ms: Date.now() - d.startedAt });
         await this.announceState();
       }
     } catch (err) {
@@ -370,8 +392,10 @@ export class Swarm implements DownloadHost {
       if (!this.stopping) {
         const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
         const delayMs = Math.min(10 * 60_000, 5_000 * 2 ** (count - 1));
-        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs });
-        log(`could not install ${name}@${version}: ${(err as Error).message}; retrying in ${Math.round(delayMs / 1000)} s`);
+        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs, error: errorText(err) });
+        metrics.installFinished(sm.id, 'failed');
+        log.error('install_failed', { name, version, manifestId: sm.id, error: errorText(err), retryInS: Math.round(delayMs / 1000),
+          hint: `retried automatically; if it keeps failing, check free space and permissions of ${this.opts.install.runtimes.root} and the data dir` });
       }
     } finally {
       this.downloads.delete(sm.id);
@@ -429,7 +453,7 @@ export class Swarm implements DownloadHost {
   /** A peer sent bytes that do not hash to the chunk id: drop it and avoid it for a while. */
   peerSentCorrupt(peer: string, err: Error): void {
     this.corruptChunksReceived++;
-    if ((this.banned.get(peer) ?? 0) < Date.now()) log(`peer ${peer} sent a corrupt chunk (${err.message}); dropping and avoiding it`);
+    if ((this.banned.get(peer) ?? 0) < Date.now()) log.warn('corrupt_chunk', { peer, error: err.message, hint: 'the peer sent a corrupt chunk; it is dropped and avoided for 10 min: check that host\'s disk and memory' });
     this.banned.set(peer, Date.now() + BAN_MS);
     for (const d of this.downloads.values()) d.ban(peer);
     this.clients.get(peer)?.close().catch(() => {});
@@ -517,7 +541,7 @@ export class Swarm implements DownloadHost {
       return { out, freedBytes };
     });
     const removed = done.out;
-    if (removed.length) log(`removed ${removed.map((x) => `${x.name}@${x.version}`).join(', ')} (${fromGossip ? 'removal from the fleet' : 'removal'} of ${label(r)})`);
+    if (removed.length) log.info('removed', { runtimes: removed.map((x) => `${x.name}@${x.version}`), removal: label(r), fromFleet: fromGossip });
     if (removed.length && fromGossip) await this.announceState();
     return done;
   }
@@ -535,13 +559,16 @@ export class Swarm implements DownloadHost {
       banned: (this.banned.get(c.remotePeer.toString()) ?? 0) > now,
     }));
     const installedHere = new Set((await this.store.index.listInstalls()).map((r) => r.manifestId));
+    const selfProgress = this.localProgress();
+    const progressOf = (): [string, HostProgress | undefined][] =>
+      [[this.peerId, selfProgress], ...[...this.fleet].map(([p, h]) => [p, h.progress] as [string, HostProgress | undefined])];
     const fleet = (await this.store.index.listManifests()).map((sm) => {
       const hosts = [...this.fleet].filter(([, h]) => h.installed.includes(sm.id)).map(([p]) => p);
       if (installedHere.has(sm.id)) hosts.unshift(this.peerId);
       return {
         name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, manifestId: sm.id,
         publisher: sm.manifest.publisher, createdAt: sm.manifest.createdAt, installedHere: installedHere.has(sm.id),
-        skippedHere: this.skipped.get(sm.id) ?? null, hosts,
+        skippedHere: this.skipped.get(sm.id) ?? null, hosts, ...manifestProgress(sm.id, progressOf()),
       };
     });
     const uploads = this.chunkServer.stats();
@@ -553,6 +580,12 @@ export class Swarm implements DownloadHost {
       uploads: { active: uploads.activeUploads, bytesServed: uploads.bytesServed, chunksServed: uploads.chunksServed },
       corruptChunksReceived: this.corruptChunksReceived,
       fleetHostsSeen: this.fleet.size + 1,
+      hosts: [
+        { peerId: this.peerId, hostname: selfProgress.hostname, zone: this.zone, arch: machineArch(), seenAt: new Date(now).toISOString(), self: true },
+        ...[...this.fleet].map(([peerId, h]) => ({
+          peerId, hostname: h.progress?.hostname ?? null, zone: h.zone, arch: h.arch, seenAt: new Date(h.seenAt).toISOString(), self: false,
+        })),
+      ],
     };
   }
 }
