@@ -10,6 +10,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>joblet-agent fleet</title>
 <link rel="stylesheet" href="/dashboard.css">
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 </head>
 <body>
 <header>
@@ -83,6 +84,8 @@ th { font-size: 12px; color: var(--muted); font-weight: 600; background: #fafbfc
 .grid th.rt .ver { display: block; font-weight: 400; }
 .grid td.cell { text-align: center; min-width: 120px; }
 .host .name { font-weight: 600; }
+.grid th.hostcol { width: 220px; } .grid th.zonecol { width: 90px; }
+.nowrap, .mono { white-space: nowrap; }
 .host .id, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; color: var(--muted); }
 .badge { display: inline-block; font-size: 11px; padding: 0 7px; border-radius: 999px; background: var(--grey-bg); color: var(--muted); margin-left: 6px; }
 .badge.self { background: #1d2330; color: #fff; }
@@ -96,6 +99,7 @@ th { font-size: 12px; color: var(--muted); font-weight: 600; background: #fafbfc
 .cell .err { display: block; color: var(--red); font-size: 11px; max-width: 220px; margin: 3px auto 0; overflow-wrap: anywhere; }
 .bar { height: 6px; background: var(--grey-bg); border-radius: 3px; overflow: hidden; margin-top: 4px; min-width: 80px; }
 .bar > div { height: 100%; background: var(--blue); }
+.cell .bar { max-width: 140px; margin: 5px auto 0; }
 .transfer { padding: 8px 0; border-bottom: 1px solid var(--line); }
 .transfer:last-child { border-bottom: 0; }
 .transfer .top { display: flex; justify-content: space-between; gap: 12px; }
@@ -131,6 +135,7 @@ export const DASHBOARD_JS = `'use strict';
     var s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
     return s < 60 ? s + ' s ago' : s < 3600 ? Math.round(s / 60) + ' min ago' : Math.round(s / 3600) + ' h ago';
   }
+  function clock(iso) { var d = new Date(iso); return [d.getHours(), d.getMinutes(), d.getSeconds()].map(function (x) { return x < 10 ? '0' + x : String(x); }).join(':'); }
   function bar(pct) { var b = el('div', 'bar'), f = el('div'); f.style.width = Math.max(0, Math.min(100, pct)) + '%'; return add(b, f); }
 
   function header(s) {
@@ -180,7 +185,7 @@ export const DASHBOARD_JS = `'use strict';
       var ka = (a.zone || '') + (a.hostname || '') + a.peerId, kb = (b.zone || '') + (b.hostname || '') + b.peerId;
       return ka < kb ? -1 : 1;
     });
-    var head = add(el('tr'), el('th', null, 'host'), el('th', null, 'zone'));
+    var head = add(el('tr'), el('th', 'hostcol', 'host'), el('th', 'zonecol', 'zone'));
     fleet.forEach(function (f) {
       var th = add(el('th', 'rt'), document.createTextNode(f.name), el('span', 'ver mono', f.version));
       th.title = f.manifestId;
@@ -218,17 +223,21 @@ export const DASHBOARD_JS = `'use strict';
 
   function peers(s) {
     var t = clear(document.getElementById('peers'));
-    var list = s.swarm ? s.swarm.peers : [];
+    // One row per peer, though two hosts that dialed each other at once may share two connections.
+    var seen = {};
+    var list = (s.swarm ? s.swarm.peers : []).filter(function (p) { if (seen[p.peerId]) return false; seen[p.peerId] = true; return true; });
     if (!list.length) { add(t, add(el('tr'), el('td', 'empty', 'No peer connected.'))); return; }
     var names = {};
     (s.swarm.hosts || []).forEach(function (h) { names[h.peerId] = h.hostname; });
     add(t, add(el('thead'), add(el('tr'), el('th', null, 'peer'), el('th', null, 'zone'), el('th', null, 'RTT'), el('th', null, 'address'))));
     var body = el('tbody');
     list.forEach(function (p) {
-      var who = add(el('td'), el('span', null, names[p.peerId] || ''), el('div', 'mono', short(p.peerId)),
+      var who = add(el('td', 'nowrap'), el('b', null, names[p.peerId] || ''), el('span', 'mono', ' ' + short(p.peerId)),
         p.banned ? el('span', 'badge', 'avoided') : null);
-      add(body, add(el('tr'), who, el('td', null, p.zone || '-'),
-        el('td', 'mono', p.rttMs === null ? '-' : p.rttMs + ' ms'), el('td', 'mono', p.address + ' (' + p.direction + ')')));
+      who.title = p.peerId;
+      var addr = el('td', 'mono', p.address.replace(/\\/p2p\\/.*$/, '') + '  ' + (p.direction === 'inbound' ? '\\u2190 in' : '\\u2192 out'));
+      addr.title = p.address;
+      add(body, add(el('tr'), who, el('td', null, p.zone || '-'), el('td', 'mono', p.rttMs === null ? '-' : p.rttMs + ' ms'), addr));
     });
     t.appendChild(body);
   }
@@ -242,10 +251,12 @@ export const DASHBOARD_JS = `'use strict';
       var fields = el('td', 'fields');
       Object.keys(e).forEach(function (k) {
         if (k === 'time' || k === 'level' || k === 'event') return;
-        var v = e[k];
-        add(fields, document.createTextNode(k + '='), el('b', null, Array.isArray(v) ? v.join(', ') : String(v)), document.createTextNode('  '));
+        var v = Array.isArray(e[k]) ? e[k].join(', ') : String(e[k]);
+        var b = el('b', null, /^sha256:[0-9a-f]{64}$/.test(v) ? v.slice(0, 19) + '\\u2026' : /^12D3Koo\\w{40,}$/.test(v) ? short(v) : v);
+        b.title = v;
+        add(fields, document.createTextNode(k + '='), b, document.createTextNode('  '));
       });
-      var when = el('td', 'mono', new Date(e.time).toLocaleTimeString());
+      var when = el('td', 'mono', clock(e.time));
       when.title = e.time;
       add(body, add(el('tr'), when, el('td', 'lvl ' + e.level, e.level), el('td', null, e.event), fields));
     });
@@ -261,7 +272,7 @@ export const DASHBOARD_JS = `'use strict';
     var l = document.getElementById('live');
     var fresh = Date.now() - lastOk < 5000;
     l.className = 'live' + (fresh ? '' : ' stale');
-    l.textContent = fresh ? 'live \\u00b7 updated ' + new Date(lastOk).toLocaleTimeString() : (lastOk ? 'agent not answering since ' + ago(new Date(lastOk).toISOString()) : 'connecting\\u2026');
+    l.textContent = fresh ? 'live \\u00b7 updated ' + clock(new Date(lastOk).toISOString()) : (lastOk ? 'agent not answering since ' + ago(new Date(lastOk).toISOString()) : 'connecting\\u2026');
   }
 
   function poll() {
@@ -273,4 +284,7 @@ export const DASHBOARD_JS = `'use strict';
   }
   poll();
 })();
+`;
+
+export const FAVICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" fill="#1d2330"/><circle cx="8" cy="8" r="3.5" fill="#5ec38a"/></svg>
 `;

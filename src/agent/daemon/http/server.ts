@@ -9,7 +9,7 @@ import { parseHttpAddress } from '../../http-address.js';
 import { log, recentEvents } from '../../log.js';
 import type { Agent } from '../daemon.js';
 import { PrometheusExporter } from './prometheus.js';
-import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.js';
+import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS, FAVICON_SVG } from './dashboard.js';
 
 export type AgentStatus = Awaited<ReturnType<Agent['status']>>;
 
@@ -32,6 +32,7 @@ const STATIC: Record<string, { type: string; body: string }> = {
   '/': { type: 'text/html; charset=utf-8', body: DASHBOARD_HTML },
   '/dashboard.js': { type: 'text/javascript; charset=utf-8', body: DASHBOARD_JS },
   '/dashboard.css': { type: 'text/css; charset=utf-8', body: DASHBOARD_CSS },
+  '/favicon.svg': { type: 'image/svg+xml', body: FAVICON_SVG },
 };
 
 /** Listen on `setting` (HOST:PORT, port 0 for any free one); null for 'off'. */
