@@ -568,6 +568,7 @@ export class Swarm implements DownloadHost {
       return {
         name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, manifestId: sm.id,
         publisher: sm.manifest.publisher, createdAt: sm.manifest.createdAt, installedHere: installedHere.has(sm.id),
+        architectures: sm.manifest.runtime.architectures ?? null,
         skippedHere: this.skipped.get(sm.id) ?? null, hosts, ...manifestProgress(sm.id, progressOf()),
       };
     });

@@ -166,7 +166,7 @@ export const DASHBOARD_JS = `'use strict';
     else if (dl) { state = 'downloading'; pill = el('span', 'pill downloading', dl.pct + '%'); extra = bar(dl.pct); }
     else if (fl) { state = 'failed'; pill = el('span', 'pill failed', 'failed'); extra = el('span', 'err', fl.error); td.title = fl.error; }
     else if (f.skipped.indexOf(h.peerId) >= 0) {
-      state = 'skipped'; pill = el('span', 'pill skipped', 'skipped: ' + h.arch);
+      state = 'skipped'; pill = el('span', 'pill skipped', f.architectures ? 'skipped: needs ' + f.architectures.join('/') : 'skipped');
       td.title = h.self && f.skippedHere ? f.skippedHere : 'this runtime does not support ' + h.arch;
     } else { state = 'waiting'; pill = el('span', 'pill waiting', 'not yet'); }
     td.setAttribute('data-state', state);
