@@ -182,3 +182,35 @@ test('COMMAND --help prints that command\'s usage and exits 0', async (t) => {
   t.is(general.code, 0);
   t.regex(general.stdout, /joblet-agent COMMAND --help/);
 });
+
+test('with --zone, downloaded bytes are split into zone and far by the zone of the peer that sent them', async (t) => {
+  const root = await tmpDir(t);
+  const zones = ['dc-a', 'dc-b', 'dc-b'];
+  const fleet = await startFleet(t, root, 3, { extra: (i) => ['--zone', zones[i]] });
+  await waitFor('zones known', async () => {
+    const s = await fleet[2].json(['status']);
+    return s.swarm.peers.filter((p: any) => p.zone !== null).length >= 2;
+  }, 60_000);
+  const src = path.join(root, 'pkg');
+  await makeRuntimeTree(src, { name: 'zoned', version: '1.0.0', bulkBytes: 4 * 1024 * 1024 });
+  const pub = await fleet[0].json(['publish', src]);
+  await Promise.all(fleet.slice(1).map((a) => waitFor('install', () => installed(a, 'zoned'), 90_000)));
+  let zoneTotal = 0;
+  for (const a of fleet.slice(1)) {
+    const s = await a.json(['status']);
+    const zoneOf = new Map<string, string | null>(s.swarm.hosts.map((h: any) => [h.peerId, h.zone]));
+    const done = s.swarm.recentTransfers.find((x: any) => x.manifestId === pub.manifestId);
+    let zone = 0;
+    let far = 0;
+    for (const src of done.sources) {
+      if (zoneOf.get(src.peer) === 'dc-b') zone += src.bytes;
+      else far += src.bytes;
+    }
+    const m = parseMetrics(await (await fetch(s.http + 'metrics')).text());
+    t.is(m.get('joblet_agent_downloaded_bytes_total{source="zone"}'), zone, a.dir);
+    t.is(m.get('joblet_agent_downloaded_bytes_total{source="far"}'), far, a.dir);
+    t.is(zone + far, done.fetchedBytes);
+    zoneTotal += zone;
+  }
+  t.log(`bytes moved inside dc-b: ${zoneTotal}`);
+});

@@ -216,6 +216,7 @@ function renderStatus(s: Record<string, any>): string {
     `data dir   ${s.dataDir}`,
     `runtimes   ${s.runtimesDir}`,
     `publisher  ${s.publisher ?? '(none: this agent cannot publish)'}`,
+    `http       ${s.http ? `${s.http} (dashboard; ${s.http}metrics for Prometheus)` : '(off)'}`,
     `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
     '',
     runtimesTable(s.runtimes),
