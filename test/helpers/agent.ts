@@ -92,8 +92,7 @@ export async function startAgent(
       return JSON.parse(r.stdout);
     },
   };
-  // Generous: on a loaded machine, loading libp2p alone can take many seconds.
-  const deadline = Date.now() + 90_000;
+  const deadline = Date.now() + 30_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`agent exited with ${proc.exitCode}: ${logs}`);
     const r = await run(['status', '--json']);
