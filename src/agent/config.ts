@@ -169,6 +169,12 @@ export async function clientSocket(flagSocket: string | undefined, configPath: s
   }
 }
 
+/** True when file exists and holds only comments and blank lines, like the default config the .deb ships. */
+export async function isPlaceholderConfig(file: string): Promise<boolean> {
+  const text = await fs.readFile(file, 'utf8').catch(() => null);
+  return text !== null && text.split('\n').every((line) => /^\s*(#.*)?$/.test(line));
+}
+
 /** The YAML that `init` writes. */
 export function renderConfig(c: Partial<AgentConfig>): string {
   const doc: Record<string, unknown> = {};

@@ -24,6 +24,8 @@ export interface CatalogListing {
   /** Manifest ids installed on the answering host, for the fleet view. */
   installed: string[];
   zone: string | null;
+  /** The implicit zone the host announces (its network prefix, see swarm/nearness.ts); absent from older agents. */
+  cluster?: string | null;
   arch: string;
 }
 

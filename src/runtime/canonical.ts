@@ -1,4 +1,5 @@
-// Any runtime package (tar, tar.gz, zip, directory) -> one canonical uncompressed tar stream.
+// Any runtime package (tar, tar.gz, zip, directory) -> its entries in canonical form, handed to a TreeSink
+// (readPackage), or packed into one canonical uncompressed tar stream (openCanonicalTar).
 //
 // The canonical form exists so that identical trees give identical bytes on every host and so that two
 // versions of a runtime share most of their content-defined chunks: paths are normalised, the single
@@ -8,7 +9,8 @@ import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { CanonicalWriter, StripGuessError } from './canonical-writer.js';
+import { CanonicalWriter, StripGuessError, TarPackSink } from './canonical-writer.js';
+import type { TreeSink } from './tree-entry.js';
 import { produceFromDirectory, type SourceContext } from './dir-source.js';
 import { hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
 import { readTarEntries } from './tar-reader.js';
@@ -35,6 +37,23 @@ export interface CanonicalOptions {
   strip?: 'auto' | 'none';
   /** Bytes of the input read so far (for a directory: file bytes read) and the total. */
   onProgress?: (readBytes: number, totalBytes: number) => void;
+  /** Stops all reading; the read then rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Reads `input` once and hands its entries, checked and canonical, to `sink`. Resolves with what was found
+ * after the last entry has ended in the sink. On a bad package rejects with a PackageError; a StripGuessError
+ * (tar inputs with strip 'auto' only) means: discard what the sink got and call again with strip 'none'.
+ */
+export async function readPackage(input: string, sink: TreeSink, opts: CanonicalOptions = {}): Promise<CanonicalInfo> {
+  const writer = new CanonicalWriter(opts.limits, sink);
+  const signal = opts.signal ?? new AbortController().signal;
+  try {
+    return await produce(input, writer, opts, signal);
+  } catch (err) {
+    throw signal.aborted ? (signal.reason as Error) : err;
+  }
 }
 
 const READ_CHUNK = 1024 * 1024;
@@ -50,8 +69,9 @@ const OUTPUT_BUFFER = 1024 * 1024;
  * Destroying `stream` early stops all reading and rejects `done`.
  */
 export function openCanonicalTar(input: string, opts: CanonicalOptions = {}): { stream: Readable; done: Promise<CanonicalInfo> } {
-  const writer = new CanonicalWriter(opts.limits);
-  const pack = writer.pack;
+  const tar = new TarPackSink();
+  const writer = new CanonicalWriter(opts.limits, tar);
+  const pack = tar.pack;
   const aborter = new AbortController();
   let settled = false;
 
@@ -78,6 +98,7 @@ export function openCanonicalTar(input: string, opts: CanonicalOptions = {}): { 
   const done = produce(input, writer, opts, aborter.signal).then(
     (info) => {
       settled = true;
+      tar.finalize();
       return info;
     },
     (err: unknown) => {

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { callDaemon, UserError } from '../control.js';
-import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from '../config.js';
+import { clientSocket, isPlaceholderConfig, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from '../config.js';
 import { formatBytes, ProgressBar, shortId, table } from './format.js';
 import { log, configureLog, errorText } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
@@ -28,6 +28,8 @@ commands:
   status  [--json] [--watch]         this agent, its store and its runtimes
   remove  NAME[@VERSION] [--json]    uninstall a runtime
   verify  [--json]                   re-hash every stored chunk; exit 1 if any is corrupt or missing
+
+  --version                          the agent's version and the Node version it runs on
 
 client commands accept --socket PATH (or JOBLET_AGENT_SOCKET) and --config FILE to find the daemon.
 "joblet-agent COMMAND --help" explains one command.
@@ -127,7 +129,10 @@ async function cmdInit(argv: string[]): Promise<void> {
     publisherPub: path.join(dir, 'publisher.pub'),
     config: path.join(dir, 'config.yml'),
   };
+  // A config of nothing but comments (the default one the .deb ships) is a placeholder for init to fill in.
+  const placeholder = await isPlaceholderConfig(files.config);
   for (const f of Object.values(files)) {
+    if (f === files.config && placeholder) continue;
     if (await fs.stat(f).then(() => true, () => false)) {
       throw new UserError(`${f} already exists; init never overwrites keys or configs: remove it or choose another --dir`);
     }
@@ -155,7 +160,14 @@ async function cmdInit(argv: string[]): Promise<void> {
     publisherKey: 'publisher.key',
     trust: [keys.publicKey, ...(flags.trust ?? [])],
   });
-  await fs.writeFile(files.config, config, { mode: 0o644, flag: 'wx' });
+  if (placeholder) {
+    // Replaced whole by a rename, so that the placeholder is never left half written.
+    const tmp = `${files.config}.init-${process.pid}`;
+    await fs.writeFile(tmp, config, { mode: 0o644, flag: 'wx' });
+    await fs.rename(tmp, files.config);
+  } else {
+    await fs.writeFile(files.config, config, { mode: 0o644, flag: 'wx' });
+  }
   if (values.json) {
     console.log(JSON.stringify({ ...files, publisher: keys.publicKey }, null, 2));
   } else {
@@ -319,7 +331,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(text);
     return 0;
   }
-  if (cmd === '--version') { console.log(AGENT_VERSION); return 0; }
+  if (cmd === '--version') { console.log(`joblet-agent ${AGENT_VERSION} (node ${process.version})`); return 0; }
   const run = COMMANDS[cmd];
   if (!run) {
     console.error(`joblet-agent: unknown command "${cmd}"\n\n${USAGE}`);

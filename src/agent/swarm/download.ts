@@ -6,6 +6,7 @@ import { manifestChunks } from '../../store/manifest.js';
 import { ChunkBusyError, ChunkMissError, ChunkTimeoutError } from '../../protocol/chunk-exchange.js';
 import { subscribeHave, type HaveSubscription } from '../../protocol/have.js';
 import { DownloadScheduler } from './scheduler.js';
+import type { LiveChunkSource } from '../install/chunk-source.js';
 import type { Store } from '../../store/store.js';
 import type { ChunkClient } from '../../protocol/chunk-exchange.js';
 import type { P2PNode } from './p2p-node.js';
@@ -68,8 +69,13 @@ export class Download {
   private readonly tokens = new Map<string, number>();
   private nextToken = 1;
 
-  constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[]) {
+  /**
+   * `feed`, when given, receives every chunk as it is verified and tells the scheduler where the install
+   * stands, so that the chunks it waits for are asked for first.
+   */
+  constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[], private readonly feed?: LiveChunkSource) {
     this.sched = new DownloadScheduler(manifestChunks(sm.manifest), have, {
+      inOrderFrom: feed ? () => feed.cursor : undefined,
       localZone: swarm.zone,
       mayUseFarPeer: swarm.zone ? (index, now, nearHolder) => this.mayUseFarPeer(index, now, nearHolder) : undefined,
     });
@@ -157,6 +163,9 @@ export class Download {
       duplicateChunks: this.duplicateChunks,
       errors: this.errors,
       inFlight: this.sched.inFlight(),
+      // How far the streaming install has got (chunks extracted), and how many it had to read back from disk.
+      installedChunks: this.feed ? this.feed.cursor : null,
+      readBackChunks: this.feed ? this.feed.readBack : null,
       startedAt: new Date(this.startedAt).toISOString(),
       sources: [...this.sources.values()].sort((a, b) => b.bytes - a.bytes),
     };
@@ -246,7 +255,8 @@ export class Download {
         this.stored.add(ref.id);
         try {
           // Verifies the bytes against the id; a chunk another download stored meanwhile is not rewritten.
-          await this.swarm.store.chunks.putStored(ref.id, got.codec, got.data, got.size);
+          const { raw } = await this.swarm.store.chunks.receive(ref.id, got.codec, got.data, got.size);
+          this.feed?.arrived(ref.id, raw);
         } catch (err) {
           this.stored.delete(ref.id);
           throw err;

@@ -39,6 +39,12 @@ export interface SchedulerOptions {
    * zone. Absent = always.
    */
   mayUseFarPeer?: (index: number, now: number, nearHolder: boolean) => boolean;
+  /**
+   * The index the install is waiting for (chunks are extracted in order as they arrive). The first few
+   * missing chunks from there are asked for before the rarest-first draw, so the extraction keeps pace
+   * with the download instead of waiting for the last chunk. Absent = pure rarest first.
+   */
+  inOrderFrom?: () => number;
   /** Injectable for tests; must return values in [0, 1). */
   random?: () => number;
 }
@@ -70,7 +76,7 @@ export interface SchedulerStats {
   peers: PeerStats[];
 }
 
-const DEFAULTS: Omit<SchedulerOptions, 'localZone' | 'random'> = {
+const DEFAULTS: Omit<SchedulerOptions, 'localZone' | 'random' | 'mayUseFarPeer' | 'inOrderFrom'> = {
   maxInFlightPerPeer: 4,
   maxInFlightTotal: 16,
   endgameRemaining: 8,
@@ -87,6 +93,12 @@ const RTT_BUCKETS_PER_DOUBLING = 4;
 const MIN_DELIVERY_MS = 0.05;
 /** At most this many peers are asked for one chunk at once, endgame included. */
 const MAX_REQUESTS_PER_CHUNK = 2;
+/**
+ * Missing chunks from the install's position that are asked for ahead of rarest first. Small, so most
+ * requests still follow rarity (which keeps hosts holding different chunks to trade), yet enough that the
+ * chunk the extraction waits for is nearly always on its way.
+ */
+const IN_ORDER_WINDOW = 4;
 
 interface PeerState {
   id: string;
@@ -149,6 +161,7 @@ export class DownloadScheduler {
       busyBackoffMs: opts.busyBackoffMs ?? DEFAULTS.busyBackoffMs,
       localZone: opts.localZone ?? null,
       mayUseFarPeer: opts.mayUseFarPeer,
+      inOrderFrom: opts.inOrderFrom,
       random: opts.random ?? Math.random,
     };
     requireInteger('maxInFlightPerPeer', this.opts.maxInFlightPerPeer, 1);
@@ -306,6 +319,23 @@ export class DownloadScheduler {
     if (freeTotal <= 0 || this.missingList.length === 0) return out;
     const open = this.openPeers(now);
     if (open.length === 0) return out;
+
+    const cursor = this.opts.inOrderFrom?.();
+    if (cursor !== undefined) {
+      let looked = 0;
+      for (let index = Math.max(0, cursor); index < this.chunks.length && looked < IN_ORDER_WINDOW; index++) {
+        if (this.local[index] === 1) continue;
+        looked++;
+        if (this.holderCount[index] === 0 || this.servers[index]!.length > 0) continue;
+        if (freeTotal <= 0 || open.length === 0) return out;
+        const holder = this.bestHolder(index, open, now);
+        if (holder === undefined) continue;
+        this.assign(holder.state, index, now);
+        out.push({ peer: holder.state.id, index });
+        freeTotal--;
+        if (holder.state.inFlight.size >= this.opts.maxInFlightPerPeer) open.splice(open.indexOf(holder), 1);
+      }
+    }
 
     // Bucket the requestable chunks by how many peers hold them; rarest bucket first.
     const buckets: number[][] = [];

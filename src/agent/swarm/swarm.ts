@@ -16,7 +16,9 @@ import { encodeHaveBits } from '../../protocol/messages.js';
 import { removalCovers, verifyRemoval, label, signRemoval, type SignedRemoval, type Removal } from '../../protocol/removal.js';
 import { createP2PNode, type P2PNode } from './p2p-node.js';
 import { Download, type DownloadHost } from './download.js';
+import { ownCluster, parseCluster, localZone, peerZone, RttFloor } from './nearness.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
+import { LiveChunkSource } from '../install/chunk-source.js';
 import type { Mutex } from '../mutex.js';
 import { log, errorText } from '../log.js';
 import { UserError } from '../errors.js';
@@ -51,11 +53,15 @@ export interface SwarmOptions {
 /** A removal kept as a tombstone; `signature` is null for a local-only removal on a non-publisher. */
 interface Tombstone { removal: Removal; signature: string | null }
 
-interface FleetHost { installed: string[]; zone: string | null; arch: string; seenAt: number; progress?: HostProgress }
+/** `zone` is the host's --zone label, `cluster` the implicit zone it announces (nearness.ts). */
+interface FleetHost { installed: string[]; zone: string | null; cluster: string | null; arch: string; seenAt: number; progress?: HostProgress }
 
 export class Swarm implements DownloadHost {
   readonly store: Store;
-  readonly zone: string | null;
+  /** The implicit zone this host announces when it has no --zone: its network prefix, or null. */
+  private cluster: string | null = null;
+  private readonly rttFloor = new RttFloor();
+  private outlierCache: { at: number; set: Set<string> } | null = null;
   private readonly downloads = new Map<string, Download>();
   private readonly recent: ReturnType<Download['status']>[] = [];
   private readonly clients = new Map<string, ChunkClient>();
@@ -77,7 +83,13 @@ export class Swarm implements DownloadHost {
 
   private constructor(readonly node: P2PNode, private readonly opts: SwarmOptions) {
     this.store = opts.store;
-    this.zone = opts.zone;
+  }
+
+  /** The zone the zone rule uses: the --zone label, else the implicit one from this host's address. */
+  get zone(): string | null { return localZone(this.opts.zone, this.cluster); }
+
+  private updateCluster(): void {
+    this.cluster = ownCluster(this.addresses(), this.node.getConnections().map((c) => c.remoteAddr.toString()));
   }
 
   static async start(opts: SwarmOptions): Promise<Swarm> {
@@ -95,6 +107,7 @@ export class Swarm implements DownloadHost {
   }
 
   private async init(): Promise<void> {
+    this.updateCluster();
     this.tombstones = (await this.store.index.getMeta<Tombstone[]>('tombstones')) ?? [];
     const fault = this.opts.fault;
     this.chunkServer = await registerChunkServer(this.node, this.store.chunks, {
@@ -174,7 +187,7 @@ export class Swarm implements DownloadHost {
     const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId);
     const progress = this.localProgress();
     this.lastProgressSig = progressSignature(progress);
-    await this.publishGossip({ t: 'state', installed, zone: this.zone, arch: machineArch(), ...progress });
+    await this.publishGossip({ t: 'state', installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), ...progress });
   }
 
   private async onAnnouncement(data: Uint8Array, author: PeerId, via: PeerId): Promise<void> {
@@ -185,6 +198,7 @@ export class Swarm implements DownloadHost {
       this.fleet.set(author.toString(), {
         installed: msg.installed.filter((x): x is string => typeof x === 'string').slice(0, 10_000),
         zone: typeof msg.zone === 'string' ? msg.zone : null,
+        cluster: parseCluster(msg.cluster),
         arch: typeof msg.arch === 'string' ? msg.arch : 'unknown',
         seenAt: Date.now(),
         progress: parseProgress(msg),
@@ -210,7 +224,7 @@ export class Swarm implements DownloadHost {
       const addrs = stored?.addresses.map((a) => a.multiaddr.toString()) ?? [];
       if (addrs.length) peers.push({ id: p.toString(), addrs });
     }
-    return { manifests, removals, installed, zone: this.zone, arch: machineArch(), peers };
+    return { manifests, removals, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), peers };
   }
 
   /** Catch up with one peer: its removals, its manifests, its installed set, its peers. */
@@ -222,8 +236,10 @@ export class Swarm implements DownloadHost {
     } catch {
       return; // not an agent yet, or gone; the next maintenance round retries
     }
-    this.fleet.set(peer.toString(), { installed: listing.installed, zone: listing.zone, arch: listing.arch, seenAt: Date.now(),
-      progress: this.fleet.get(peer.toString())?.progress });
+    this.fleet.set(peer.toString(), {
+      installed: listing.installed, zone: listing.zone, cluster: parseCluster(listing.cluster), arch: listing.arch, seenAt: Date.now(),
+      progress: this.fleet.get(peer.toString())?.progress,
+    });
     for (const r of listing.removals) {
       try {
         await this.applyRemoval(verifyRemoval(r, this.trusted()), false);
@@ -260,10 +276,13 @@ export class Swarm implements DownloadHost {
   private async maintain(): Promise<void> {
     if (this.stopping) return;
     await this.topUpConnections();
+    this.updateCluster();
     const peers = this.node.getPeers();
     await Promise.all(peers.map(async (p) => {
       try {
-        this.rtt.set(p.toString(), await this.node.services.ping.ping(p, { signal: AbortSignal.timeout(3000) }));
+        const ms = await this.node.services.ping.ping(p, { signal: AbortSignal.timeout(3000) });
+        this.rtt.set(p.toString(), ms);
+        this.rttFloor.note(p.toString(), ms);
       } catch { /* unreachable for now */ }
     }));
     if (peers.length > 0) {
@@ -364,18 +383,34 @@ export class Swarm implements DownloadHost {
       if (current && Date.parse(current.manifest.createdAt) >= Date.parse(sm.manifest.createdAt)) return;
     }
     if (this.downloads.has(sm.id)) return;
-    const have = await Promise.all(manifestChunks(sm.manifest).map((c) => this.store.chunks.has(c.id)));
+    const refs = manifestChunks(sm.manifest);
+    const have = await Promise.all(refs.map((c) => this.store.chunks.has(c.id)));
     if (this.downloads.has(sm.id) || this.stopping) return;
+    // The install runs alongside the download and takes each chunk as it arrives (one pass from wire to tree).
+    const feed = new LiveChunkSource(this.store.chunks, refs, (i) => have[i]!);
     metrics.manifestLearned(sm.id);
-    const d = new Download(this, sm, have);
+    const d = new Download(this, sm, have, feed);
     this.downloads.set(sm.id, d);
-    log.info('download_started', { name, version, manifestId: sm.id, chunks: manifestChunks(sm.manifest).length, resumedChunks: d.resumedChunks });
+    log.info('download_started', { name, version, manifestId: sm.id, chunks: refs.length, resumedChunks: d.resumedChunks });
     try {
-      await d.run();
-      const record = await this.opts.mutex.run(async () => {
-        if (this.isTombstoned(name, version, sm.manifest.createdAt)) return null;
-        return installManifest(this.opts.install, sm);
+      let installError: unknown = null;
+      const installing = installManifest(this.opts.install, sm, {
+        source: feed,
+        lock: (fn) => this.opts.mutex.run(fn),
+        stillWanted: () => !this.isTombstoned(name, version, sm.manifest.createdAt),
+      }).catch((err: unknown) => {
+        installError = err;
+        return null;
       });
+      try {
+        // A failed install does not stop the download: its chunks serve the fleet, and the retry reads them here.
+        await d.run();
+      } catch (err) {
+        feed.close(); // stopped: the install gives up too
+        throw err;
+      }
+      const record = await installing;
+      if (installError !== null) throw installError;
       this.failures.delete(sm.id);
       if (record) {
         metrics.installFinished(sm.id, 'installed');
@@ -412,9 +447,13 @@ export class Swarm implements DownloadHost {
     return this.node.getPeers().filter((p) => (this.banned.get(p.toString()) ?? 0) < now);
   }
 
-  /** Peer ids of the hosts known to be in this agent's zone, this one included, sorted. */
+  /**
+   * Peer ids of the hosts known to be in this agent's zone (by label, or by announced cluster without one),
+   * this one included, sorted. Every member computes the same list from the same announcements.
+   */
   zoneMembers(): string[] {
-    const members = [...this.fleet].filter(([, h]) => h.zone !== null && h.zone === this.zone).map(([p]) => p);
+    const zone = this.zone;
+    const members = [...this.fleet].filter(([, h]) => zone !== null && peerZone(this.opts.zone, h) === zone).map(([p]) => p);
     return [...members, this.peerId].sort();
   }
 
@@ -423,8 +462,26 @@ export class Swarm implements DownloadHost {
     return this.fleet.get(peer)?.installed.includes(manifestId) ?? false;
   }
 
+  /**
+   * A peer's RTT and zone as this host sees it. Without a label, a peer that announces this host's cluster
+   * but whose RTT floor is far above the rest of the cluster's counts as far (nearness.ts).
+   */
   peerInfo(peer: string): { rttMs?: number; zone?: string | null } {
-    return { rttMs: this.rtt.get(peer), zone: this.fleet.get(peer)?.zone ?? null };
+    const zone = peerZone(this.opts.zone, this.fleet.get(peer));
+    if (this.opts.zone === null && zone !== null && zone === this.cluster && this.rttOutliers().has(peer)) {
+      return { rttMs: this.rtt.get(peer), zone: `${zone}~far` };
+    }
+    return { rttMs: this.rtt.get(peer), zone };
+  }
+
+  /** Same-cluster peers far off by RTT; recomputed at most once a second (peerInfo runs inside sorts). */
+  private rttOutliers(): Set<string> {
+    const now = Date.now();
+    if (!this.outlierCache || now - this.outlierCache.at > 1000) {
+      const same = [...this.fleet].filter(([, h]) => h.cluster !== null && h.cluster === this.cluster).map(([p]) => p);
+      this.outlierCache = { at: now, set: this.rttFloor.outliers(same) };
+    }
+    return this.outlierCache.set;
   }
 
   /** Same zone first, then lowest RTT (unknown last). */
@@ -556,6 +613,7 @@ export class Swarm implements DownloadHost {
       direction: c.direction,
       rttMs: this.rtt.get(c.remotePeer.toString()) ?? null,
       zone: this.fleet.get(c.remotePeer.toString())?.zone ?? null,
+      cluster: this.fleet.get(c.remotePeer.toString())?.cluster ?? null,
       banned: (this.banned.get(c.remotePeer.toString()) ?? 0) > now,
     }));
     const installedHere = new Set((await this.store.index.listInstalls()).map((r) => r.manifestId));
@@ -575,6 +633,8 @@ export class Swarm implements DownloadHost {
     const uploads = this.chunkServer.stats();
     return {
       peers,
+      /** The zone the zone rule uses here, and where it comes from. */
+      nearness: { zone: this.zone, from: this.opts.zone !== null ? 'label' : this.cluster !== null ? 'address' : null },
       transfers: [...this.downloads.values()].map((d) => d.status()),
       recentTransfers: this.recent,
       fleet,
