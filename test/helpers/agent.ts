@@ -65,7 +65,7 @@ export async function startAgent(
   const socket = path.join(dir, 'agent.sock');
   if (!(await exists(config))) {
     const r = await cli(['init', '--dir', path.join(dir, 'etc'), '--data-dir', dataDir, '--runtimes-dir', runtimesDir,
-      '--socket', socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', ...(opts.initArgs ?? [])], {}, program);
+      '--socket', socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--http', '127.0.0.1:0', ...(opts.initArgs ?? [])], {}, program);
     if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`);
   }
   const proc = spawn(program.file, [...program.args, 'start', '--config', config, ...extra], {

@@ -7,11 +7,12 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { callDaemon, UserError } from '../control.js';
 import { clientSocket, isPlaceholderConfig, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, ZONE_RE, type ConfigFlags } from '../config.js';
 import { formatBytes, printable, ProgressBar, shortId, table } from './format.js';
-import { log } from '../log.js';
+import { log, configureLog, errorText } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
 import { PackageError } from '../../runtime/types.js';
 import { generatePublisherKeys } from '../../store/manifest.js';
 import { generateFleetKey } from '../swarm/p2p-node.js';
+import { COMMAND_HELP } from './help.js';
 
 const USAGE = `usage: joblet-agent <command> [options]
 
@@ -22,7 +23,8 @@ commands:
   start   [--config FILE] [--data-dir DIR] [--runtimes-dir DIR] [--socket PATH]
           [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--fleet-key FILE]
           [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
-          [--owner USER:GROUP] [--max-package-bytes N]      run the agent in the foreground
+          [--owner USER:GROUP] [--max-package-bytes N]
+          [--http HOST:PORT|off] [--log-format text|json] [--log-level LEVEL]   run the agent in the foreground
   publish PKG [--force] [--json]     ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
   list    [--json]                   installed runtimes
   status  [--json] [--watch]         this agent, its store and its runtimes
@@ -32,6 +34,7 @@ commands:
   --version                          the agent's version and the Node version it runs on
 
 client commands accept --socket PATH (or JOBLET_AGENT_SOCKET) and --config FILE to find the daemon.
+"joblet-agent COMMAND --help" explains one command.
 exit codes: 0 ok, 1 failure, 2 usage.`;
 
 class UsageError extends Error {}
@@ -50,6 +53,9 @@ const START_OPTIONS = {
   'no-mdns': { type: 'boolean' },
   owner: { type: 'string' },
   'max-package-bytes': { type: 'string' },
+  http: { type: 'string' },
+  'log-format': { type: 'string' },
+  'log-level': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 const CLIENT_OPTIONS = {
@@ -94,20 +100,25 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
     mdns: v['no-mdns'] ? false : undefined,
     owner: v.owner as string | undefined,
     maxPackageBytes,
+    http: v.http as string | undefined,
+    logFormat: v['log-format'] as ConfigFlags['logFormat'],
+    logLevel: v['log-level'] as ConfigFlags['logLevel'],
   };
 }
 
 async function cmdStart(argv: string[]): Promise<void> {
   const { values } = parse(argv, START_OPTIONS, 0);
   const config = await loadConfig(values.config ? path.resolve(values.config) : undefined, startFlags(values));
+  configureLog({ format: config.logFormat, level: config.logLevel });
   // Imported here so that client commands do not load the store and libp2p.
   const { Agent } = await import('../daemon/daemon.js');
   const agent = await Agent.start(config);
-  log(`joblet-agent ${agent.peerId} serving ${config.socket}; runtimes in ${config.runtimesDir}, data in ${config.dataDir}`);
+  log.info('started', { peer: agent.peerId, version: AGENT_VERSION, socket: config.socket, runtimesDir: config.runtimesDir,
+    dataDir: config.dataDir, http: agent.httpUrl ?? 'off' });
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
-      log(`${sig} received, stopping`);
-      agent.stop().then(resolve, (err) => { log(`error while stopping: ${(err as Error).message}`); resolve(); });
+      log.info('stopping', { signal: sig });
+      agent.stop().then(resolve, (err) => { log.error('stop_failed', { error: errorText(err) }); resolve(); });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
@@ -265,6 +276,7 @@ function renderStatus(s: Record<string, any>): string {
     `data dir   ${s.dataDir}`,
     `runtimes   ${s.runtimesDir}`,
     `publisher  ${s.publisher ?? '(none: this agent cannot publish)'}`,
+    `http       ${s.http ? `${s.http} (dashboard; ${s.http}metrics for Prometheus)` : '(off)'}`,
     `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
     '',
     runtimesTable(s.runtimes),
@@ -356,9 +368,20 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || (cmd === 'help' && rest.length === 0)) {
     console.log(USAGE);
     return cmd === undefined ? 2 : 0;
+  }
+  // `joblet-agent COMMAND --help` and `joblet-agent help COMMAND`: that command's usage, exit 0.
+  const helpFor = cmd === 'help' ? rest[0] : rest.includes('--help') || rest.includes('-h') ? cmd : undefined;
+  if (helpFor !== undefined) {
+    const text = COMMAND_HELP[helpFor];
+    if (text === undefined) {
+      console.error(`joblet-agent: unknown command "${helpFor}"\n\n${USAGE}`);
+      return 2;
+    }
+    console.log(text);
+    return 0;
   }
   if (cmd === '--version') { console.log(`joblet-agent ${AGENT_VERSION} (node ${process.version})`); return 0; }
   const run = COMMANDS[cmd];

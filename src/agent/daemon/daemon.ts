@@ -14,16 +14,18 @@ import type { AgentConfig } from '../config.js';
 import { Mutex } from '../mutex.js';
 import { publishPackage } from './publish.js';
 import { socketGroupAccess } from './client-access.js';
-import { log } from '../log.js';
+import { log, errorText } from '../log.js';
 import { fleetKeyFromFile, loadOrCreatePeerKey } from '../swarm/p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { Swarm } from '../swarm/swarm.js';
 import { AGENT_VERSION } from '../version.js';
+import { startHttp, type HttpEndpoint } from './http/server.js';
 
 
 export class Agent {
   private server: net.Server | null = null;
   private swarm: Swarm | null = null;
+  private http: HttpEndpoint | null = null;
   private readonly mutex = new Mutex();
   private readonly startedAt = Date.now();
   private constructor(
@@ -51,6 +53,7 @@ export class Agent {
       await agent.runtimes.cleanupLeftovers();
       await agent.forgetVanishedInstalls();
       agent.server = await serveControl(config.socket, (req, progress) => agent.handle(req, progress));
+      agent.http = await startHttp(config.http, agent); // before the swarm, so /readyz can say it is still joining
       await agent.startSwarm();
       return agent;
     } catch (err) {
@@ -63,7 +66,7 @@ export class Agent {
   private async startSwarm(): Promise<void> {
     const c = this.config;
     if (!c.fleetKey) {
-      log('no fleet key configured: this agent works alone (set fleetKey in the config to join a fleet)');
+      log.warn('working_alone', { hint: 'no fleet key configured: set fleetKey in the config (or --fleet-key FILE) to join a fleet' });
       return;
     }
     let fleetKey: Buffer;
@@ -75,7 +78,7 @@ export class Agent {
     const trust = [...c.trust];
     if (this.publisherKey && !trust.includes(publicKeyOf(this.publisherKey))) {
       trust.push(publicKeyOf(this.publisherKey));
-      log(`publisher key ${publicKeyOf(this.publisherKey)} is not in this agent's trust list: other hosts most likely ignore what it publishes and removes`);
+      log.warn('publisher_untrusted', { publisher: publicKeyOf(this.publisherKey), hint: 'other hosts most likely ignore what this agent publishes and removes: trust this key on them, or use init --join on hosts that only receive' });
     }
     this.swarm = await Swarm.start({
       peerKeyPath: path.join(c.dataDir, 'peer.key'), fleetKey, listen: c.listen, bootstrap: c.bootstrap, mdns: c.mdns,
@@ -83,13 +86,41 @@ export class Agent {
       install: { store: this.store, runtimes: this.runtimes, limits: this.limits(), owner: this.owner },
       mutex: this.mutex, fault: testFault(),
     });
-    log(`joined the fleet as ${this.swarm.peerId} on ${this.swarm.addresses().join(' ') || '(no addresses)'}`);
+    log.info('joined_fleet', { peer: this.swarm.peerId, addresses: this.swarm.addresses(), zone: c.zone });
+  }
+
+  /** The read-only HTTP endpoint's URL; null when --http off. */
+  get httpUrl(): string | null {
+    return this.http?.url ?? null;
+  }
+
+  /** For /readyz: null when this agent can do its job, else what is wrong. */
+  async readiness(): Promise<string | null> {
+    try {
+      await this.store.index.getMeta('tombstones');
+    } catch (err) {
+      return `the store in ${this.config.dataDir} does not answer (${(err as Error).message}); restart the agent`;
+    }
+    if (this.config.fleetKey && !this.swarm) return 'not in the fleet yet (the swarm is starting or stopping)';
+    const dir = this.config.runtimesDir;
+    try {
+      if (!(await fs.stat(dir)).isDirectory()) return `the runtimes dir ${dir} is not a directory; move it away and restart the agent`;
+      await fs.access(dir, fs.constants.W_OK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return `the runtimes dir ${dir} does not exist; create it (or restart the agent, which creates it)`;
+      return `the runtimes dir ${dir} is not writable (${code ?? (err as Error).message}); check its permissions and mount`;
+    }
+    return null;
   }
 
   async stop(): Promise<void> {
+    const endpoint = this.http;
+    this.http = null;
+    if (endpoint) await endpoint.close();
     const swarm = this.swarm;
     this.swarm = null;
-    if (swarm) await swarm.stop().catch((err) => log(`error while leaving the fleet: ${(err as Error).message}`));
+    if (swarm) await swarm.stop().catch((err) => log.error('leave_failed', { error: errorText(err) }));
     const server = this.server;
     this.server = null;
     if (server) {
@@ -139,13 +170,13 @@ export class Agent {
           },
         },
       );
-      log(result.unchanged
-        ? `publish ${result.name}@${result.version}: already installed with the same content (${result.manifestId})`
-        : `published ${result.name}@${result.version} as ${result.manifestId}: ${result.chunks} chunks, ${result.newChunks} new`);
+      log.info(result.unchanged ? 'publish_unchanged' : 'published', {
+        name: result.name, version: result.version, manifestId: result.manifestId, chunks: result.chunks, newChunks: result.newChunks,
+      });
       if (this.removalReach().publisherTrusted === false) {
         result.warnings.push(`this agent's publisher key ${publicKeyOf(publisherKey)} is not in its own trust list: other hosts most likely do not trust it and will not install this runtime`);
       }
-      for (const w of result.warnings) log(`publish ${result.name}@${result.version}: warning: ${w}`);
+      for (const w of result.warnings) log.warn('publish_warning', { name: result.name, version: result.version, warning: w });
       const { signed, ...rest } = result;
       if (!result.unchanged) void this.swarm?.announcePublished(signed);
       return rest;
@@ -165,7 +196,7 @@ export class Agent {
         await this.store.index.deleteInstall(r.name, r.version);
         const stillUsed = (await this.store.index.listInstalls()).some((o) => o.manifestId === r.manifestId);
         if (!stillUsed) await this.store.index.deleteManifest(r.manifestId);
-        log(`removed ${r.name}@${r.version} from ${r.path}`);
+        log.info('removed', { name: r.name, version: r.version, path: r.path });
       }
       const gc = await this.store.gc({ chunkGraceMs: 0 });
       return { removed: victims.map((r) => ({ name: r.name, version: r.version, path: r.path })), freedBytes: gc.bytes };
@@ -198,7 +229,10 @@ export class Agent {
         else throw err;
       }
     }
-    if (corrupt.length) log(`verify: ${corrupt.length} corrupt chunk(s): ${corrupt.map((c) => c.id).join(' ')}`);
+    if (corrupt.length) {
+      log.error('verify_corrupt', { count: corrupt.length, chunks: corrupt.map((c) => c.id),
+        hint: `check the disk holding ${this.config.dataDir}; an install that needs a corrupt chunk drops it and fetches it again` });
+    }
     return { checked: ids.size, corrupt, missing };
   }
 
@@ -216,6 +250,7 @@ export class Agent {
       dataDir: this.config.dataDir,
       runtimesDir: this.config.runtimesDir,
       socket: this.config.socket,
+      http: this.httpUrl,
       publisher: this.publisherKey ? publicKeyOf(this.publisherKey) : null,
       trust: this.config.trust,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
@@ -234,7 +269,7 @@ export class Agent {
     for (const r of await this.store.index.listInstalls()) {
       const there = await fs.stat(path.join(r.path, 'runtime.yml')).then(() => true, () => false);
       if (!there) {
-        log(`${r.name}@${r.version} is no longer at ${r.path}; forgetting the install record`);
+        log.warn('install_vanished', { name: r.name, version: r.version, path: r.path, hint: 'the runtime was deleted by hand; its install record is forgotten' });
         await this.store.index.deleteInstall(r.name, r.version);
       }
     }
@@ -251,7 +286,7 @@ function memoryNow() {
 function testFault(): { corrupt?: boolean; delayMs?: number } | undefined {
   const v = process.env.JOBLET_AGENT_TEST_FAULT;
   if (!v) return undefined;
-  log(`TEST FAULT ACTIVE: ${v}`);
+  log.warn('test_fault_active', { fault: v });
   if (v === 'corrupt') return { corrupt: true };
   const m = /^slow:(\d+)$/.exec(v);
   if (m) return { delayMs: Number(m[1]) };

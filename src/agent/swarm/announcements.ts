@@ -5,6 +5,7 @@
 // announcement from a fleet member obeys is checked there, cheap checks (size, shape, trust) before any
 // signature is verified.
 import { parseCluster } from './nearness.js';
+import { parseProgress, type HostProgress } from './fleet-state.js';
 import type { Message } from '@libp2p/gossipsub';
 import { TopicValidatorResult } from '@libp2p/gossipsub';
 import type { PeerId } from '@libp2p/interface';
@@ -21,7 +22,7 @@ const NAME_RE = /^[a-z0-9][a-z0-9.-]{0,63}$/;
 const ARCH_RE = /^[a-z0-9_]{1,16}$/;
 
 export interface PublishedAnnouncement { t: 'published'; id: string; name: string; version: string; publisher: string }
-export interface StateAnnouncement { t: 'state'; host: string; installed: string[]; zone: string | null; cluster: string | null; arch: string }
+export interface StateAnnouncement { t: 'state'; host: string; installed: string[]; zone: string | null; cluster: string | null; arch: string; progress: HostProgress }
 export interface RemovedAnnouncement { t: 'removed'; removal: SignedRemoval }
 export type Announcement = PublishedAnnouncement | StateAnnouncement | RemovedAnnouncement;
 
@@ -35,6 +36,11 @@ export function isTrustedKey(key: unknown, trusted: readonly string[]): boolean 
   if (typeof key !== 'string') return false;
   const k = key.trim().toLowerCase();
   return trusted.some((t) => t.trim().toLowerCase() === k);
+}
+
+/** Every required key present, nothing outside required + optional. */
+function keysWithin(o: Record<string, unknown>, required: string[], optional: string[]): boolean {
+  return required.every((k) => Object.hasOwn(o, k)) && Object.keys(o).every((k) => required.includes(k) || optional.includes(k));
 }
 
 function keysExactly(o: Record<string, unknown>, keys: string[]): boolean {
@@ -68,7 +74,7 @@ export function parseAnnouncement(data: Uint8Array, author: string, trusted: rea
       return { t: 'published', id: o.id, name: o.name, version: o.version, publisher: o.publisher };
     }
     case 'state': {
-      if (!(keysExactly(o, ['t', 'host', 'installed', 'zone', 'arch']) || keysExactly(o, ['t', 'host', 'installed', 'zone', 'cluster', 'arch'])) || typeof o.host !== 'string' ||
+      if (!keysWithin(o, ['t', 'host', 'installed', 'zone', 'arch'], ['cluster', 'downloading', 'failed', 'skipped', 'hostname']) || typeof o.host !== 'string' ||
         !Array.isArray(o.installed) || o.installed.length > MAX_INSTALLED_IDS ||
         !o.installed.every((x) => typeof x === 'string' && ID_RE.test(x)) ||
         !(o.zone === null || typeof o.zone === 'string') || typeof o.arch !== 'string' || !ARCH_RE.test(o.arch)) {
@@ -79,7 +85,7 @@ export function parseAnnouncement(data: Uint8Array, author: string, trusted: rea
       const zone = o.zone === null ? null : sanitizeZone(o.zone);
       if (o.zone !== null && zone === null) throw new AnnouncementError("'state' announcement has an invalid zone");
       if (o.cluster !== undefined && o.cluster !== null && parseCluster(o.cluster) === null) throw new AnnouncementError("'state' announcement has an invalid cluster");
-      return { t: 'state', host: o.host, installed: o.installed as string[], zone, cluster: parseCluster(o.cluster), arch: o.arch };
+      return { t: 'state', host: o.host, installed: o.installed as string[], zone, cluster: parseCluster(o.cluster), arch: o.arch, progress: parseProgress(o) };
     }
     case 'removed': {
       if (!keysExactly(o, ['t', 'removal'])) throw new AnnouncementError("'removed' announcement is malformed");

@@ -11,6 +11,7 @@ import type { Store } from '../../store/store.js';
 import type { ChunkClient } from '../../protocol/chunk-exchange.js';
 import type { P2PNode } from './p2p-node.js';
 import { log } from '../log.js';
+import { metrics } from '../metrics.js';
 
 /** Sources per download: the nearest few plus some random ones, whatever the fleet size. */
 const NEAR_SOURCES = 8;
@@ -235,7 +236,7 @@ export class Download {
     const now = Date.now();
     if ((this.errorLoggedAt.get(peer) ?? 0) > now - 60_000) return;
     this.errorLoggedAt.set(peer, now);
-    log(`${this.sm.manifest.runtime.name}@${this.sm.manifest.runtime.version}: fetching from ${peer} failed: ${(err as Error).message}`);
+    log.warn('fetch_failed', { name: this.sm.manifest.runtime.name, version: this.sm.manifest.runtime.version, peer, error: (err as Error).message });
   }
 
   /**
@@ -246,7 +247,7 @@ export class Download {
     const n = (this.falseClaims.get(peer) ?? 0) + 1;
     this.falseClaims.set(peer, n);
     if (n !== MAX_FALSE_CLAIMS) return;
-    log(`${this.sm.manifest.runtime.name}@${this.sm.manifest.runtime.version}: peer ${peer} answered miss for ${n} chunks it claimed to hold; not asking it again for this download`);
+    log.warn('source_dropped', { name: this.sm.manifest.runtime.name, version: this.sm.manifest.runtime.version, peer, reason: `answered miss for ${n} chunks it claimed to hold` });
     this.ban(peer);
   }
 
@@ -278,6 +279,7 @@ export class Download {
         }
         this.fetchedChunks++;
         this.fetchedBytes += got.data.length;
+        metrics.chunkReceived(got.data.length, this.swarm.zone !== null && this.swarm.peerInfo(peer).zone === this.swarm.zone);
         this.lastProgressAt = Date.now();
         const s = this.sources.get(peer) ?? { peer, bytes: 0, chunks: 0 };
         s.bytes += got.data.length;

@@ -6,6 +6,7 @@
 // a source, and a member minting identities cannot grow it without limit.
 import { ZONE_RE } from '../config.js';
 import { parseCluster } from './nearness.js';
+import type { HostProgress } from './fleet-state.js';
 
 /** Hosts remembered at once; far above the peers a host is ever told about in a listing or a minute of gossip. */
 export const MAX_FLEET_HOSTS = 4096;
@@ -22,6 +23,8 @@ export interface FleetHost {
   zone: string | null;
   /** The implicit zone the host announces (its network prefix, nearness.ts), or null. */
   cluster: string | null;
+  /** What it is downloading, what failed and what it skipped (fleet-state.ts), as last announced. */
+  progress?: HostProgress;
   arch: string;
   seenAt: number;
 }
@@ -40,12 +43,14 @@ export class FleetMap {
   }
 
   /** Record what `host` says of itself now. Returns true when that is news (a new host, or a change). */
-  set(host: string, info: { installed: Iterable<string>; zone: string | null; cluster?: string | null; arch: string }, now = Date.now()): boolean {
+  set(host: string, info: { installed: Iterable<string>; zone: string | null; cluster?: string | null; arch: string; progress?: HostProgress }, now = Date.now()): boolean {
     const before = this.hosts.get(host);
     const next: FleetHost = {
       installed: new Set(info.installed),
       zone: sanitizeZone(info.zone),
       cluster: parseCluster(info.cluster),
+      // A catalog listing carries no progress: keep what the host last announced.
+      progress: info.progress ?? before?.progress,
       arch: typeof info.arch === 'string' && ARCH_RE.test(info.arch) ? info.arch : 'unknown',
       seenAt: now,
     };

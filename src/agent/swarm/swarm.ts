@@ -1,6 +1,7 @@
 // The swarm side of the daemon: a libp2p node in the fleet, announcements on gossipsub, anti-entropy
 // with every new peer, and the downloads that bring published runtimes to this host.
 import type { KeyObject } from 'node:crypto';
+import os from 'node:os';
 import type { PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
@@ -22,8 +23,10 @@ import { BoundedSet, WorkQueue } from './limits.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
 import { LiveChunkSource } from '../install/chunk-source.js';
 import type { Mutex } from '../mutex.js';
-import { log, printable } from '../log.js';
+import { log, errorText, printable } from '../log.js';
 import { UserError } from '../errors.js';
+import { metrics } from '../metrics.js';
+import { localProgress, manifestProgress, parseProgress, progressSignature, type HostProgress } from './fleet-state.js';
 
 export const ANNOUNCE_TOPIC = '/joblet-agent/announce/1';
 /** Connections an agent keeps up by dialing peers it learned of; more may come in. */
@@ -89,7 +92,7 @@ export class Swarm implements DownloadHost {
   /** Manifest ids a peer offered that failed verification: never fetched again (verification is deterministic). */
   private readonly refused = new BoundedSet<string>(4096);
   /** Announcements being handled: a few at once, a bounded backlog, the rest dropped (anti-entropy repairs). */
-  private readonly gossipWork = new WorkQueue(4, 256, (err) => log(`ignoring an announcement: ${(err as Error).message}`));
+  private readonly gossipWork = new WorkQueue(4, 256, (err) => log.warn('announcement_ignored', { error: errorText(err) }));
   /** Manifest fetches (up to MAX_MANIFEST_BYTES each): two at once, one per id, a bounded backlog. */
   private readonly manifestFetches = new WorkQueue(2, 64);
   /** Manifest fetches queued or running per announcing peer: one peer cannot fill the queue for the others. */
@@ -103,12 +106,14 @@ export class Swarm implements DownloadHost {
   private eventful = true;
   private digestCache: { value: string; at: number } | undefined;
   /** Manifests whose install failed: retried with a growing delay, not every maintenance round. */
-  private readonly failures = new Map<string, { count: number; retryAt: number }>();
+  private readonly failures = new Map<string, { count: number; retryAt: number; error: string }>();
   private readonly chunkWatchers = new Map<string, Set<() => void>>();
   private tombstones: Tombstone[] = [];
   private timers: NodeJS.Timeout[] = [];
   private chunkServer!: ChunkServer;
   private stopping = false;
+  /** What the last state message said about downloads, failures and skips (see fleet-state.ts). */
+  private lastProgressSig = '';
   corruptChunksReceived = 0;
 
   private constructor(readonly node: P2PNode, private readonly opts: SwarmOptions) {
@@ -219,7 +224,7 @@ export class Swarm implements DownloadHost {
     try {
       await this.node.services.pubsub.publish(ANNOUNCE_TOPIC, Buffer.from(JSON.stringify(msg)));
     } catch (err) {
-      log(`could not send an announcement: ${(err as Error).message}`);
+      log.warn('announce_failed', { error: errorText(err) });
     }
   }
 
@@ -236,7 +241,9 @@ export class Swarm implements DownloadHost {
   async announceState(): Promise<void> {
     if (this.stopping) return;
     const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId).slice(0, MAX_INSTALLED_IDS);
-    await this.publishGossip({ t: 'state', host: this.peerId, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch() });
+    const progress = this.localProgress();
+    this.lastProgressSig = progressSignature(progress);
+    await this.publishGossip({ t: 'state', host: this.peerId, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), ...progress });
   }
 
   /** A validated `published` or `removed` announcement (state is handled inline, see init). */
@@ -315,7 +322,7 @@ export class Swarm implements DownloadHost {
         await this.applyRemoval(verifyRemoval(r, this.trusted()), false);
       } catch (err) {
         this.refused.add(key);
-        log(`ignoring a removal from ${peer.toString()}: ${(err as Error).message}`);
+        log.warn('removal_ignored', { peer: peer.toString(), error: errorText(err) });
       }
     }
     let asked = 0;
@@ -326,7 +333,7 @@ export class Swarm implements DownloadHost {
       if (e.publisher !== undefined && !isTrustedKey(e.publisher, this.trusted())) {
         if (!this.untrustedLogged.has(e.id)) {
           this.untrustedLogged.add(e.id);
-          log(`ignoring manifest ${e.id} (${printable(e.name)}@${printable(e.version)}) listed by ${peer.toString()}: it is signed by ${printable(e.publisher, 80)}, which is not a trusted publisher`);
+          log.warn('manifest_untrusted', { manifestId: e.id, name: printable(e.name), version: printable(e.version), peer: peer.toString(), publisher: printable(e.publisher, 80), hint: 'add the key with --trust if this publisher is yours' });
         }
         continue;
       }
@@ -401,8 +408,10 @@ export class Swarm implements DownloadHost {
       if (peers.length > 0 && (await this.syncWith(peers[Math.floor(Math.random() * peers.length)], true))) changed = true;
       for (const sm of await this.store.index.listManifests()) void this.consider(sm);
       if (this.downloads.size > 0) changed = true;
+      // Download progress (in PROGRESS_STEP steps), failures and skips reach the fleet's dashboards.
+      if (progressSignature(this.localProgress()) !== this.lastProgressSig) await this.announceState();
     } catch (err) {
-      log(`maintenance round failed: ${(err as Error).message}`);
+      log.warn('maintenance_failed', { error: errorText(err) });
     } finally {
       this.maintaining = false;
       this.maintenanceDelay = changed || this.eventful ? MAINTENANCE_MIN_MS : Math.min(MAINTENANCE_MAX_MS, this.maintenanceDelay * 2);
@@ -410,6 +419,14 @@ export class Swarm implements DownloadHost {
       const retryIn = Math.min(...[...this.failures.values()].map((f) => f.retryAt - Date.now()), Infinity);
       this.scheduleMaintenance(Math.max(1000, Math.min(this.maintenanceDelay, retryIn)));
     }
+  }
+
+  private localProgress(): HostProgress {
+    const downloads = [...this.downloads.values()].map((d) => {
+      const st = d.status();
+      return { id: st.manifestId, bytesHave: st.bytesHave, bytesTotal: st.bytesTotal };
+    });
+    return localProgress(downloads, this.failures, this.skipped.keys(), os.hostname());
   }
 
   /**
@@ -491,7 +508,8 @@ export class Swarm implements DownloadHost {
         this.refused.add(id);
         if (!this.untrustedLogged.has(id)) {
           this.untrustedLogged.add(id);
-          log(`ignoring manifest ${id} from ${peer.toString()}: ${(err as Error).message}`);
+          log.warn('manifest_ignored', { manifestId: id, peer: peer.toString(), error: errorText(err),
+            hint: 'if this host should install it, add its publisher key to trust in the config and restart' });
         }
         return;
       }
@@ -501,7 +519,7 @@ export class Swarm implements DownloadHost {
       await this.store.index.putManifest(sm);
       this.digestCache = undefined;
       this.nudge();
-      log(`learned ${name}@${version} (${id}) from ${peer.toString()}`);
+      log.info('learned', { name, version, manifestId: id, peer: peer.toString() });
       void this.consider(sm); // runs the whole download: do not hold up the caller
       return;
     }
@@ -517,7 +535,7 @@ export class Swarm implements DownloadHost {
       if (!this.skipped.has(sm.id)) {
         const reason = `requires ${sm.manifest.runtime.architectures?.join(' or ')}, this machine is ${machineArch()}`;
         this.skipped.set(sm.id, reason);
-        log(`skipping ${name}@${version}: ${reason}`);
+        log.info('skipped', { name, version, manifestId: sm.id, reason });
       }
       return;
     }
@@ -533,9 +551,10 @@ export class Swarm implements DownloadHost {
     if (this.downloads.has(sm.id) || this.stopping) return;
     // The install runs alongside the download and takes each chunk as it arrives (one pass from wire to tree).
     const feed = new LiveChunkSource(this.store.chunks, refs, (i) => have[i]!);
+    metrics.manifestLearned(sm.id);
     const d = new Download(this, sm, have, feed);
     this.downloads.set(sm.id, d);
-    log(`downloading ${name}@${version} (${refs.length} chunks, ${d.resumedChunks} already here)`);
+    log.info('download_started', { name, version, manifestId: sm.id, chunks: refs.length, resumedChunks: d.resumedChunks });
     try {
       let installError: unknown = null;
       const installing = installManifest(this.opts.install, sm, {
@@ -557,8 +576,10 @@ export class Swarm implements DownloadHost {
       if (installError !== null) throw installError;
       this.failures.delete(sm.id);
       if (record) {
+        metrics.installFinished(sm.id, 'installed');
         const st = d.status();
-        log(`installed ${name}@${version} at ${record.path}: fetched ${st.fetchedChunks} chunks from ${st.sources.length} peers`);
+        log.info('installed', { name, version, manifestId: sm.id, path: record.path, chunks: st.fetchedChunks, bytes: st.fetchedBytes,
+          peers: st.sources.length, ms: Date.now() - d.startedAt });
         await this.announceState();
       }
     } catch (err) {
@@ -569,8 +590,10 @@ export class Swarm implements DownloadHost {
       if (!this.stopping) {
         const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
         const delayMs = Math.min(10 * 60_000, 5_000 * 2 ** (count - 1));
-        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs });
-        log(`could not install ${name}@${version}: ${(err as Error).message}; retrying in ${Math.round(delayMs / 1000)} s`);
+        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs, error: errorText(err) });
+        metrics.installFinished(sm.id, 'failed');
+        log.error('install_failed', { name, version, manifestId: sm.id, error: errorText(err), retryInS: Math.round(delayMs / 1000),
+          hint: `retried automatically; if it keeps failing, check free space and permissions of ${this.opts.install.runtimes.root} and the data dir` });
       }
     } finally {
       this.downloads.delete(sm.id);
@@ -650,7 +673,7 @@ export class Swarm implements DownloadHost {
   /** A peer sent bytes that do not hash to the chunk id: drop it and avoid it for a while. */
   peerSentCorrupt(peer: string, err: Error): void {
     this.corruptChunksReceived++;
-    if ((this.banned.get(peer) ?? 0) < Date.now()) log(`peer ${peer} sent a corrupt chunk (${err.message}); dropping and avoiding it`);
+    if ((this.banned.get(peer) ?? 0) < Date.now()) log.warn('corrupt_chunk', { peer, error: err.message, hint: 'the peer sent a corrupt chunk; it is dropped and avoided for 10 min: check that host\'s disk and memory' });
     this.banned.set(peer, Date.now() + BAN_MS);
     for (const d of this.downloads.values()) d.ban(peer);
     this.clients.get(peer)?.close().catch(() => {});
@@ -742,7 +765,7 @@ export class Swarm implements DownloadHost {
       return { out, freedBytes };
     });
     const removed = done.out;
-    if (removed.length) log(`removed ${removed.map((x) => `${x.name}@${x.version}`).join(', ')} (${fromGossip ? 'removal from the fleet' : 'removal'} of ${label(r)})`);
+    if (removed.length) log.info('removed', { runtimes: removed.map((x) => `${x.name}@${x.version}`), removal: label(r), fromFleet: fromGossip });
     if (removed.length && fromGossip) await this.announceState();
     return done;
   }
@@ -761,13 +784,17 @@ export class Swarm implements DownloadHost {
       banned: (this.banned.get(c.remotePeer.toString()) ?? 0) > now,
     }));
     const installedHere = new Set((await this.store.index.listInstalls()).map((r) => r.manifestId));
+    const selfProgress = this.localProgress();
+    const progressOf = (): [string, HostProgress | undefined][] =>
+      [[this.peerId, selfProgress], ...[...this.fleet.entries()].map(([p, h]) => [p, h.progress] as [string, HostProgress | undefined])];
     const fleet = (await this.store.index.listManifests()).map((sm) => {
       const hosts = [...this.fleet.entries()].filter(([, h]) => h.installed.has(sm.id)).map(([p]) => p);
       if (installedHere.has(sm.id)) hosts.unshift(this.peerId);
       return {
         name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, manifestId: sm.id,
         publisher: sm.manifest.publisher, createdAt: sm.manifest.createdAt, installedHere: installedHere.has(sm.id),
-        skippedHere: this.skipped.get(sm.id) ?? null, hosts,
+        architectures: sm.manifest.runtime.architectures ?? null,
+        skippedHere: this.skipped.get(sm.id) ?? null, hosts, ...manifestProgress(sm.id, progressOf()),
       };
     });
     const uploads = this.chunkServer.stats();
@@ -782,6 +809,12 @@ export class Swarm implements DownloadHost {
       corruptChunksReceived: this.corruptChunksReceived,
       fleetHostsSeen: this.fleet.size + 1,
       gossip: { rejected: this.gossipRejected.count, dropped: this.gossipWork.dropped + this.manifestFetches.dropped },
+      hosts: [
+        { peerId: this.peerId, hostname: selfProgress.hostname, zone: this.zone, arch: machineArch(), seenAt: new Date(now).toISOString(), self: true },
+        ...[...this.fleet.entries()].map(([peerId, h]) => ({
+          peerId, hostname: h.progress?.hostname ?? null, zone: h.zone, arch: h.arch, seenAt: new Date(h.seenAt).toISOString(), self: false,
+        })),
+      ],
     };
   }
 }
