@@ -36,7 +36,7 @@ test('a publisher whose clock runs 2 hours ahead: its manifests and removals are
   t.true((await skewed.json(['remove', 'good'])).signed);
 
   await waitFor('b refuses the future manifest, naming the skew', async () =>
-    new RegExp(`ignoring manifest ${pub.manifestId} .*\\(future@1\\.0\\.0\\) is dated \\S+, 2 hours ahead of this host's clock`).test(b.logs()));
+    new RegExp(`manifest_ignored manifestId=${pub.manifestId} .*\\(future@1\\.0\\.0\\) is dated \\S+, 2 hours ahead of this host's clock`).test(b.logs()));
   await waitFor('b refuses the future removal, naming the skew', async () =>
     /removal of good is dated \S+, 2 hours ahead of this host's clock/.test(b.logs()));
   t.deepEqual(await names(b), ['good@1.0.0'], 'b keeps good and never installs future');
@@ -68,7 +68,7 @@ test('init --join makes no publisher key; remove there and on a host with an unt
   await fs.writeFile(strayKey, stray.privatePem, { mode: 0o600 });
   const c = await startAgent(t, path.join(root, 'c'), ['--publisher-key', strayKey], { initArgs: joinArgs });
   t.is((await c.json(['status'])).publisher, stray.publicKey);
-  t.regex(c.logs(), new RegExp(`publisher key ${stray.publicKey} is not in this agent's trust list`));
+  t.regex(c.logs(), new RegExp(`publisher_untrusted publisher=${stray.publicKey} `));
 
   for (const v of ['1.0.0', '2.0.0']) {
     const src = path.join(root, `pkg-${v}`);

@@ -32,7 +32,7 @@ test('publish warns about what joblet treats differently, in text, --json and th
     'runtime.yml has no "mounts": joblet then mounts the whole runtime directory as the job\'s root filesystem',
   ];
   t.deepEqual(text.stderr.trim().split('\n'), expected.map((w) => `joblet-agent: warning: ${w}`));
-  for (const w of expected) t.true(a.logs().includes(`publish loose@1.0: warning: ${w}`), w);
+  for (const w of expected) t.true(a.logs().includes(`publish_warning name=loose version=1.0 warning=${JSON.stringify(w)}`), w);
   const installed = path.join(a.runtimesDir, 'loose', '1.0');
   t.is(await fs.readFile(path.join(installed, 'runtime.yml'), 'utf8'), await fs.readFile(path.join(loose, 'runtime.yml'), 'utf8'),
     'runtime.yml is installed as written, not rewritten');
