@@ -198,3 +198,20 @@ test('a rebuild with every mtime changed shares its content chunks; one changed 
   t.log(`one file changed: ${newContent} new content chunks, ${v3.created.length} new chunks in all`);
   t.true(newContent <= 2, `${newContent} new content chunks`);
 });
+
+test('a tree left in place without its install record (a kill between the rename and the record) is replaced on the retry', async (t) => {
+  const { src, pubStore, store, sm, ctx, runtimes } = await fixture(t);
+  for (const ref of manifestChunks(sm.manifest)) {
+    const stored = await pubStore.chunks.getStored(ref.id);
+    await store.chunks.receive(ref.id, stored.codec, Buffer.from(stored.data), stored.size);
+  }
+  const first = await installManifest(ctx, sm);
+  t.truthy(first);
+  // What the kill leaves: the renamed tree, no record; and someone's stray file inside it.
+  await store.index.deleteInstall('streamed', '1.0.0');
+  await fs.writeFile(path.join(runtimes.pathFor('streamed', '1.0.0'), 'stray'), 'x');
+  const again = await installManifest(ctx, sm);
+  t.is(again?.manifestId, sm.id);
+  t.deepEqual(await comparable(again!.path), await comparable(src));
+  t.is((await store.index.getInstall('streamed', '1.0.0'))?.manifestId, sm.id);
+});

@@ -52,6 +52,12 @@ export interface AgentHandle {
 }
 
 /** `init` a config in dir (once), then start the daemon and wait until its socket answers. */
+/** Agents still running: if the test worker dies before its teardowns run (an ava timeout), they die with it. */
+const liveAgents = new Set<import('node:child_process').ChildProcess>();
+process.on('exit', () => {
+  for (const p of liveAgents) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+});
+
 export async function startAgent(
   t: ExecutionContext,
   dir: string,
@@ -76,10 +82,8 @@ export async function startAgent(
   proc.stdout!.on('data', (d) => (logs += d));
   proc.stderr!.on('data', (d) => (logs += d));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  // If the test worker dies before its teardown runs (an ava timeout), the agent must not outlive it.
-  const killOnExit = () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); };
-  process.on('exit', killOnExit);
-  void exited.then(() => process.off('exit', killOnExit));
+  liveAgents.add(proc);
+  void exited.then(() => liveAgents.delete(proc));
   const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);

@@ -5,6 +5,7 @@
 // The chunks come from a ChunkSource: during a download, as they arrive (one pass from wire to tree);
 // otherwise from the store.
 import { createHash } from 'node:crypto';
+import { lstat } from 'node:fs/promises';
 import { TreeWriter } from '../../runtime/extract.js';
 import type { RuntimesDir } from '../../runtime/install.js';
 import { decodeEntries } from '../../runtime/tree-entry.js';
@@ -69,7 +70,11 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
         await ctx.runtimes.discard(staging);
         return now;
       }
-      const installed = await ctx.runtimes.commit(staging, sm.manifest.runtime, { force: now.existing !== undefined });
+      // A tree in place without an install record is what a kill between the rename and the record leaves
+      // (or a copy put there by hand). The staged tree is fully verified, so it replaces that one: retrying an
+      // interrupted install must converge, never fail with "already installed" for ever.
+      const orphan = now.existing === undefined && (await pathExists(ctx.runtimes.pathFor(name, version)));
+      const installed = await ctx.runtimes.commit(staging, sm.manifest.runtime, { force: now.existing !== undefined || orphan });
       const record: InstallRecord = {
         name, version, manifestId: sm.id, path: installed,
         sizeBytes: await ctx.runtimes.treeSize(installed), installedAt: new Date().toISOString(),
@@ -161,6 +166,16 @@ async function extractInto(staging: string, sm: SignedManifest, source: ChunkSou
     await writer.finish();
   } catch (err) {
     await writer.abort();
+    throw err;
+  }
+}
+
+async function pathExists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
 }
