@@ -9,6 +9,7 @@ import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type Confi
 import { formatBytes, ProgressBar, shortId, table } from './format.js';
 import { log } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
+import { formatBinary, parseSize } from '../units.js';
 import { PackageError } from '../../runtime/types.js';
 import { generatePublisherKeys } from '../../store/manifest.js';
 import { generateFleetKey } from '../swarm/p2p-node.js';
@@ -20,7 +21,8 @@ commands:
   start   [--config FILE] [--data-dir DIR] [--runtimes-dir DIR] [--socket PATH]
           [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--fleet-key FILE]
           [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
-          [--owner USER:GROUP] [--max-package-bytes N]      run the agent in the foreground
+          [--owner USER:GROUP] [--max-package-bytes N]
+          [--max-upload-rate RATE] [--max-download-rate RATE]  run the agent in the foreground
   publish PKG [--force] [--json]     ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
   list    [--json]                   installed runtimes
   status  [--json] [--watch]         this agent, its store and its runtimes
@@ -46,6 +48,8 @@ const START_OPTIONS = {
   'no-mdns': { type: 'boolean' },
   owner: { type: 'string' },
   'max-package-bytes': { type: 'string' },
+  'max-upload-rate': { type: 'string' },
+  'max-download-rate': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 const CLIENT_OPTIONS = {
@@ -74,7 +78,16 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
     maxPackageBytes = Number(v['max-package-bytes']);
     if (!Number.isSafeInteger(maxPackageBytes) || maxPackageBytes <= 0) throw new UsageError('--max-package-bytes must be a positive integer');
   }
+  const rate = (flag: string): number | undefined => {
+    if (v[flag] === undefined) return undefined;
+    const bytes = parseSize(v[flag]);
+    if (bytes === null) throw new UsageError(`--${flag} must be bytes per second like 20MiB or 50MB, got "${String(v[flag])}"`);
+    return bytes;
+  };
+  const upload = rate('max-upload-rate');
+  const download = rate('max-download-rate');
   return {
+    bandwidth: upload === undefined && download === undefined ? undefined : { upload, download },
     dataDir: abs(v['data-dir']),
     runtimesDir: abs(v['runtimes-dir']),
     socket: abs(v.socket),
@@ -198,6 +211,12 @@ function short(peerId: string): string {
   return peerId.length > 16 ? `…${peerId.slice(-10)}` : peerId;
 }
 
+function renderBandwidth(b: Record<string, any>): string {
+  const one = (label: string, x: any) =>
+    `${label} ${formatBytes(x.rateBytesPerSecond)}/s (cap ${x.limitBytesPerSecond === null ? 'none' : `${formatBinary(x.limitBytesPerSecond)}/s`})`;
+  return `${one('up', b.upload)}, ${one('down', b.download)}`;
+}
+
 function renderStatus(s: Record<string, any>): string {
   const lines = [
     `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${s.zone}` : ''}, up ${s.uptimeSeconds}s)`,
@@ -206,6 +225,7 @@ function renderStatus(s: Record<string, any>): string {
     `runtimes   ${s.runtimesDir}`,
     `publisher  ${s.publisher ?? '(none: this agent cannot publish)'}`,
     `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
+    `bandwidth  ${renderBandwidth(s.bandwidth)}`,
     '',
     runtimesTable(s.runtimes),
   ];

@@ -18,6 +18,7 @@ import { fleetKeyFromFile, loadOrCreatePeerKey } from '../swarm/p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { Swarm } from '../swarm/swarm.js';
 import { AGENT_VERSION } from '../version.js';
+import { RateLimiter } from '../../protocol/rate-limit.js';
 
 
 export class Agent {
@@ -25,6 +26,9 @@ export class Agent {
   private swarm: Swarm | null = null;
   private readonly mutex = new Mutex();
   private readonly startedAt = Date.now();
+  /** Host-wide bandwidth caps; uncapped limiters still measure, for `status`. */
+  private readonly uploadLimit: RateLimiter;
+  private readonly downloadLimit: RateLimiter;
   private constructor(
     readonly config: AgentConfig,
     readonly store: Store,
@@ -32,7 +36,10 @@ export class Agent {
     private readonly publisherKey: KeyObject | null,
     private readonly owner: { uid: number; gid: number } | undefined,
     readonly peerId: string,
-  ) {}
+  ) {
+    this.uploadLimit = new RateLimiter(config.bandwidth.upload);
+    this.downloadLimit = new RateLimiter(config.bandwidth.download);
+  }
 
   static async start(config: AgentConfig): Promise<Agent> {
     for (const [what, dir, mode] of [['data dir', config.dataDir, 0o700], ['runtimes dir', config.runtimesDir, 0o755]] as const) {
@@ -77,7 +84,7 @@ export class Agent {
       peerKeyPath: path.join(c.dataDir, 'peer.key'), fleetKey, listen: c.listen, bootstrap: c.bootstrap, mdns: c.mdns,
       zone: c.zone, trust, publisherKey: this.publisherKey, maxUploads: c.maxUploads, store: this.store,
       install: { store: this.store, runtimes: this.runtimes, limits: this.limits(), owner: this.owner },
-      mutex: this.mutex, fault: testFault(),
+      mutex: this.mutex, fault: testFault(), uploadLimit: this.uploadLimit, downloadLimit: this.downloadLimit,
     });
     log(`joined the fleet as ${this.swarm.peerId} on ${this.swarm.addresses().join(' ') || '(no addresses)'}`);
   }
@@ -85,6 +92,8 @@ export class Agent {
   async stop(): Promise<void> {
     const swarm = this.swarm;
     this.swarm = null;
+    this.uploadLimit.close();
+    this.downloadLimit.close();
     if (swarm) await swarm.stop().catch((err) => log(`error while leaving the fleet: ${(err as Error).message}`));
     const server = this.server;
     this.server = null;
@@ -200,6 +209,7 @@ export class Agent {
       trust: this.config.trust,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       memory: memoryNow(),
+      bandwidth: { upload: this.uploadLimit.stats(), download: this.downloadLimit.stats() },
       store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length },
       runtimes,
     };

@@ -9,6 +9,7 @@ import type { Store } from '../../store/store.js';
 import { manifestChunks, verifySignedManifest } from '../../store/manifest.js';
 import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
 import { registerChunkServer, ChunkClient, type ChunkServer } from '../../protocol/chunk-exchange.js';
+import type { RateLimiter } from '../../protocol/rate-limit.js';
 import { serveCatalog, fetchListing, fetchManifest, type CatalogListing } from '../../protocol/catalog.js';
 import { serveHave } from '../../protocol/have.js';
 import { encodeHaveBits } from '../../protocol/messages.js';
@@ -41,6 +42,9 @@ export interface SwarmOptions {
   store: Store;
   install: InstallContext;
   mutex: Mutex;
+  /** Host-wide bandwidth caps (see rate-limit.ts), shared by every peer. */
+  uploadLimit?: RateLimiter;
+  downloadLimit?: RateLimiter;
   /** TEST ONLY, from JOBLET_AGENT_TEST_FAULT: serve corrupt chunks, or serve each chunk after a delay. */
   fault?: { corrupt?: boolean; delayMs?: number };
 }
@@ -94,6 +98,7 @@ export class Swarm implements DownloadHost {
     const fault = this.opts.fault;
     this.chunkServer = await registerChunkServer(this.node, this.store.chunks, {
       maxConcurrentUploads: this.opts.maxUploads,
+      uploadLimit: this.opts.uploadLimit,
       faultHook: fault && (fault.corrupt || fault.delayMs) ? async (_id, data) => {
         if (fault.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
         if (!fault.corrupt) return data;
@@ -420,7 +425,7 @@ export class Swarm implements DownloadHost {
   clientFor(peer: string): ChunkClient {
     let c = this.clients.get(peer);
     if (!c) {
-      c = new ChunkClient(this.node, peerIdFromString(peer), { maxInFlight: 4 });
+      c = new ChunkClient(this.node, peerIdFromString(peer), { maxInFlight: 4, downloadLimit: this.opts.downloadLimit });
       this.clients.set(peer, c);
     }
     return c;

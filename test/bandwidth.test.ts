@@ -1,0 +1,78 @@
+// Host-wide bandwidth caps with real agents on 127.0.0.1: the cap is the feature, so the measured rate over
+// the whole transfer is asserted; strict above the cap, generous below it (the machine may be loaded).
+import test from 'ava';
+import path from 'node:path';
+import { tmpDir, startFleet, waitFor, type AgentHandle } from './helpers/agent.js';
+import { makeRuntimeTree } from './helpers/fixtures.js';
+import { parseDuration, parseSize } from '../src/agent/units.js';
+
+const MiB = 1024 * 1024;
+const CAP = 4 * MiB;
+const PACKAGE = 24 * MiB;
+
+async function finished(a: AgentHandle, name: string) {
+  const s = await a.json(['status']);
+  const list = await a.json(['list']);
+  if (!list.some((r: any) => r.name === name)) return null;
+  return s.swarm.recentTransfers.find((tr: any) => tr.name === name) ?? null;
+}
+
+function secondsOf(tr: { startedAt: string; finishedAt: string }): number {
+  return (Date.parse(tr.finishedAt) - Date.parse(tr.startedAt)) / 1000;
+}
+
+test('sizes and durations parse the way operators write them', (t) => {
+  t.is(parseSize('20MiB'), 20 * MiB);
+  t.is(parseSize('50MB'), 50_000_000);
+  t.is(parseSize('400 mib'), 400 * MiB);
+  t.is(parseSize('1.5GiB'), 1.5 * 1024 * MiB);
+  t.is(parseSize(4096), 4096);
+  t.is(parseSize('4096'), 4096);
+  for (const bad of ['', 'MiB', '-1MiB', '0', '12 parsecs', '1e9', 0, -5, 1.5]) t.is(parseSize(bad), null, String(bad));
+  t.is(parseDuration('30s'), 30_000);
+  t.is(parseDuration('5m'), 300_000);
+  t.is(parseDuration('1m30s'), 90_000);
+  t.is(parseDuration('250ms'), 250);
+  t.is(parseDuration('45'), 45_000);
+  for (const bad of ['', 's', '5 minutes', '1x', '0s']) t.is(parseDuration(bad), null, bad);
+});
+
+test.serial('a download cap holds the receiving host near the cap, and status shows it', async (t) => {
+  const root = await tmpDir(t);
+  const [a, b] = await startFleet(t, root, 2, { extra: (i) => (i === 1 ? ['--max-download-rate', '4MiB'] : []) });
+  const src = path.join(root, 'capdown');
+  await makeRuntimeTree(src, { name: 'capdown', version: '1.0.0', bulkBytes: PACKAGE });
+  await a.json(['publish', src]);
+  const tr = await waitFor('b installs under its download cap', () => finished(b, 'capdown'), 180_000, 500);
+  const rate = tr.fetchedBytes / secondsOf(tr);
+  t.log(`download cap ${CAP} B/s: fetched ${tr.fetchedBytes} B in ${secondsOf(tr).toFixed(2)} s = ${(rate / MiB).toFixed(2)} MiB/s`);
+  t.true(tr.fetchedBytes >= PACKAGE);
+  t.true(rate <= CAP * 1.15, `rate ${rate} is over the cap`);
+  t.true(rate >= CAP * 0.5, `rate ${rate} is far under the cap`);
+  const s = await b.json(['status']);
+  t.is(s.bandwidth.download.limitBytesPerSecond, CAP);
+  t.is(s.bandwidth.upload.limitBytesPerSecond, null);
+  t.true(s.bandwidth.download.bytesTotal >= PACKAGE);
+  const human = await b.run(['status']);
+  t.regex(human.stdout, /bandwidth .*cap 4 MiB\/s/);
+});
+
+test.serial('an upload cap is host-wide: two downloaders together get no more than the cap from the publisher', async (t) => {
+  const root = await tmpDir(t);
+  const [a, b, c] = await startFleet(t, root, 3, { extra: (i) => (i === 0 ? ['--max-upload-rate', '4MiB'] : []) });
+  const src = path.join(root, 'capup');
+  await makeRuntimeTree(src, { name: 'capup', version: '1.0.0', bulkBytes: PACKAGE });
+  await a.json(['publish', src]);
+  const done = await Promise.all([b, c].map((x) => waitFor(`${x.dir} installs`, () => finished(x, 'capup'), 180_000, 500)));
+  const start = Math.min(...done.map((tr) => Date.parse(tr.startedAt)));
+  const end = Math.max(...done.map((tr) => Date.parse(tr.finishedAt)));
+  const s = await a.json(['status']);
+  const served = s.swarm.uploads.bytesServed;
+  const rate = served / ((end - start) / 1000);
+  t.log(`upload cap ${CAP} B/s: the publisher served ${served} B in ${((end - start) / 1000).toFixed(2)} s = ${(rate / MiB).toFixed(2)} MiB/s`);
+  t.true(served >= PACKAGE, 'every chunk left the publisher at least once');
+  t.true(rate <= CAP * 1.15, `rate ${rate} is over the cap`);
+  t.true(rate >= CAP * 0.5, `rate ${rate} is far under the cap`);
+  t.is(s.bandwidth.upload.limitBytesPerSecond, CAP);
+  t.true(s.bandwidth.upload.bytesTotal >= PACKAGE);
+});
