@@ -10,6 +10,7 @@ import { formatBytes, ProgressBar, shortId, table } from './format.js';
 import { log } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
 import { formatBinary, parseSize } from '../units.js';
+import { runInfo, runWait, splitSpec, waitArgs, WAIT_OPTIONS } from './operate.js';
 import { PackageError } from '../../runtime/types.js';
 import { generatePublisherKeys } from '../../store/manifest.js';
 import { generateFleetKey } from '../swarm/p2p-node.js';
@@ -23,7 +24,14 @@ commands:
           [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
           [--owner USER:GROUP] [--max-package-bytes N]
           [--max-upload-rate RATE] [--max-download-rate RATE]  run the agent in the foreground
-  publish PKG [--force] [--json]     ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
+  publish PKG [--force] [--no-install] [--json]
+          [--wait [--hosts N | --percent P] [--timeout DUR]]
+                                     ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
+                                     (not with --no-install: a build host that only serves it); with --wait,
+                                     return once the hosts that should install it have (exit 1 at the timeout)
+  wait    NAME@VERSION [--hosts N | --percent P] [--timeout DUR] [--json]
+                                     the same wait for an earlier publish (default: all such hosts, 10m)
+  info    NAME[@VERSION] [--json]    a runtime's metadata, size, manifest, and which hosts have it
   list    [--json]                   installed runtimes
   status  [--json] [--watch]         this agent, its store and its runtimes
   remove  NAME[@VERSION] [--json]    uninstall a runtime
@@ -168,8 +176,12 @@ async function cmdInit(argv: string[]): Promise<void> {
 }
 
 async function cmdPublish(argv: string[]): Promise<void> {
-  const { values, positionals } = parse(argv, { ...CLIENT_OPTIONS, force: { type: 'boolean' } }, 1);
+  const { values, positionals } = parse(argv, {
+    ...CLIENT_OPTIONS, ...WAIT_OPTIONS, force: { type: 'boolean' }, 'no-install': { type: 'boolean' }, wait: { type: 'boolean' },
+  }, 1);
   if (positionals.length !== 1) throw new UsageError('publish needs exactly one package path');
+  const waiting = waitArgs(values, (m) => new UsageError(m));
+  if (!values.wait && Object.keys(waiting).length) throw new UsageError('--hosts, --percent and --timeout go with --wait');
   const pkg = path.resolve(positionals[0]);
   // Checked here too so that a typo gets an answer without a daemon round trip.
   if (!(await fs.stat(pkg).then(() => true, () => false))) throw new UserError(`package ${pkg} does not exist`);
@@ -177,20 +189,42 @@ async function cmdPublish(argv: string[]): Promise<void> {
   const bar = process.stderr.isTTY && !values.json ? new ProgressBar(process.stderr, 'publishing') : null;
   let result: Record<string, unknown>;
   try {
-    result = (await callDaemon(socket, { cmd: 'publish', args: { path: pkg, force: values.force === true } }, (p) => {
+    const args = { path: pkg, force: values.force === true, noInstall: values['no-install'] === true };
+    result = (await callDaemon(socket, { cmd: 'publish', args }, (p) => {
       bar?.update(Number(p.read), Number(p.total));
     })) as Record<string, unknown>;
   } finally {
     bar?.finish();
   }
-  if (values.json) {
-    console.log(JSON.stringify(result, null, 2));
-    return;
+  if (!values.json) {
+    console.log(`${result.unchanged ? 'unchanged' : 'published'} ${result.name}@${result.version}`);
+    console.log(`manifest  ${result.manifestId}`);
+    console.log(`path      ${result.path ?? (result.noInstall ? '(not installed here: --no-install)' : '(not installed here: this machine\'s architecture is excluded)')}`);
+    console.log(`chunks    ${result.chunks} (${result.newChunks} new, ${formatBytes(Number(result.storedNewBytes))} stored)`);
   }
-  console.log(`${result.unchanged ? 'unchanged' : 'published'} ${result.name}@${result.version}`);
-  console.log(`manifest  ${result.manifestId}`);
-  console.log(`path      ${result.path ?? '(not installed here: this machine\'s architecture is excluded)'}`);
-  console.log(`chunks    ${result.chunks} (${result.newChunks} new, ${formatBytes(Number(result.storedNewBytes))} stored)`);
+  if (values.wait) {
+    const wait = await runWait(socket, { manifestId: result.manifestId }, waiting, values.json === true);
+    if (values.json) console.log(JSON.stringify({ ...result, wait }, null, 2));
+  } else if (values.json) {
+    console.log(JSON.stringify(result, null, 2));
+  }
+}
+
+async function cmdWait(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, { ...CLIENT_OPTIONS, ...WAIT_OPTIONS }, 1);
+  if (positionals.length !== 1) throw new UsageError('wait needs NAME@VERSION');
+  const { name, version } = splitSpec(positionals[0], (m) => new UsageError(m));
+  if (version === undefined) throw new UsageError(`wait needs NAME@VERSION, got "${positionals[0]}"`);
+  const args = waitArgs(values, (m) => new UsageError(m));
+  const res = await runWait(await clientSocket(values.socket, values.config), { name, version }, args, values.json === true);
+  if (values.json) console.log(JSON.stringify(res, null, 2));
+}
+
+async function cmdInfo(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, CLIENT_OPTIONS, 1);
+  if (positionals.length !== 1) throw new UsageError('info needs NAME or NAME@VERSION');
+  const { name, version } = splitSpec(positionals[0], (m) => new UsageError(m));
+  await runInfo(await clientSocket(values.socket, values.config), name, version, values.json === true);
 }
 
 interface InstallRow { name: string; version: string; manifestId: string; path: string; sizeBytes: number; installedAt: string }
@@ -308,6 +342,7 @@ async function cmdVerify(argv: string[]): Promise<void> {
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   init: cmdInit, start: cmdStart, publish: cmdPublish, list: cmdList, status: cmdStatus, remove: cmdRemove, verify: cmdVerify,
+  wait: cmdWait, info: cmdInfo,
 };
 
 async function main(argv: string[]): Promise<number> {

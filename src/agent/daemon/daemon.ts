@@ -4,7 +4,6 @@ import path from 'node:path';
 import type net from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { RuntimesDir, parseOwner } from '../../runtime/install.js';
-import { machineArch } from '../../runtime/runtime-yml.js';
 import { DEFAULT_LIMITS } from '../../runtime/types.js';
 import { Store } from '../../store/store.js';
 import { loadPrivateKey, manifestChunks, publicKeyOf } from '../../store/manifest.js';
@@ -19,6 +18,10 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { Swarm } from '../swarm/swarm.js';
 import { AGENT_VERSION } from '../version.js';
 import { RateLimiter } from '../../protocol/rate-limit.js';
+import { aloneView, waitForRollout, waitRequest } from './wait.js';
+import { pickManifest, runtimeInfo } from './info.js';
+import { machineArch } from '../../runtime/runtime-yml.js';
+import type { FleetHostView } from '../swarm/swarm.js';
 
 
 export class Agent {
@@ -110,7 +113,11 @@ export class Agent {
     const args = req.args ?? {};
     switch (req.cmd) {
       case 'publish':
-        return this.publish(String(args.path ?? ''), args.force === true, progress);
+        return this.publish(String(args.path ?? ''), args.force === true, progress, args.noInstall === true);
+      case 'wait':
+        return this.waitFor(args, progress);
+      case 'info':
+        return this.info(String(args.name ?? ''), typeof args.version === 'string' ? args.version : undefined);
       case 'list':
         return this.store.index.listInstalls();
       case 'status':
@@ -124,7 +131,7 @@ export class Agent {
     }
   }
 
-  private async publish(pkg: string, force: boolean, progress: (p: Record<string, unknown>) => void) {
+  private async publish(pkg: string, force: boolean, progress: (p: Record<string, unknown>) => void, noInstall = false) {
     if (!this.publisherKey) {
       throw new UserError('this agent has no publisher key; set publisherKey in its config or start it with --publisher-key FILE');
     }
@@ -137,6 +144,7 @@ export class Agent {
         pkg,
         {
           force,
+          noInstall,
           onProgress: (read, total) => {
             const now = Date.now();
             if (now - last >= 100 || read === total) { last = now; progress({ read, total }); }
@@ -150,6 +158,24 @@ export class Agent {
       if (!result.unchanged) void this.swarm?.announcePublished(signed);
       return rest;
     });
+  }
+
+  /** The fleet as seen from here; alone (no fleet key), just this host. */
+  private fleetView(): Promise<FleetHostView[]> {
+    return this.swarm ? this.swarm.fleetHosts() : aloneView(this.store, this.peerId, this.config.zone);
+  }
+
+  private async waitFor(args: Record<string, unknown>, progress: (p: Record<string, unknown>) => void) {
+    const { sm, goal, timeoutMs } = waitRequest(await this.store.index.listManifests(), args);
+    return waitForRollout(sm, () => this.fleetView(), goal, timeoutMs, progress);
+  }
+
+  private async info(name: string, version: string | undefined) {
+    if (!name) throw new UserError('info needs NAME or NAME@VERSION');
+    const all = await this.store.index.listManifests();
+    const sm = pickManifest(all, name, version);
+    const install = await this.store.index.getInstall(sm.manifest.runtime.name, sm.manifest.runtime.version);
+    return runtimeInfo(sm, all, await this.fleetView(), install);
   }
 
   private async remove(name: string, version: string | undefined) {

@@ -12,6 +12,7 @@ import type { Store } from '../../store/store.js';
 import { ingestTar } from '../../store/ingest.js';
 import { buildManifest, publicKeyOf, signManifest } from '../../store/manifest.js';
 import type { ChunkRef, InstallRecord, SignedManifest } from '../../store/types.js';
+import { markNotForThisHost, unmarkNotForThisHost } from '../install/no-install.js';
 
 export interface PublishContext {
   store: Store;
@@ -25,8 +26,10 @@ export interface PublishResult {
   name: string;
   version: string;
   manifestId: string;
-  /** Where it is installed here, or null when this machine's architecture is excluded. */
+  /** Where it is installed here, or null when this machine's architecture is excluded or with --no-install. */
   path: string | null;
+  /** Published with --no-install: kept and served here, never installed here. */
+  noInstall: boolean;
   /** True when the same content was already installed under this name and version. */
   unchanged: boolean;
   chunks: number;
@@ -38,10 +41,17 @@ export interface PublishResult {
 
 const PIPE_BUFFER = 1024 * 1024;
 
+export interface PublishOptions {
+  force?: boolean;
+  /** A build host: ingest, sign and serve, but do not extract or install here. */
+  noInstall?: boolean;
+  onProgress?: (read: number, total: number) => void;
+}
+
 export async function publishPackage(
   ctx: PublishContext,
   pkg: string,
-  opts: { force?: boolean; onProgress?: (read: number, total: number) => void },
+  opts: PublishOptions,
 ): Promise<PublishResult> {
   try {
     return await publishOnce(ctx, pkg, 'auto', opts);
@@ -56,31 +66,34 @@ async function publishOnce(
   ctx: PublishContext,
   pkg: string,
   strip: 'auto' | 'none',
-  opts: { force?: boolean; onProgress?: (read: number, total: number) => void },
+  opts: PublishOptions,
 ): Promise<PublishResult> {
-  const staging = await ctx.runtimes.createStaging();
+  // With --no-install there is nothing to extract: the canonical stream only feeds the chunk store (the
+  // safety rules still run, in the canonical writer).
+  const staging = opts.noInstall ? null : await ctx.runtimes.createStaging();
+  const discard = async () => { if (staging !== null) await ctx.runtimes.discard(staging); };
   const created: string[] = [];
   let committed = false;
   try {
     const { stream, done } = openCanonicalTar(pkg, { limits: ctx.limits, strip, onProgress: opts.onProgress });
     const [ingested, , info] = await runBoth(stream, done, (s) =>
       ingestTar(s, ctx.store.chunks, { onChunk: (ref, isNew) => { if (isNew) created.push(ref.id); } }),
-    (s) => extractTar(s, staging, { limits: ctx.limits, owner: ctx.owner }));
+    (s): Promise<unknown> => (staging === null ? drain(s) : extractTar(s, staging, { limits: ctx.limits, owner: ctx.owner })));
 
     const meta = info.meta;
     const manifest = buildManifest(meta, { size: ingested.size, sha256: ingested.sha256 }, ingested.chunks, publicKeyOf(ctx.publisherKey));
     const signed = signManifest(manifest, ctx.publisherKey);
     const base = {
       name: meta.name, version: meta.version, chunks: ingested.chunks.length, newChunks: created.length,
-      tarBytes: ingested.size, storedNewBytes: storedBytesOf(ingested.chunks, created),
+      tarBytes: ingested.size, storedNewBytes: storedBytesOf(ingested.chunks, created), noInstall: opts.noInstall === true,
     };
 
     const existing = await ctx.store.index.getInstall(meta.name, meta.version);
     if (existing) {
       const old = await ctx.store.index.getManifest(existing.manifestId);
       if (old && old.manifest.tar.sha256 === ingested.sha256) {
-        await ctx.runtimes.discard(staging);
-        return { ...base, manifestId: old.id, path: existing.path, unchanged: true, signed: old };
+        await discard();
+        return { ...base, manifestId: old.id, path: existing.path, unchanged: true, signed: old, noInstall: false };
       }
       if (!opts.force) {
         throw new PackageError(`${meta.name}@${meta.version} is already installed with different content (manifest ${existing.manifestId}); publish with --force to replace it`);
@@ -88,9 +101,16 @@ async function publishOnce(
     }
 
     await ctx.store.index.putManifest(signed);
+    if (staging === null) {
+      // Marked before anything announces it, so the swarm never starts a download of it here.
+      await markNotForThisHost(ctx.store.index, signed.id);
+      committed = true;
+      return { ...base, manifestId: signed.id, path: null, unchanged: false, signed };
+    }
+    await unmarkNotForThisHost(ctx.store.index, signed.id);
     if (!archAllowed(meta)) {
       // Stored and signed for the fleet, but this host's architecture is excluded.
-      await ctx.runtimes.discard(staging);
+      await discard();
       committed = true;
       return { ...base, manifestId: signed.id, path: null, unchanged: false, signed };
     }
@@ -105,11 +125,20 @@ async function publishOnce(
     return { ...base, manifestId: signed.id, path: installedPath, unchanged: false, signed };
   } catch (err) {
     if (!committed) {
-      await ctx.runtimes.discard(staging).catch(() => {});
+      await discard().catch(() => {});
       for (const id of created) await ctx.store.chunks.delete(id).catch(() => {});
     }
     throw err;
   }
+}
+
+/** Read a stream to its end, for a consumer that needs nothing from it. */
+function drain(s: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    s.on('end', resolve);
+    s.on('error', reject);
+    s.resume();
+  });
 }
 
 function storedBytesOf(chunks: ChunkRef[], ids: string[]): number {

@@ -4,7 +4,7 @@ import type { KeyObject } from 'node:crypto';
 import type { PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
-import { archAllowed, machineArch } from '../../runtime/runtime-yml.js';
+import { machineArch } from '../../runtime/runtime-yml.js';
 import type { Store } from '../../store/store.js';
 import { manifestChunks, verifySignedManifest } from '../../store/manifest.js';
 import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
@@ -17,6 +17,8 @@ import { removalCovers, verifyRemoval, label, signRemoval, type SignedRemoval, t
 import { createP2PNode, type P2PNode } from './p2p-node.js';
 import { Download, type DownloadHost } from './download.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
+import { localSkipReason, unmarkNotForThisHost } from '../install/no-install.js';
+import { decodeNotes, encodeNotes } from '../../protocol/host-notes.js';
 import type { Mutex } from '../mutex.js';
 import { log } from '../log.js';
 import { UserError } from '../errors.js';
@@ -52,7 +54,24 @@ export interface SwarmOptions {
 /** A removal kept as a tombstone; `signature` is null for a local-only removal on a non-publisher. */
 interface Tombstone { removal: Removal; signature: string | null }
 
-interface FleetHost { installed: string[]; zone: string | null; arch: string; seenAt: number }
+interface FleetHost {
+  installed: string[]; zone: string | null; arch: string; seenAt: number;
+  /** Manifest id -> why the host failed to install it / why it skips it, as the host announced. */
+  failed: Map<string, string>; skipped: Map<string, string>;
+}
+
+/** One host of the fleet as this agent sees it (itself included), for `wait` and `info`. */
+export interface FleetHostView {
+  peerId: string;
+  self: boolean;
+  arch: string;
+  zone: string | null;
+  /** When this agent last heard from the host (ms since the epoch; now for itself). */
+  seenAt: number;
+  installed: string[];
+  failed: Map<string, string>;
+  skipped: Map<string, string>;
+}
 
 export class Swarm implements DownloadHost {
   readonly store: Store;
@@ -66,7 +85,8 @@ export class Swarm implements DownloadHost {
   private readonly skipped = new Map<string, string>();
   private readonly untrustedLogged = new Set<string>();
   /** Manifests whose install failed: retried with a growing delay, not every maintenance round. */
-  private readonly failures = new Map<string, { count: number; retryAt: number }>();
+  private readonly failures = new Map<string, { count: number; retryAt: number; error: string }>();
+  private stateTimer: NodeJS.Timeout | null = null;
   private readonly chunkWatchers = new Map<string, Set<() => void>>();
   private tombstones: Tombstone[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -137,6 +157,7 @@ export class Swarm implements DownloadHost {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
+    if (this.stateTimer) clearTimeout(this.stateTimer);
     for (const d of this.downloads.values()) d.stop();
     for (const c of this.clients.values()) await c.close().catch(() => {});
     await this.chunkServer.close().catch(() => {});
@@ -172,7 +193,24 @@ export class Swarm implements DownloadHost {
   async announceState(): Promise<void> {
     if (this.stopping) return;
     const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId);
-    await this.publishGossip({ t: 'state', installed, zone: this.zone, arch: machineArch() });
+    await this.publishGossip({ t: 'state', installed, zone: this.zone, arch: machineArch(), ...(await this.notes()) });
+  }
+
+  /** A failure or a skip to tell the fleet about: one state message soon, however many happen at once. */
+  private announceStateSoon(): void {
+    if (this.stateTimer || this.stopping) return;
+    this.stateTimer = setTimeout(() => {
+      this.stateTimer = null;
+      void this.announceState();
+    }, 500);
+  }
+
+  /** Our failed and skipped manifests, for the state gossip and the catalog listing (bounded there). */
+  private async notes() {
+    const known = new Set((await this.store.index.listManifests()).map((sm) => sm.id));
+    const failed = [...this.failures].filter(([id]) => known.has(id)).map(([id, f]) => [id, f.error] as [string, string]);
+    const skipped = [...this.skipped].filter(([id]) => known.has(id));
+    return { failed: encodeNotes(failed), skipped: encodeNotes(skipped) };
   }
 
   private async onAnnouncement(data: Uint8Array, author: PeerId, via: PeerId): Promise<void> {
@@ -185,6 +223,8 @@ export class Swarm implements DownloadHost {
         zone: typeof msg.zone === 'string' ? msg.zone : null,
         arch: typeof msg.arch === 'string' ? msg.arch : 'unknown',
         seenAt: Date.now(),
+        failed: decodeNotes(msg.failed),
+        skipped: decodeNotes(msg.skipped),
       });
     } else if (msg.t === 'removed') {
       await this.applyRemoval(verifyRemoval(msg.removal, this.trusted()), true);
@@ -207,7 +247,7 @@ export class Swarm implements DownloadHost {
       const addrs = stored?.addresses.map((a) => a.multiaddr.toString()) ?? [];
       if (addrs.length) peers.push({ id: p.toString(), addrs });
     }
-    return { manifests, removals, installed, zone: this.zone, arch: machineArch(), peers };
+    return { manifests, removals, installed, zone: this.zone, arch: machineArch(), peers, ...(await this.notes()) };
   }
 
   /** Catch up with one peer: its removals, its manifests, its installed set, its peers. */
@@ -219,7 +259,10 @@ export class Swarm implements DownloadHost {
     } catch {
       return; // not an agent yet, or gone; the next maintenance round retries
     }
-    this.fleet.set(peer.toString(), { installed: listing.installed, zone: listing.zone, arch: listing.arch, seenAt: Date.now() });
+    this.fleet.set(peer.toString(), {
+      installed: listing.installed, zone: listing.zone, arch: listing.arch, seenAt: Date.now(),
+      failed: decodeNotes(listing.failed), skipped: decodeNotes(listing.skipped),
+    });
     for (const r of listing.removals) {
       try {
         await this.applyRemoval(verifyRemoval(r, this.trusted()), false);
@@ -335,11 +378,12 @@ export class Swarm implements DownloadHost {
     if ((this.failures.get(sm.id)?.retryAt ?? 0) > Date.now()) return;
     const { name, version } = sm.manifest.runtime;
     if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
-    if (!archAllowed(sm.manifest.runtime)) {
+    const skip = await localSkipReason(this.store.index, sm);
+    if (skip !== null) {
       if (!this.skipped.has(sm.id)) {
-        const reason = `requires ${sm.manifest.runtime.architectures?.join(' or ')}, this machine is ${machineArch()}`;
-        this.skipped.set(sm.id, reason);
-        log(`skipping ${name}@${version}: ${reason}`);
+        this.skipped.set(sm.id, skip);
+        log(`skipping ${name}@${version}: ${skip}`);
+        this.announceStateSoon();
       }
       return;
     }
@@ -375,8 +419,9 @@ export class Swarm implements DownloadHost {
       if (!this.stopping) {
         const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
         const delayMs = Math.min(10 * 60_000, 5_000 * 2 ** (count - 1));
-        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs });
+        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs, error: (err as Error).message });
         log(`could not install ${name}@${version}: ${(err as Error).message}; retrying in ${Math.round(delayMs / 1000)} s`);
+        this.announceStateSoon();
       }
     } finally {
       this.downloads.delete(sm.id);
@@ -517,6 +562,7 @@ export class Swarm implements DownloadHost {
           out.push({ name, version, path: inst.path });
         }
         await this.store.index.deleteManifest(sm.id);
+        await unmarkNotForThisHost(this.store.index, sm.id);
       }
       const freedBytes = out.length ? (await this.store.gc({ chunkGraceMs: 0 })).bytes : 0;
       return { out, freedBytes };
@@ -528,6 +574,26 @@ export class Swarm implements DownloadHost {
   }
 
   // ---- visibility -----------------------------------------------------------------------------------
+
+  /**
+   * Every host this agent has heard from, and itself. Its own skips are worked out from the index rather
+   * than taken from the maintenance round, so a `wait` right after a publish sees them at once.
+   */
+  async fleetHosts(): Promise<FleetHostView[]> {
+    const skipped = new Map<string, string>();
+    for (const sm of await this.store.index.listManifests()) {
+      const reason = await localSkipReason(this.store.index, sm);
+      if (reason !== null) skipped.set(sm.id, reason);
+    }
+    const self: FleetHostView = {
+      peerId: this.peerId, self: true, arch: machineArch(), zone: this.zone, seenAt: Date.now(),
+      installed: (await this.store.index.listInstalls()).map((r) => r.manifestId),
+      failed: new Map([...this.failures].map(([id, f]) => [id, f.error])),
+      skipped,
+    };
+    const others = [...this.fleet].filter(([p]) => p !== this.peerId).map(([peerId, h]): FleetHostView => ({ peerId, self: false, ...h }));
+    return [self, ...others];
+  }
 
   async status() {
     const now = Date.now();
