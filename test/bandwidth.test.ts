@@ -1,8 +1,9 @@
 // Host-wide bandwidth caps with real agents on 127.0.0.1: the cap is the feature, so the measured rate over
 // the whole transfer is asserted; strict above the cap, generous below it (the machine may be loaded).
 import test from 'ava';
+import fs from 'node:fs/promises';
 import path from 'node:path';
-import { tmpDir, startFleet, waitFor, type AgentHandle } from './helpers/agent.js';
+import { tmpDir, startFleet, startAgent, waitFor, cli, type AgentHandle } from './helpers/agent.js';
 import { makeRuntimeTree } from './helpers/fixtures.js';
 import { parseDuration, parseSize } from '../src/agent/units.js';
 
@@ -75,4 +76,34 @@ test.serial('an upload cap is host-wide: two downloaders together get no more th
   t.true(rate >= CAP * 0.5, `rate ${rate} is far under the cap`);
   t.is(s.bandwidth.upload.limitBytesPerSecond, CAP);
   t.true(s.bandwidth.upload.bytesTotal >= PACKAGE);
+});
+
+test.serial('bandwidth in the config file, a flag overriding one direction, and a bad value refused by name', async (t) => {
+  const root = await tmpDir(t);
+  const dir = path.join(root, 'a');
+  const etc = path.join(dir, 'etc');
+  const init = await cli(['init', '--dir', etc, '--data-dir', path.join(dir, 'data'), '--runtimes-dir', path.join(dir, 'runtimes'),
+    '--socket', path.join(dir, 'agent.sock'), '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']);
+  t.is(init.code, 0, init.stderr);
+  const config = path.join(etc, 'config.yml');
+  const original = await fs.readFile(config, 'utf8');
+  await fs.writeFile(config, `${original}bandwidth:\n  upload: 20MiB\n  download: 50MB\n`);
+  const a = await startAgent(t, dir, ['--max-upload-rate', '1MiB']);
+  const s = await a.json(['status']);
+  t.deepEqual([s.bandwidth.upload.limitBytesPerSecond, s.bandwidth.download.limitBytesPerSecond], [MiB, 50_000_000]);
+  await a.stop();
+
+  await fs.writeFile(config, `${original}bandwidth:\n  upload: fast\n`);
+  const bad = await cli(['start', '--config', config]);
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /"bandwidth\.upload" must be a rate in bytes per second like 20MiB/);
+  t.true(bad.stderr.includes(config));
+  const flag = await cli(['start', '--config', config, '--max-download-rate', 'lots']);
+  t.is(flag.code, 2);
+  t.regex(flag.stderr, /--max-download-rate must be bytes per second/);
+
+  // `init` writes the caps it is given into the config it makes.
+  const etc2 = path.join(root, 'etc2');
+  t.is((await cli(['init', '--dir', etc2, '--max-download-rate', '8MiB'])).code, 0);
+  t.regex(await fs.readFile(path.join(etc2, 'config.yml'), 'utf8'), /bandwidth:\n\s+download: 8388608/);
 });
