@@ -48,14 +48,14 @@ test('notes from a peer are bounded and checked; garbage is dropped', (t) => {
   t.is(sent.length, MAX_NOTES);
   t.true(sent.every((n) => n.text.length <= MAX_NOTE_CHARS));
   const got = decodeNotes([
-    { id: ID, text: 'line one\nline two' },
+    { id: ID, text: 'line one\nline\u001b[2J two\u0007' },
     { id: 'not-an-id', text: 'x' },
     { id: ID.replace('a', 'b'), text: 42 },
     null, 'string', [1, 2],
     { id: `sha256:${'c'.repeat(64)}`, text: long },
   ]);
   t.deepEqual([...got.keys()], [ID, `sha256:${'c'.repeat(64)}`]);
-  t.is(got.get(ID), 'line one line two');
+  t.is(got.get(ID), 'line one line [2J two', 'no escape or bell character survives');
   t.true(got.get(`sha256:${'c'.repeat(64)}`)!.length <= MAX_NOTE_CHARS);
   t.is(decodeNotes({ not: 'a list' }).size, 0);
   t.is(decodeNotes(undefined).size, 0);

@@ -13,9 +13,13 @@ const ID_RE = /^sha256:[0-9a-f]{64}$/;
 /** One note on the wire: a manifest id and a short text. */
 export interface ManifestNote { id: string; text: string }
 
-/** Shorten a text for a note: one line, bounded. */
+/**
+ * Shorten a text for a note: one line, bounded, without control characters (a peer's text ends up on an
+ * operator's terminal, where escape sequences must not get through).
+ */
 export function noteText(text: string): string {
-  const line = text.replace(/\s+/g, ' ').trim();
+  // eslint-disable-next-line no-control-regex
+  const line = text.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ').replace(/\s+/g, ' ').trim();
   return line.length <= MAX_NOTE_CHARS ? line : `${line.slice(0, MAX_NOTE_CHARS - 1)}…`;
 }
 

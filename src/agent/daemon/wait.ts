@@ -6,6 +6,7 @@ import type { SignedManifest } from '../../store/types.js';
 import type { Store } from '../../store/store.js';
 import type { FleetHostView } from '../swarm/swarm.js';
 import { localSkipReason } from '../install/no-install.js';
+import { noteText } from '../../protocol/host-notes.js';
 import { compareVersions } from '../../store/index-db.js';
 import { UserError } from '../errors.js';
 
@@ -47,11 +48,12 @@ export function rolloutOf(sm: SignedManifest, hosts: FleetHostView[], goal: Wait
   const meta = sm.manifest.runtime;
   const rows = hosts.map((h): HostRollout => {
     const lastSeenSecondsAgo = Math.max(0, Math.round((now - h.seenAt) / 1000));
-    const row = { peerId: h.peerId, self: h.self, arch: h.arch, lastSeenSecondsAgo };
+    // A peer's arch string reaches the operator's terminal: one bounded line without control characters.
+    const row = { peerId: h.peerId, self: h.self, arch: noteText(h.arch).slice(0, 32), lastSeenSecondsAgo };
     if (h.installed.includes(sm.id)) return { ...row, state: 'installed', reason: null };
     // The architecture a host announces decides even before the host has heard of the manifest.
     if (h.arch !== 'unknown' && !archAllowed(meta, h.arch)) {
-      return { ...row, state: 'skipped', reason: `skipped by architecture: requires ${meta.architectures!.join(' or ')}, the host is ${normaliseArch(h.arch)}` };
+      return { ...row, state: 'skipped', reason: `skipped by architecture: requires ${meta.architectures!.join(' or ')}, the host is ${normaliseArch(row.arch)}` };
     }
     const skip = h.skipped.get(sm.id);
     if (skip !== undefined) return { ...row, state: 'skipped', reason: `skipped: ${skip}` };
