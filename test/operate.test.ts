@@ -153,4 +153,14 @@ test.serial('wait and publish refuse bad options with usage errors', async (t) =
   const alone = await cli(['publish', src, '--wait', '--json', '--socket', a.socket]);
   t.is(alone.code, 0, alone.stderr);
   t.like(JSON.parse(alone.stdout).wait, { ok: true, expected: 1, installed: 1 });
+
+  // A wait that cannot be met does not hold up the daemon's shutdown: it ends, and says why.
+  const waits = () => a.logs().split('a client waits for usage@1.0.0').length - 1;
+  const before = waits();
+  const pending = cli(['wait', 'usage@1.0.0', '--hosts', '5', '--timeout', '10m', '--socket', a.socket]);
+  await waitFor('the wait has started', async () => waits() > before);
+  t.is(await a.stop(), 0, 'the agent stopped cleanly, not by SIGKILL');
+  const cut = await pending;
+  t.is(cut.code, 1);
+  t.regex(cut.stderr, /the agent is stopping/);
 });

@@ -32,6 +32,8 @@ export class Agent {
   /** Host-wide bandwidth caps; uncapped limiters still measure, for `status`. */
   private readonly uploadLimit: RateLimiter;
   private readonly downloadLimit: RateLimiter;
+  /** Ends long control requests (`wait`) when the daemon stops. */
+  private readonly stopping = new AbortController();
   private constructor(
     readonly config: AgentConfig,
     readonly store: Store,
@@ -95,6 +97,7 @@ export class Agent {
   async stop(): Promise<void> {
     const swarm = this.swarm;
     this.swarm = null;
+    this.stopping.abort();
     this.uploadLimit.close();
     this.downloadLimit.close();
     if (swarm) await swarm.stop().catch((err) => log(`error while leaving the fleet: ${(err as Error).message}`));
@@ -167,7 +170,8 @@ export class Agent {
 
   private async waitFor(args: Record<string, unknown>, progress: (p: Record<string, unknown>) => void) {
     const { sm, goal, timeoutMs } = waitRequest(await this.store.index.listManifests(), args);
-    return waitForRollout(sm, () => this.fleetView(), goal, timeoutMs, progress);
+    log(`a client waits for ${sm.manifest.runtime.name}@${sm.manifest.runtime.version} (${sm.id}) to be installed, up to ${timeoutMs / 1000} s`);
+    return waitForRollout(sm, () => this.fleetView(), goal, timeoutMs, progress, this.stopping.signal);
   }
 
   private async info(name: string, version: string | undefined) {

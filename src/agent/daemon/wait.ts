@@ -100,6 +100,7 @@ export async function waitForRollout(
   goal: WaitGoal,
   timeoutMs: number,
   progress: (r: { installed: number; target: number; expected: number }) => void,
+  signal?: AbortSignal,
 ): Promise<WaitResult> {
   checkGoal(goal);
   const started = Date.now();
@@ -115,6 +116,8 @@ export async function waitForRollout(
       return { ...r, ok: r.done, waitedSeconds: Math.round(waited / 100) / 10, timeoutSeconds: timeoutMs / 1000 };
     }
     await new Promise((res) => setTimeout(res, Math.min(POLL_MS, timeoutMs - waited)));
+    // A daemon that is stopping must not be held up by a CI job's wait (its socket closes only after this).
+    if (signal?.aborted) throw new UserError('the agent is stopping; the wait was cut short');
   }
 }
 
