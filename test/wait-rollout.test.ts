@@ -38,6 +38,9 @@ test('a rollout counts the hosts that should install it, and gives each other ho
   t.is(why.done, null);
   t.true(rolloutOf(sm, hosts, { percent: 50 }, now).done);
   t.is(rolloutOf(sm, hosts, { percent: 60 }, now).target, 3);
+  const five = [...hosts, host('sixth')];
+  t.is(rolloutOf(sm, five, {}, now).expected, 5);
+  t.is(rolloutOf(sm, five, { percent: 60 }, now).target, 3, '60 % of 5 is 3, not 4');
   t.true(rolloutOf(sm, hosts, { hosts: 2 }, now).done);
   t.false(rolloutOf(sm, hosts, { hosts: 3 }, now).done);
 });

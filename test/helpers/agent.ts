@@ -92,7 +92,8 @@ export async function startAgent(
       return JSON.parse(r.stdout);
     },
   };
-  const deadline = Date.now() + 30_000;
+  // Generous: on a shared, loaded machine (load averages of 50 on 2 cores were seen) a start can take a minute.
+  const deadline = Date.now() + 120_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`agent exited with ${proc.exitCode}: ${logs}`);
     const r = await run(['status', '--json']);

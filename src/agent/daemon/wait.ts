@@ -66,7 +66,8 @@ export function rolloutOf(sm: SignedManifest, hosts: FleetHostView[], goal: Wait
   });
   const expected = rows.filter((r) => r.state !== 'skipped').length;
   const installed = rows.filter((r) => r.state === 'installed').length;
-  const target = goal.hosts ?? Math.ceil(((goal.percent ?? 100) / 100) * expected);
+  // Multiply first: (60 / 100) * 5 is 3.0000000000000004 in floating point, and would round up to 4.
+  const target = goal.hosts ?? Math.ceil(((goal.percent ?? 100) * expected) / 100);
   return {
     manifestId: sm.id, name: meta.name, version: meta.version,
     expected, installed, target, done: installed >= target, hosts: rows,
