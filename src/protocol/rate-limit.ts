@@ -44,8 +44,9 @@ export class RateLimiter {
       throw new RangeError(`a rate limit must be a positive number of bytes per second, got ${bytesPerSecond}`);
     }
     this.limit = bytesPerSecond;
-    // A small burst (50 ms worth): enough to keep a stream busy, too little to overshoot a measured window.
-    this.burst = opts.burstBytes ?? Math.max(64 * 1024, (bytesPerSecond ?? 0) / 20);
+    // A small burst (125 ms worth): enough to ride out a late timer or a slow reader on a loaded machine,
+    // too little to overshoot a window of seconds by much.
+    this.burst = opts.burstBytes ?? Math.max(64 * 1024, (bytesPerSecond ?? 0) / 8);
   }
 
   /**
@@ -88,7 +89,10 @@ export class RateLimiter {
 
   private refill(): void {
     const now = performance.now();
-    this.balance = Math.min(this.burst, this.balance + ((now - this.refilledAt) / 1000) * this.limit!);
+    this.balance += ((now - this.refilledAt) / 1000) * this.limit!;
+    // The burst bounds what an idle bucket saves up. While takers wait, what accrued belongs to them: a timer
+    // that fires late on a loaded machine must not lose the tokens of the delay, or the rate falls below the cap.
+    if (this.queue.length === 0) this.balance = Math.min(this.burst, this.balance);
     this.refilledAt = now;
   }
 
@@ -103,6 +107,7 @@ export class RateLimiter {
         this.balance -= w.bytes;
         w.resolve();
       }
+      if (this.queue.length === 0) this.balance = Math.min(this.burst, this.balance);
       this.schedule();
     }, Math.max(1, Math.ceil(waitMs)));
   }
