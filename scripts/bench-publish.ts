@@ -26,7 +26,7 @@ const TARGET_STORED_OVER_TGZ = 1.1;
 
 interface PublishJson {
   name: string; version: string; manifestId: string; unchanged: boolean;
-  chunks: number; newChunks: number; tarBytes: number; storedNewBytes: number;
+  chunks: number; newChunks: number; treeBytes: number; storedNewBytes: number;
 }
 
 interface PublishStep {
@@ -98,7 +98,7 @@ async function main(cleanup: Cleanup): Promise<void> {
     const pub = await timedPublish(agent, v1);
     const stored = pub.storeBytesAfter - pub.storeBytesBefore;
     console.log(`  publish: ${round(pub.wallSeconds, 2)} s wall, ${mbps(v1.tgzBytes, pub.wallSeconds)} MB/s of .tar.gz; `
-      + `${pub.result.chunks} chunks, tar stream ${mb(pub.result.tarBytes)} MB, stored ${mb(stored)} MB`);
+      + `${pub.result.chunks} chunks, tree ${mb(pub.result.treeBytes)} MB, stored ${mb(stored)} MB`);
     printProcessWindow('agent daemon', pub.daemon);
     console.log(`  daemon CPU / tar -xzf CPU: ${round(pub.daemon.cpuSeconds / tar.cpuSeconds, 2)}`);
     const targets: TargetResult[] = [

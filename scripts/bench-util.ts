@@ -219,7 +219,7 @@ export class Agent {
   static async create(cleanup: Cleanup, name: string, opts: AgentOptions = {}): Promise<Agent> {
     const agent = new Agent(name, await cleanup.tempDir(`joblet-agent-bench-${name}-`), cleanup);
     const args = ['init', '--dir', agent.etc, '--data-dir', path.join(agent.dir, 'data'), '--runtimes-dir', agent.runtimesDir,
-      '--socket', agent.socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns'];
+      '--socket', agent.socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--http', '127.0.0.1:0'];
     if (opts.joinFleetOf) {
       const first = opts.joinFleetOf;
       const address = (await first.status()).addresses.find((a: string) => a.includes('/p2p/'));

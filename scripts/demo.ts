@@ -88,11 +88,11 @@ async function main(): Promise<void> {
   }));
   const init = (a: DemoAgent, extra: string[]) => execFileP(process.execPath, [CLI, 'init', '--dir', path.dirname(a.config),
     '--data-dir', path.join(workDir, a.name, 'data'), '--runtimes-dir', a.runtimesDir, '--socket', a.socket,
-    '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', ...extra]);
+    '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--http', '127.0.0.1:0', ...extra]);
 
   step(`make a fleet of ${FLEET_SIZE} agents on 127.0.0.1`);
   await show(['init', '--dir', path.dirname(agents[0].config), '--data-dir', path.join(workDir, 'host0', 'data'),
-    '--runtimes-dir', agents[0].runtimesDir, '--socket', agents[0].socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']);
+    '--runtimes-dir', agents[0].runtimesDir, '--socket', agents[0].socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--http', '127.0.0.1:0']);
   await startAgent(agents[0]);
   const bootstrap = (await json(agents[0], ['status'])).addresses[0] as string;
   const etc0 = path.dirname(agents[0].config);

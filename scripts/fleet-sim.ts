@@ -1,12 +1,13 @@
 // Fleet simulator: N hosts as network namespaces with tc-shaped links, one joblet-agent per host,
-// a publish from host 0, timed against a central HTTP server and a sequential copy loop over the same
-// links. Needs root. Run `node dist/scripts/fleet-sim.js --help` for the flags.
+// a publish from host 0, timed against BitTorrent (opentracker + aria2c), a central HTTP server and a
+// sequential copy loop over the same links. Needs root. Run `node dist/scripts/fleet-sim.js --help` for the flags.
 import '../src/agent/polyfill.js';
 import { parseArgs } from 'node:util';
 import fs from 'node:fs/promises';
 import { runScenario, type ScenarioOptions, type ScenarioResult } from './sim/scenario.js';
 import { methodTable, installSvg, table } from './sim/report.js';
 import { parseSize } from '../src/agent/units.js';
+import { BASELINE_NAMES, type BaselineName } from './sim/baselines.js';
 
 const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
   --hosts N            number of hosts (default 8, at most 250)
@@ -19,8 +20,11 @@ const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
   --package PATH       a .tar.gz runtime package to publish (default: generate one)
   --size MB            size of the generated package in MB of 10^6 bytes (default 67.1, i.e. 64 MiB)
   --save-package PATH  keep a copy of the generated package, to reuse with --package
-  --no-baselines       skip the central server and sequential copy loop
+  --baselines LIST     baselines to time after the agents, comma-separated, in this order:
+                       bittorrent, central, sequential (default: all three)
+  --no-baselines       skip every baseline
   --timeout S          bound on each phase, in seconds (default: max(120, 20 x S/B, 2 x N x S/B))
+  --keep-logs DIR      copy every agent's log (and the BitTorrent logs) to DIR before cleaning up
   --json PATH          write the figures as JSON
   --svg PATH           write a picture: hosts installed over time, one line per method`;
 
@@ -33,7 +37,7 @@ export function parseSimArgs(argv: string[]): SimArgs {
     options: {
       hosts: { type: 'string' }, mbit: { type: 'string' }, racks: { type: 'string' }, 'uplink-mbit': { type: 'string' },
       zones: { type: 'boolean' }, package: { type: 'string' }, size: { type: 'string' }, 'save-package': { type: 'string' },
-      'no-baselines': { type: 'boolean' }, timeout: { type: 'string' }, json: { type: 'string' }, svg: { type: 'string' },
+      'no-baselines': { type: 'boolean' }, baselines: { type: 'string' }, 'keep-logs': { type: 'string' }, timeout: { type: 'string' }, json: { type: 'string' }, svg: { type: 'string' },
       'max-upload-rate': { type: 'string' }, 'max-download-rate': { type: 'string' },
     },
   });
@@ -64,10 +68,20 @@ export function parseSimArgs(argv: string[]): SimArgs {
     packagePath: values.package,
     generateBytes: Math.round(num('size', values.size, 67.108864, 0.1, 4000) * 1e6),
     savePackage: values['save-package'],
-    baselines: !values['no-baselines'],
+    baselines: values['no-baselines'] ? [] : parseBaselines(values.baselines),
     timeoutS: values.timeout === undefined ? null : num('timeout', values.timeout, 0, 1, 86_400),
+    keepLogs: values['keep-logs'],
     jsonPath: values.json, svgPath: values.svg,
   };
+}
+
+function parseBaselines(v: string | undefined): BaselineName[] {
+  if (v === undefined) return [...BASELINE_NAMES];
+  const names = v.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const n of names) {
+    if (!(BASELINE_NAMES as readonly string[]).includes(n)) throw new Error(`--baselines: unknown baseline "${n}" (known: ${BASELINE_NAMES.join(', ')})`);
+  }
+  return [...new Set(names)] as BaselineName[];
 }
 
 /** Print the human table of one run. */
@@ -96,6 +110,7 @@ export function describe(r: ScenarioResult): string {
       (r.baselineTreesIdentical === null ? '' : `; baseline trees identical: ${r.baselineTreesIdentical ? 'yes' : 'NO'}`),
   ];
   if (r.params.agentArgs?.length) lines.push(`agents started with ${r.params.agentArgs.join(' ')}`);
+  if (r.bitTorrent) lines.push(`BitTorrent: private torrent ${r.bitTorrent.infoHash} (${r.bitTorrent.torrentBytes} bytes), whitelisted on the tracker; DHT, LPD and PEX off`);
   if (r.zonesKnown) lines.push(`zone labels known for ${r.zonesKnown.known} of ${r.zonesKnown.peers} peer links when the publish began`);
   lines.push(`agent: commit ${r.agentVersion.commit}${r.agentVersion.modifiedSrc.length ? ` with modified ${r.agentVersion.modifiedSrc.join(', ')}` : ''}`);
   if (r.crossRackBytes !== null) lines.push(`bytes across the uplink: ${(r.crossRackBytes / 1e6).toFixed(1)} MB = ${r.crossRackPerPackage} x S`);

@@ -5,7 +5,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import { Store } from '../src/store/store.js';
-import { ingestTar } from '../src/store/ingest.js';
+import { TreeIngest } from '../src/store/ingest.js';
+import { readPackage } from '../src/runtime/canonical.js';
 import { buildManifest, publicKeyOf, signManifest } from '../src/store/manifest.js';
 import { CorruptChunkError } from '../src/store/types.js';
 import { RuntimesDir } from '../src/runtime/install.js';
@@ -22,11 +23,11 @@ async function setup(t: any) {
   await execFileP('tar', ['cf', tarFile, '-C', src, '.']);
   const store = await Store.open(path.join(dir, 'data'));
   t.teardown(() => store.close());
-  // GNU tar's stream is a valid canonical tar here (./ prefixes aside, which the extractor normalises).
-  const ing = await ingestTar((await fs.open(tarFile)).createReadStream(), store.chunks);
+  const ingest = new TreeIngest(store.chunks);
+  const info = await readPackage(tarFile, ingest);
+  const tree = await ingest.finish();
   const { privateKey } = generateKeyPairSync('ed25519');
-  const sm = signManifest(buildManifest({ name: 'fromstore', version: '1.0.0' },
-    { size: ing.size, sha256: ing.sha256 }, ing.chunks, publicKeyOf(privateKey)), privateKey);
+  const sm = signManifest(buildManifest(info.meta, tree, publicKeyOf(privateKey)), privateKey);
   const runtimes = new RuntimesDir(path.join(dir, 'runtimes'));
   await fs.mkdir(path.join(dir, 'runtimes'));
   return { dir, src, store, sm, runtimes, ctx: { store, runtimes, limits: DEFAULT_LIMITS } };
@@ -42,7 +43,7 @@ test('a runtime installs from verified chunks and equals its source tree', async
 
 test('a chunk corrupted on disk fails the install with that chunk named, and leaves nothing', async (t) => {
   const { dir, store, sm, ctx } = await setup(t);
-  const victim = sm.manifest.chunks[1]!;
+  const victim = sm.manifest.content.chunks[1]!;
   const file = store.chunks.pathOf(victim.id);
   const bytes = await fs.readFile(file);
   bytes[bytes.length - 10] ^= 0xff;

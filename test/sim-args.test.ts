@@ -8,7 +8,7 @@ test('defaults: 8 hosts, 50 Mbit/s, one rack, 64 MiB generated package, baseline
   t.is(a.racks, 1);
   t.is(a.uplinkMbit, 50);
   t.false(a.zones);
-  t.true(a.baselines);
+  t.deepEqual(a.baselines, ['bittorrent', 'central', 'sequential']);
   t.is(a.generateBytes, 64 * 1024 * 1024);
   t.is(a.timeoutS, null);
 });
@@ -19,7 +19,7 @@ test('two racks with zones, an uplink rate and a given package', (t) => {
   t.is(a.uplinkMbit, 25);
   t.true(a.zones);
   t.is(a.packagePath, '/x.tar.gz');
-  t.false(a.baselines);
+  t.deepEqual(a.baselines, []);
   t.is(a.jsonPath, '/o.json');
 });
 
@@ -28,6 +28,12 @@ test('bandwidth caps are passed to every agent', (t) => {
     ['--max-upload-rate', '2MiB', '--max-download-rate', '3MB']);
   t.deepEqual(parseSimArgs([]).agentArgs, []);
   t.throws(() => parseSimArgs(['--max-upload-rate', 'quick']), { message: /--max-upload-rate must be bytes per second/ });
+});
+
+test('--baselines picks some baselines in the given order', (t) => {
+  t.deepEqual(parseSimArgs(['--baselines', 'central,bittorrent']).baselines, ['central', 'bittorrent']);
+  t.deepEqual(parseSimArgs(['--baselines', 'bittorrent,bittorrent']).baselines, ['bittorrent']);
+  t.throws(() => parseSimArgs(['--baselines', 'central,rsync']), { message: /--baselines: unknown baseline "rsync"/ });
 });
 
 test('bad values are refused with the flag named', (t) => {

@@ -62,5 +62,8 @@ test('hosts get benchmarking-range addresses and are split into two racks', (t) 
   const spec = { hosts: 5, hostMbit: 10, racks: 2 as const, uplinkMbit: 10 };
   t.deepEqual(planHosts(spec).map((h) => h.rack), ['rackA', 'rackA', 'rackA', 'rackB', 'rackB']);
   t.is(rackOf(4, { ...spec, racks: 1 }), 'rackA');
+  // One /24 per rack, both inside 198.18.0.0/15.
+  t.deepEqual(planHosts(spec).map((h) => h.addr), ['198.18.0.1', '198.18.0.2', '198.18.0.3', '198.18.1.4', '198.18.1.5']);
+  t.deepEqual(planHosts({ ...spec, racks: 1 }).map((h) => h.addr.split('.').slice(0, 3).join('.')), Array(5).fill('198.18.0'));
   t.true(planHosts(spec).every((h) => h.ns.startsWith('jsim-h')));
 });

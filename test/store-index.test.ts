@@ -17,9 +17,10 @@ function install(name: string, version: string): InstallRecord {
 test('manifests, installs and meta survive close and reopen', async (t) => {
   const dir = join(await tempDir(t, 'index'), 'index');
   let index = await StoreIndex.open(dir);
-  const m = buildManifest({ name: 'demo', version: '1.0.0' }, { size: 5, sha256: 'e'.repeat(64) }, [
-    { id: 'sha256:' + 'f'.repeat(64), size: 5, storedSize: 5, codec: 'raw' },
-  ], keys.publicKey);
+  const m = buildManifest({ name: 'demo', version: '1.0.0' }, {
+    entries: { count: 1, size: 5, sha256: 'e'.repeat(64), chunks: [{ id: 'sha256:' + 'f'.repeat(64), size: 5, storedSize: 5, codec: 'raw' }] },
+    content: { size: 0, chunks: [] },
+  }, keys.publicKey);
   const sm = signManifest(m, loadPrivateKey(keys.privatePem));
   await index.putManifest(sm);
   for (const [n, v] of [['python', '3.10.0'], ['java', '21'], ['python', '3.9.1'], ['python', '3.12.0']] as const) {
@@ -67,7 +68,10 @@ test('gc removes only unreferenced chunks and stale temp files, and leaves forei
   const kept = await ingestTar([textBytes(3_000_000), seededBytes('gc-kept', 3_000_000)], store.chunks);
   const dropped = await ingestTar([seededBytes('gc-dropped', 5_000_000)], store.chunks);
   const sm = signManifest(
-    buildManifest({ name: 'kept', version: '1' }, kept, kept.chunks, keys.publicKey),
+    buildManifest({ name: 'kept', version: '1' }, {
+      entries: { count: 1, size: kept.chunks[0]!.size, sha256: 'e'.repeat(64), chunks: kept.chunks.slice(0, 1) },
+      content: { size: kept.size - kept.chunks[0]!.size, chunks: kept.chunks.slice(1) },
+    }, keys.publicKey),
     loadPrivateKey(keys.privatePem),
   );
   await store.index.putManifest(sm);

@@ -17,13 +17,15 @@ const chunks: ChunkRef[] = [
   { id: 'sha256:' + 'a'.repeat(64), size: 1_000_000, storedSize: 400_000, codec: 'deflate' },
   { id: 'sha256:' + 'b'.repeat(64), size: 300_000, storedSize: 300_000, codec: 'raw' },
 ];
-const tar = { size: 1_300_000, sha256: 'c'.repeat(64) };
+const tree = {
+  entries: { count: 3, size: 300_000, sha256: 'c'.repeat(64), chunks: [chunks[1]!] },
+  content: { size: 1_000_000, chunks: [chunks[0]!] },
+};
 
 function makeSigned(keys = generatePublisherKeys()): { sm: SignedManifest; keys: ReturnType<typeof generatePublisherKeys> } {
   const m = buildManifest(
     { name: 'openjdk-21', version: '21.0.4', language: 'java', architectures: ['amd64'] },
-    tar,
-    chunks,
+    tree,
     keys.publicKey,
     new Date('2025-01-02T03:04:05.000Z'),
   );
@@ -58,7 +60,7 @@ test('manifest ids are stable under key order and change with content', (t) => {
 test('buildManifest keeps only known runtime fields', (t) => {
   const keys = generatePublisherKeys();
   const meta = { name: 'python-3.12', version: '3.12.1', extra: 'ignored' } as unknown as Parameters<typeof buildManifest>[0];
-  const m = buildManifest(meta, tar, chunks, keys.publicKey);
+  const m = buildManifest(meta, tree, keys.publicKey);
   t.deepEqual(Object.keys(m.runtime).sort(), ['name', 'version']);
   t.regex(m.createdAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
 });
@@ -91,7 +93,7 @@ test('signing refuses a key that is not the manifest publisher', (t) => {
 test('a tampered manifest is refused: as a content/id mismatch, or as a bad signature if the id is recomputed', (t) => {
   const { sm, keys } = makeSigned();
   const tampered = wire(sm);
-  tampered.manifest.chunks[1]!.id = 'sha256:' + 'd'.repeat(64);
+  tampered.manifest.content.chunks[0]!.id = 'sha256:' + 'd'.repeat(64);
   t.throws(() => verifySignedManifest(tampered, [keys.publicKey]), {
     message: `manifest ${sm.id} does not match its content, which hashes to ${manifestId(tampered.manifest)}`,
   });
@@ -122,16 +124,20 @@ test('malformed manifests are refused with a sentence naming the field', (t) => 
   const { sm, keys } = makeSigned();
   const trusted = [keys.publicKey];
   const cases: [string, (m: SignedManifest) => void, RegExp][] = [
-    ['schema', (s) => ((s.manifest as { schema: number }).schema = 2), /has schema 2, but this agent understands schema 1/],
+    ['schema', (s) => ((s.manifest as { schema: number }).schema = 3), /has schema 3, but this agent understands schema 2 only: upgrade joblet-agent/],
+    ['old schema', (s) => ((s.manifest as { schema: number }).schema = 1), /has schema 1 .*no longer installs: publish the package again/],
     ['name', (s) => (s.manifest.runtime.name = 'Bad_Name'), /runtime.name "Bad_Name" is not a valid runtime name/],
-    ['version', (s) => (s.manifest.runtime.version = '../1'), /runtime.version "..\/1" is not a safe path segment/],
-    ['chunk id', (s) => (s.manifest.chunks[0]!.id = 'sha256:xyz'), /chunks\[0\].id "sha256:xyz" is not of the form/],
-    ['sizes', (s) => (s.manifest.tar.size = 1), /chunk sizes add up to 1300000, but tar.size is 1/],
-    ['size type', (s) => ((s.manifest.chunks[1] as unknown as { size: string }).size = '300000'), /chunks\[1\].size is not a non-negative integer/],
-    ['codec', (s) => ((s.manifest.chunks[0] as unknown as { codec: string }).codec = 'zstd'), /chunks\[0\].codec "zstd" is not one of raw, deflate, brotli/],
-    ['stored', (s) => (s.manifest.chunks[1]!.storedSize = 5), /storedSize differs from its size although its codec is raw/],
+    ['version', (s) => (s.manifest.runtime.version = '../1'), /runtime.version "..\/1" is not a valid version/],
+    ['chunk id', (s) => (s.manifest.content.chunks[0]!.id = 'sha256:xyz'), /content.chunks\[0\].id "sha256:xyz" is not of the form/],
+    ['sizes', (s) => (s.manifest.content.size = 1), /content.chunks sizes add up to 1000000, but content.size is 1/],
+    ['list sizes', (s) => (s.manifest.entries.size = 7), /entries.chunks sizes add up to 300000, but entries.size is 7/],
+    ['list sha', (s) => (s.manifest.entries.sha256 = 'C'.repeat(64)), /entries.sha256 is not 64 lowercase hex digits/],
+    ['no entries', (s) => (s.manifest.entries.count = 0), /entries.count is 0/],
+    ['size type', (s) => ((s.manifest.entries.chunks[0] as unknown as { size: string }).size = '300000'), /entries.chunks\[0\].size is not a non-negative integer/],
+    ['codec', (s) => ((s.manifest.content.chunks[0] as unknown as { codec: string }).codec = 'zstd'), /content.chunks\[0\].codec "zstd" is not one of raw, deflate, brotli/],
+    ['stored', (s) => (s.manifest.entries.chunks[0]!.storedSize = 5), /storedSize differs from its size although its codec is raw/],
     ['extra', (s) => ((s.manifest as unknown as Record<string, unknown>).evil = 1), /has an unknown field "evil"/],
-    ['missing', (s) => delete (s.manifest as unknown as Record<string, unknown>).tar, /has no tar field/],
+    ['missing', (s) => delete (s.manifest as unknown as Record<string, unknown>).content, /has no content field/],
     ['createdAt', (s) => (s.manifest.createdAt = 'yesterday'), /createdAt "yesterday" is not an ISO 8601 UTC time/],
     ['publisher', (s) => (s.manifest.publisher = 'rsa:1'), /publisher "rsa:1" is not of the form/],
     ['signature', (s) => (s.signature = 'AAAA'), /signature is not a base64 Ed25519 signature/],

@@ -158,5 +158,5 @@ test('a runtime for another architecture is stored and announced but installed n
   t.false(entry.installedHere);
   t.deepEqual(await b.json(['list']), []);
   t.deepEqual(await fs.readdir(b.runtimesDir).then((d) => d.filter((x) => !x.startsWith('.'))), []);
-  t.regex(b.logs(), /skipping foreign@1\.0\.0: requires/);
+  t.regex(b.logs(), /skipped name=foreign version=1\.0\.0 .*reason="requires/);
 });

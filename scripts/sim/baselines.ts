@@ -10,6 +10,10 @@ import type { Host } from './topology.js';
 
 export const HTTP_PORT = 8080;
 
+/** The baselines a run can time after the agents (the BitTorrent one lives in bittorrent.ts). */
+export const BASELINE_NAMES = ['bittorrent', 'central', 'sequential'] as const;
+export type BaselineName = (typeof BASELINE_NAMES)[number];
+
 /** A tiny static server for one file: it streams the file for every GET. */
 const SERVER = `
 const http = require('node:http'), fs = require('node:fs');

@@ -10,7 +10,7 @@ import { describe } from '../fleet-sim.js';
 export async function ciScenario(log: (line: string) => void = () => {}): Promise<{ result: ScenarioResult; failures: string[] }> {
   const result = await runScenario({
     hosts: 4, hostMbit: 0, racks: 1, uplinkMbit: 0, zones: false, generateBytes: 5e6,
-    baselines: false, timeoutS: 120, log,
+    baselines: [], timeoutS: 120, log,
   });
   const failures: string[] = [];
   const missing = result.agents.filter((a) => a.installedS === null).map((a) => a.host);

@@ -8,7 +8,8 @@ import { buildTopology, takenNames, uplinkBytes, type Host, type TopologySpec } 
 import { startAgent, snapshotAgent, dialAddress, call, installed, procUsage, readClockTicks, stopAgent, commOf, tail, type Agent, type AgentStatus } from './agents.js';
 import { generatePackage, packageIdentity } from './package-gen.js';
 import { hashTree } from './tree-hash.js';
-import { startHttpServer, centralServer, sequentialCopy } from './baselines.js';
+import { startHttpServer, centralServer, sequentialCopy, type BaselineName } from './baselines.js';
+import { bitTorrent } from './bittorrent.js';
 import { fluidBoundS, summarize, round, type MethodSummary } from './report.js';
 import { run, sleep } from './sh.js';
 import { LinkSampler, linkFigures, type LinkFigures, type Sample } from './link-sampler.js';
@@ -22,7 +23,10 @@ export interface ScenarioOptions extends TopologySpec {
   generateBytes: number;
   /** Copy the generated package here, to reuse it in later runs. */
   savePackage?: string;
-  baselines: boolean;
+  /** Which baselines to run after the agents, in this order; [] for none. */
+  baselines: BaselineName[];
+  /** Copy every agent's log (and the BitTorrent logs) into this directory before the work dir goes. */
+  keepLogs?: string;
   /** Upper bound on each phase's wait, in seconds. */
   timeoutS: number;
   log: (line: string) => void;
@@ -61,6 +65,8 @@ export interface ScenarioResult {
   /** From the switch port counters during the agents' transfer (seconds from the publish's end). */
   links: LinkFigures;
   linkSamples: Sample[];
+  /** The BitTorrent baseline's torrent, when it ran: its info hash (what the tracker's whitelist holds). */
+  bitTorrent: { infoHash: string; torrentBytes: number } | null;
   /** With --zones: over all agents, how many of their peers they knew the zone of when the publish began. */
   zonesKnown: { known: number; peers: number } | null;
   /** The git commit of the tree and the src files that differed from it (other people edit src meanwhile). */
@@ -77,9 +83,11 @@ export async function runScenario(opts: ScenarioOptions): Promise<ScenarioResult
   const offSignals = cleanupOnSignals(res);
   try {
     const result = await runInside(opts, res);
+    if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs);
     const cleanup = await res.cleanupAll();
     return { ...result, cleanup };
   } finally {
+    if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs).catch(() => {});
     await res.cleanupAll();
     offSignals();
   }
@@ -159,20 +167,35 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
   const links = linkFigures(samples, opts.hostMbit, bound, methods['joblet-agent'].lastS);
 
   let baselineTreesIdentical: boolean | null = null;
-  if (opts.baselines) {
-    const server = hosts[0];
-    const clients = hosts.slice(1);
-    const serverPid = await startHttpServer(server, pkgPath, res);
-    log(`central server: ${clients.length} hosts download from host 0 at once`);
-    const central = await centralServer(server, clients, workDir, res, opts.timeoutS * 1000);
-    methods['central HTTP server'] = summarize(central.finishedMs.map((ms) => ms / 1000), bound);
-    const centralOk = await baselineTreesMatch(central.dirs, reference.digest);
-    log(`sequential copy loop: host after host`);
-    const seq = await sequentialCopy(server, clients, workDir, res, opts.timeoutS * 1000);
-    methods['sequential copy loop'] = summarize(seq.finishedMs.map((ms) => ms / 1000), bound);
-    const seqOk = await baselineTreesMatch(seq.dirs, reference.digest);
-    baselineTreesIdentical = centralOk && seqOk;
-    if (await stopAgent(serverPid)) res.pids.delete(serverPid);
+  let bt: ScenarioResult['bitTorrent'] = null;
+  const server = hosts[0];
+  const clients = hosts.slice(1);
+  for (const name of opts.baselines) {
+    let ok: boolean;
+    if (name === 'bittorrent') {
+      log(`BitTorrent: opentracker and a seeding aria2c on host 0, aria2c on ${clients.length} hosts, tar -xzf on completion`);
+      const run = await bitTorrent(server, clients, pkgPath, workDir, res, opts.timeoutS * 1000, log);
+      bt = { infoHash: run.infoHash, torrentBytes: run.torrentBytes };
+      methods['BitTorrent (aria2c)'] = summarize(run.finishedMs.map((ms) => ms / 1000), bound);
+      ok = await baselineTreesMatch(run.dirs, reference.digest);
+      if (opts.keepLogs) await keepLogs([workDir], opts.keepLogs);
+      await fs.rm(path.join(workDir, 'bt'), { recursive: true, force: true });
+    } else {
+      const serverPid = await startHttpServer(server, pkgPath, res);
+      if (name === 'central') {
+        log(`central server: ${clients.length} hosts download from host 0 at once`);
+        const central = await centralServer(server, clients, workDir, res, opts.timeoutS * 1000);
+        methods['central HTTP server'] = summarize(central.finishedMs.map((ms) => ms / 1000), bound);
+        ok = await baselineTreesMatch(central.dirs, reference.digest);
+      } else {
+        log(`sequential copy loop: host after host`);
+        const seq = await sequentialCopy(server, clients, workDir, res, opts.timeoutS * 1000);
+        methods['sequential copy loop'] = summarize(seq.finishedMs.map((ms) => ms / 1000), bound);
+        ok = await baselineTreesMatch(seq.dirs, reference.digest);
+      }
+      if (await stopAgent(serverPid)) res.pids.delete(serverPid);
+    }
+    baselineTreesIdentical = (baselineTreesIdentical ?? true) && ok;
   }
 
   return {
@@ -198,9 +221,24 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
       downloadedBytes: links.downloadedBytes,
     },
     zonesKnown,
+    bitTorrent: bt,
     agentVersion,
     linkSamples: samples.map((x) => ({ ...x, t: round(x.t, 2) })),
   };
+}
+
+/** Copy h<i>/agent.log and the BitTorrent logs of the run's work dir to `dest`, named by host. */
+async function keepLogs(dirs: string[], dest: string): Promise<void> {
+  await fs.mkdir(dest, { recursive: true });
+  for (const work of dirs) {
+    for (const name of await fs.readdir(work).catch(() => [] as string[])) {
+      if (/^h\d+$/.test(name)) await fs.copyFile(path.join(work, name, 'agent.log'), path.join(dest, `${name}-agent.log`)).catch(() => {});
+    }
+    for (const name of await fs.readdir(path.join(work, 'bt')).catch(() => [] as string[])) {
+      const from = /^h\d+$/.test(name) ? path.join(work, 'bt', name, 'aria2c.log') : path.join(work, 'bt', name);
+      if (from.endsWith('.log')) await fs.copyFile(from, path.join(dest, `bt-${name.replace(/\.log$/, '')}.log`)).catch(() => {});
+    }
+  }
 }
 
 async function describeAgentVersion(): Promise<{ commit: string; modifiedSrc: string[] }> {

@@ -19,9 +19,14 @@ export interface TopologySpec {
 export interface Host { index: number; ns: string; addr: string; rack: 'rackA' | 'rackB' }
 
 export function hostNs(i: number): string { return `${PREFIX}h${i}`; }
-export function hostAddr(i: number): string {
+/**
+ * Rack A is 198.18.0.0/24, rack B 198.18.1.0/24, as racks behind their own switch usually get a subnet each;
+ * every interface has a /16, so the hosts still reach each other directly over the bridges and the uplink.
+ * The agents see nothing else of the racks (without --zones): the prefix is theirs to notice.
+ */
+export function hostAddr(i: number, rack: 'rackA' | 'rackB' = 'rackA'): string {
   if (i < 0 || i > 250) throw new Error(`host index ${i} is outside 0..250, the range the simulator addresses`);
-  return `198.18.0.${i + 1}`;
+  return `198.18.${rack === 'rackB' ? 1 : 0}.${i + 1}`;
 }
 
 /** Hosts 0..n/2-1 form rack A, the rest rack B (with one rack, everyone is in rack A). */
@@ -30,7 +35,7 @@ export function rackOf(i: number, spec: TopologySpec): 'rackA' | 'rackB' {
 }
 
 export function planHosts(spec: TopologySpec): Host[] {
-  return Array.from({ length: spec.hosts }, (_, i) => ({ index: i, ns: hostNs(i), addr: hostAddr(i), rack: rackOf(i, spec) }));
+  return Array.from({ length: spec.hosts }, (_, i) => ({ index: i, ns: hostNs(i), addr: hostAddr(i, rackOf(i, spec)), rack: rackOf(i, spec) }));
 }
 
 /** Names already taken by an earlier run (or someone else): namespaces or root links starting with PREFIX. */

@@ -7,6 +7,8 @@ import YAML from 'yaml';
 import { UserError } from './errors.js';
 import { DEFAULT_LIMITS } from '../runtime/types.js';
 import { parseSize } from './units.js';
+import { DEFAULT_HTTP, parseHttpAddress } from './http-address.js';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/joblet-agent/config.yml';
 export const DEFAULT_SOCKET = '/run/joblet-agent/agent.sock';
@@ -32,6 +34,10 @@ export interface AgentConfig {
   maxUploads: number;
   /** Host-wide caps in bytes per second over all peers; null = uncapped. */
   bandwidth: Bandwidth;
+  /** HOST:PORT of the read-only HTTP endpoint (metrics, health, dashboard), or 'off'. */
+  http: string;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
 }
 
 export interface Bandwidth { upload: number | null; download: number | null }
@@ -51,6 +57,9 @@ export const DEFAULTS: AgentConfig = {
   maxPackageBytes: DEFAULT_LIMITS.maxUnpackedBytes,
   maxUploads: 8,
   bandwidth: { upload: null, download: null },
+  http: DEFAULT_HTTP,
+  logFormat: 'text',
+  logLevel: 'info',
 };
 
 /** Flags as given on the command line; undefined means "not given". */
@@ -81,8 +90,24 @@ export async function loadConfig(configPath: string | undefined, flags: ConfigFl
       else if (v !== undefined) (merged as unknown as Record<string, unknown>)[k] = v;
     }
   }
+  checkChoices(merged, text !== null ? `config file ${file}` : 'no config file');
   merged.trust = await resolveTrust(merged.trust);
+  if (merged.zone !== null && !ZONE_RE.test(merged.zone)) {
+    throw new UserError(`zone ${JSON.stringify(merged.zone.slice(0, 80))} is not a zone label: use 1-64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)`);
+  }
   return merged;
+}
+
+/** A zone label: what `--zone` accepts, and what is accepted from peers (1-64 of [A-Za-z0-9._:-]). */
+export const ZONE_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+
+/** Settings with a fixed set of values, checked after flags and file are merged (either may have set them). */
+function checkChoices(c: AgentConfig, where: string): void {
+  if (parseHttpAddress(c.http) === undefined) {
+    throw new UserError(`invalid http "${c.http}" (from --http or ${where}): give HOST:PORT (e.g. 127.0.0.1:7947, port 0 for any free port) or off`);
+  }
+  if (!LOG_FORMATS.includes(c.logFormat)) throw new UserError(`invalid logFormat "${c.logFormat}" (from --log-format or ${where}): give ${LOG_FORMATS.join(' or ')}`);
+  if (!LOG_LEVELS.includes(c.logLevel)) throw new UserError(`invalid logLevel "${c.logLevel}" (from --log-level or ${where}): give one of ${LOG_LEVELS.join(', ')}`);
 }
 
 function parseConfigFile(text: string, file: string): ConfigFlags {
@@ -180,6 +205,12 @@ export async function clientSocket(flagSocket: string | undefined, configPath: s
   } catch {
     return DEFAULT_SOCKET;
   }
+}
+
+/** True when file exists and holds only comments and blank lines, like the default config the .deb ships. */
+export async function isPlaceholderConfig(file: string): Promise<boolean> {
+  const text = await fs.readFile(file, 'utf8').catch(() => null);
+  return text !== null && text.split('\n').every((line) => /^\s*(#.*)?$/.test(line));
 }
 
 /** The YAML that `init` writes. */

@@ -31,6 +31,14 @@ const SERVER_READ_HIGH_WATER = 64 * 1024;
 const MAX_INBOUND_STREAMS_PER_CONNECTION = 8;
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** Uploads one peer may hold at once when the caller does not say: the downloader's own pipelining depth. */
+export const DEFAULT_UPLOADS_PER_PEER = 4;
+/**
+ * How long one answer may take to leave, from the request being taken to its last byte being handed to the
+ * muxer. A 4 MiB chunk needs under 1 s at 50 Mbit/s; a peer whose window stays shut this long is not reading.
+ * It is longer than the requester's own timeout (DEFAULT_REQUEST_TIMEOUT_MS), so an honest slow peer gives up first.
+ */
+export const DEFAULT_UPLOAD_DEADLINE_MS = 40_000;
 
 /** A chunk as kept by the store and sent on the wire. */
 export interface StoredChunk {
@@ -66,6 +74,16 @@ export interface ChunkServerOptions {
    */
   maxConcurrentUploads: number;
   /**
+   * Uploads one remote peer (all its streams together) may hold at once, within the global cap; requests beyond
+   * it are answered `busy`. Without a share of its own per peer, one peer that never reads could hold every slot.
+   */
+  maxUploadsPerPeer?: number;
+  /**
+   * Deadline per answer (see DEFAULT_UPLOAD_DEADLINE_MS). A peer that misses it is not reading: its stream is
+   * reset, its slots are freed at once and the drop is counted.
+   */
+  uploadDeadlineMs?: number;
+  /**
    * TEST ONLY: rewrites (or delays) the stored bytes of each chunk just before they are sent, so tests can make
    * a peer serve corrupt data or serve slowly. Never set it in the daemon.
    */
@@ -79,6 +97,8 @@ export interface PeerServeStats {
   chunks: number;
   misses: number;
   busy: number;
+  /** Streams of this peer reset because an answer missed its deadline (the peer did not read). */
+  dropped: number;
 }
 
 export interface ChunkServerStats {
@@ -89,6 +109,8 @@ export interface ChunkServerStats {
   perPeer: Map<string, PeerServeStats>;
   /** Streams reset because the peer broke the framing or sent an invalid message. */
   protocolErrors: number;
+  /** Streams reset because an answer missed its deadline: the peer did not read. */
+  slowReaderDrops: number;
 }
 
 export interface ChunkServer {
@@ -106,9 +128,17 @@ export async function registerChunkServer(
   if (!Number.isInteger(opts.maxConcurrentUploads) || opts.maxConcurrentUploads < 1) {
     throw new RangeError(`maxConcurrentUploads must be a positive integer, got ${opts.maxConcurrentUploads}`);
   }
+  const perPeerCap = Math.min(opts.maxConcurrentUploads, opts.maxUploadsPerPeer ?? DEFAULT_UPLOADS_PER_PEER);
+  if (!Number.isInteger(perPeerCap) || perPeerCap < 1) {
+    throw new RangeError(`maxUploadsPerPeer must be a positive integer, got ${opts.maxUploadsPerPeer}`);
+  }
+  const deadlineMs = opts.uploadDeadlineMs ?? DEFAULT_UPLOAD_DEADLINE_MS;
   const perPeer = new Map<string, PeerServeStats>();
+  /** Uploads running per peer; an entry exists only while the count is above zero, so the map stays small. */
+  const activeByPeer = new Map<string, number>();
   const open = new Set<Stream>();
   let activeUploads = 0;
+  let slowReaderDrops = 0;
   let bytesServed = 0;
   let chunksServed = 0;
   let protocolErrors = 0;
@@ -116,7 +146,7 @@ export async function registerChunkServer(
   const peerStats = (peer: string): PeerServeStats => {
     let entry = perPeer.get(peer);
     if (entry === undefined) {
-      entry = { bytes: 0, chunks: 0, misses: 0, busy: 0 };
+      entry = { bytes: 0, chunks: 0, misses: 0, busy: 0, dropped: 0 };
       perPeer.set(peer, entry);
     }
     return entry;
@@ -160,24 +190,50 @@ export async function registerChunkServer(
     });
     const writer = new FrameWriter(stream);
     const uploads = new Set<Promise<void>>();
+    let dropped = false;
+    /** The peer is not reading: reset the stream, which fails its queued writes and frees its slots. */
+    const drop = (): void => {
+      if (dropped) return;
+      dropped = true;
+      slowReaderDrops++;
+      peerStats(peer).dropped++;
+      stream.abort(new Error(`peer ${peer} did not read an answer within ${deadlineMs} ms`));
+    };
+    /** Run one write (or upload) under the deadline; the returned promise settles by the deadline at the latest. */
+    const withDeadline = (work: Promise<void>): Promise<void> => {
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          drop();
+          resolve();
+        }, deadlineMs);
+      });
+      return Promise.race([work.catch(() => undefined), expired]).finally(() => clearTimeout(timer));
+    };
     try {
       for await (const frame of reader) {
         const req = parseChunkRequest(frame.header);
-        if (activeUploads >= opts.maxConcurrentUploads) {
+        const mine = activeByPeer.get(peer) ?? 0;
+        if (activeUploads >= opts.maxConcurrentUploads || mine >= perPeerCap) {
           peerStats(peer).busy++;
-          // Awaited: a peer that floods requests without reading answers stalls its own request stream here.
-          await writer.write({ t: 'busy', rid: req.rid });
+          // Awaited, under the deadline: a peer that floods requests without reading stalls only its own stream,
+          // and is dropped when the answer cannot leave in time.
+          await withDeadline(writer.write({ t: 'busy', rid: req.rid }));
+          if (dropped) break;
           continue;
         }
         activeUploads++;
-        const task = upload(writer, peer, req)
-          .catch(() => undefined)
-          .finally(() => {
-            activeUploads--;
-            uploads.delete(task);
-          });
+        activeByPeer.set(peer, mine + 1);
+        const task = withDeadline(upload(writer, peer, req)).finally(() => {
+          activeUploads--;
+          const left = (activeByPeer.get(peer) ?? 1) - 1;
+          if (left > 0) activeByPeer.set(peer, left);
+          else activeByPeer.delete(peer);
+          uploads.delete(task);
+        });
         uploads.add(task);
       }
+      if (dropped) return;
       // The requester closed its side: finish what it asked for, then close ours.
       await Promise.all(uploads);
       await stream.close().catch(() => undefined);
@@ -207,6 +263,7 @@ export async function registerChunkServer(
       chunksServed,
       perPeer: new Map([...perPeer].map(([peer, s]) => [peer, { ...s }])),
       protocolErrors,
+      slowReaderDrops,
     }),
     close: async () => {
       await node.unhandle(CHUNK_PROTOCOL);

@@ -5,6 +5,7 @@
  */
 import crypto, { type KeyObject } from 'node:crypto';
 import { canonicalJson, parsePublicKey, publicKeyOf } from '../store/manifest.js';
+import { assertNotFromTheFuture } from '../store/clock.js';
 
 export interface Removal {
   name: string;
@@ -46,6 +47,7 @@ export function verifyRemoval(value: unknown, trusted: string[]): SignedRemoval 
   }
   const ok = crypto.verify(null, canonicalJson(r), parsePublicKey(r.publisher), Buffer.from(v.signature, 'base64'));
   if (!ok) throw new Error(`removal of ${label(r)} has an invalid signature`);
+  assertNotFromTheFuture(r.createdAt, `removal of ${label(r)}`);
   return { removal: { ...r }, signature: v.signature };
 }
 

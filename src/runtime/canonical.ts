@@ -1,4 +1,5 @@
-// Any runtime package (tar, tar.gz, zip, directory) -> one canonical uncompressed tar stream.
+// Any runtime package (tar, tar.gz, zip, directory) -> its entries in canonical form, handed to a TreeSink
+// (readPackage), or packed into one canonical uncompressed tar stream (openCanonicalTar).
 //
 // The canonical form exists so that identical trees give identical bytes on every host and so that two
 // versions of a runtime share most of their content-defined chunks: paths are normalised, the single
@@ -8,9 +9,11 @@ import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { CanonicalWriter, StripGuessError } from './canonical-writer.js';
+import { CanonicalWriter, StripGuessError, TarPackSink } from './canonical-writer.js';
+import type { TreeSink } from './tree-entry.js';
 import { produceFromDirectory, type SourceContext } from './dir-source.js';
 import { hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
+import { openPackage, type ReadAccess } from './no-follow.js';
 import { readTarEntries } from './tar-reader.js';
 import { PackageError, type PackageLimits, type RuntimeMeta } from './types.js';
 import { produceFromZip } from './zip-source.js';
@@ -35,6 +38,25 @@ export interface CanonicalOptions {
   strip?: 'auto' | 'none';
   /** Bytes of the input read so far (for a directory: file bytes read) and the total. */
   onProgress?: (readBytes: number, totalBytes: number) => void;
+  /** Whose right to read the package to check (the daemon reads on a client's behalf); none when absent. */
+  access?: ReadAccess;
+  /** Stops all reading; the read then rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Reads `input` once and hands its entries, checked and canonical, to `sink`. Resolves with what was found
+ * after the last entry has ended in the sink. On a bad package rejects with a PackageError; a StripGuessError
+ * (tar inputs with strip 'auto' only) means: discard what the sink got and call again with strip 'none'.
+ */
+export async function readPackage(input: string, sink: TreeSink, opts: CanonicalOptions = {}): Promise<CanonicalInfo> {
+  const writer = new CanonicalWriter(opts.limits, sink);
+  const signal = opts.signal ?? new AbortController().signal;
+  try {
+    return await produce(input, writer, opts, signal);
+  } catch (err) {
+    throw signal.aborted ? (signal.reason as Error) : err;
+  }
 }
 
 const READ_CHUNK = 1024 * 1024;
@@ -50,8 +72,9 @@ const OUTPUT_BUFFER = 1024 * 1024;
  * Destroying `stream` early stops all reading and rejects `done`.
  */
 export function openCanonicalTar(input: string, opts: CanonicalOptions = {}): { stream: Readable; done: Promise<CanonicalInfo> } {
-  const writer = new CanonicalWriter(opts.limits);
-  const pack = writer.pack;
+  const tar = new TarPackSink();
+  const writer = new CanonicalWriter(opts.limits, tar);
+  const pack = tar.pack;
   const aborter = new AbortController();
   let settled = false;
 
@@ -78,6 +101,7 @@ export function openCanonicalTar(input: string, opts: CanonicalOptions = {}): { 
   const done = produce(input, writer, opts, aborter.signal).then(
     (info) => {
       settled = true;
+      tar.finalize();
       return info;
     },
     (err: unknown) => {
@@ -94,21 +118,30 @@ export function openCanonicalTar(input: string, opts: CanonicalOptions = {}): { 
 }
 
 async function produce(input: string, writer: CanonicalWriter, opts: CanonicalOptions, signal: AbortSignal): Promise<CanonicalInfo> {
-  const kind = await detectKind(input);
-  const ctx: SourceContext = { input, writer, strip: opts.strip ?? 'auto', onProgress: opts.onProgress, signal };
-  let stripped: string | null;
-  if (kind === 'dir') stripped = await produceFromDirectory(ctx);
-  else if (kind === 'zip') stripped = await produceFromZip(ctx);
-  else stripped = await produceFromTar(ctx, kind === 'tar.gz');
-  const summary = writer.finish();
-  return { ...summary, kind, stripped };
+  // Opened without following symlinks; every reader below reads this very file or directory.
+  const opened = await openPackage(input, opts.access);
+  try {
+    const kind = opened.stat.isDirectory() ? 'dir' : await detectKind(input, opened.readPath);
+    const ctx: SourceContext = {
+      input, readPath: opened.readPath, opened, access: opts.access, writer, strip: opts.strip ?? 'auto', onProgress: opts.onProgress, signal,
+    };
+    let stripped: string | null;
+    if (kind === 'dir') stripped = await produceFromDirectory(ctx);
+    else if (kind === 'zip') stripped = await produceFromZip(ctx);
+    else stripped = await produceFromTar(ctx, kind === 'tar.gz');
+    if (kind !== 'dir') await opened.assertUnchanged();
+    const summary = writer.finish();
+    return { ...summary, kind, stripped };
+  } finally {
+    await opened.close();
+  }
 }
 
 /** By magic bytes; when they match nothing known, the extension says what the file claims to be. */
-async function detectKind(input: string): Promise<PackageKind> {
+async function detectKind(input: string, readPath = input): Promise<PackageKind> {
   let info;
   try {
-    info = await stat(input);
+    info = await stat(readPath);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new PackageError(`package ${input} does not exist`);
     throw new PackageError(`could not read package ${input}: ${(err as Error).message}`);
@@ -116,7 +149,7 @@ async function detectKind(input: string): Promise<PackageKind> {
   if (info.isDirectory()) return 'dir';
   if (!info.isFile()) throw new PackageError(`package ${input} is neither a regular file nor a directory`);
   const magic = Buffer.alloc(4);
-  const handle = await open(input, 'r');
+  const handle = await open(readPath, 'r');
   try {
     await handle.read(magic, 0, 4, 0);
   } finally {
@@ -134,8 +167,8 @@ async function detectKind(input: string): Promise<PackageKind> {
 
 async function produceFromTar(ctx: SourceContext, gzipped: boolean): Promise<string | null> {
   const { input, writer, signal } = ctx;
-  const total = (await stat(input)).size;
-  const file = createReadStream(input, { highWaterMark: READ_CHUNK });
+  const total = (await stat(ctx.readPath)).size;
+  const file = createReadStream(ctx.readPath, { highWaterMark: READ_CHUNK });
   let read = 0;
   ctx.onProgress?.(0, total);
   file.on('data', (chunk) => {

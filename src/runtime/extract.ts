@@ -1,13 +1,15 @@
-// Extraction of a (canonical) tar into an empty directory. It trusts nothing: the tar may come from a
+// Extraction of a tree (TreeWriter: entries from the entry list and content stream, or from a canonical
+// tar via extractTar) into an empty directory. It trusts nothing: the tar may come from a
 // peer, so every safety rule is applied again, files are created with O_NOFOLLOW|O_EXCL so that no
 // write can land outside destDir, and the only directories created implicitly are parents of paths
 // the rules have already shown to be free of symlinks.
-import { constants } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writeSync } from 'node:fs';
 import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { EntryRules, hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
 import { readTarEntries } from './tar-reader.js';
+import type { TreeEntry, TreeSink } from './tree-entry.js';
 import { PackageError, type PackageLimits } from './types.js';
 
 export interface ExtractOptions {
@@ -27,6 +29,8 @@ const UMASK = process.umask();
 const MAX_BACKGROUND = 32;
 // File data held by those background writes, so a run of small files cannot pin much memory.
 const MAX_BACKGROUND_BYTES = 8 * 1024 * 1024;
+// Files up to this size are gathered and written in one background task.
+const SMALL_FILE = 1024 * 1024;
 
 interface DirAttributes {
   mode: number;
@@ -34,15 +38,89 @@ interface DirAttributes {
 }
 
 /**
+ * Writes a tree, entry by entry, into `destDir`, which must exist and be empty. It applies every safety
+ * rule again (the entries may come from a peer). A rejected call leaves whatever was written in destDir
+ * for the caller to discard; call `abort()` then, so no background write outlives it.
+ */
+export class TreeWriter implements TreeSink {
+  private readonly rules: EntryRules;
+  // Directory modes and mtimes are applied at the end: creating children changes a directory's mtime,
+  // and a read-only directory mode would stop its own children from being created.
+  private readonly dirs = new Map<string, DirAttributes>();
+  private readonly extractor: Extractor;
+  private file: OpenFile | null = null;
+
+  constructor(private readonly destDir: string, opts: ExtractOptions = {}) {
+    this.rules = new EntryRules(opts.limits);
+    this.extractor = new Extractor(destDir, opts.owner, this.dirs);
+  }
+
+  get entries(): number {
+    return this.rules.entries;
+  }
+
+  get unpackedBytes(): number {
+    return this.rules.unpackedBytes;
+  }
+
+  async begin(e: TreeEntry): Promise<void> {
+    const previous = this.rules.admit({
+      path: e.path, type: e.type, size: e.type === 'file' ? e.size : 0, linkTarget: e.type === 'link' ? e.target : undefined,
+    });
+    const replace = previous !== undefined;
+    const mode = 'mode' in e ? e.mode & 0o7777 & ~0o6000 : 0;
+    switch (e.type) {
+      case 'directory':
+        await this.extractor.directory(e.path, mode, new Date(e.mtime * 1000));
+        return;
+      case 'symlink':
+        if (!e.target) throw new PackageError(`symlink ${e.path} has an empty target`);
+        await this.extractor.symlink(e.path, e.target, new Date(e.mtime * 1000), replace);
+        return;
+      case 'link':
+        await this.extractor.hardlink(e.path, e.target, replace);
+        return;
+      case 'file':
+        this.file = await this.extractor.openFile(e.path, mode, new Date(e.mtime * 1000), e.size, replace);
+    }
+  }
+
+  async write(piece: Buffer): Promise<void> {
+    if (this.file === null) throw new PackageError('file data arrived outside a file entry');
+    await this.file.write(piece);
+  }
+
+  async end(): Promise<void> {
+    const file = this.file;
+    this.file = null;
+    if (file !== null) await file.end();
+  }
+
+  /** Applies directory attributes once every file is written. */
+  async finish(): Promise<{ entries: number; unpackedBytes: number }> {
+    await this.extractor.finishDirectories();
+    return { entries: this.rules.entries, unpackedBytes: this.rules.unpackedBytes };
+  }
+
+  async abort(): Promise<void> {
+    await this.file?.close().catch(() => {});
+    this.file = null;
+    await this.extractor.settle().catch(() => {});
+  }
+
+  /** The error to report for a failure inside the writer: PackageErrors as they are, the rest with the place. */
+  wrap(err: unknown): Error {
+    if (err instanceof PackageError) return err;
+    return new PackageError(`extraction into ${this.destDir} failed: ${(err as Error).message}`);
+  }
+}
+
+/**
  * Extracts `tar` into `destDir`, which must exist and be empty. Rejects with a PackageError on the
  * first bad entry; whatever was written stays in destDir for the caller to discard.
  */
 export async function extractTar(tar: Readable, destDir: string, opts: ExtractOptions = {}): Promise<{ entries: number; unpackedBytes: number }> {
-  const rules = new EntryRules(opts.limits);
-  // Directory modes and mtimes are applied at the end: creating children changes a directory's mtime,
-  // and a read-only directory mode would stop its own children from being created.
-  const dirs = new Map<string, DirAttributes>();
-  const extractor = new Extractor(destDir, opts.owner, dirs);
+  const writer = new TreeWriter(destDir, opts);
   const entries = readTarEntries(tar, {
     invalid: (detail) => new PackageError(`invalid tar archive: ${detail}`),
     sourceError: (err) => new PackageError(`could not read the tar stream: ${err.message}`),
@@ -58,34 +136,35 @@ export async function extractTar(tar: Readable, destDir: string, opts: ExtractOp
         await drain(entry.data);
         continue;
       }
-      const linkTarget = type === 'link' ? hardlinkTarget(path, header.linkname ?? '', '') : undefined;
-      const previous = rules.admit({ path, type, size: header.size ?? 0, linkTarget });
       const mode = (header.mode ?? 0o644) & 0o7777 & ~0o6000;
-      const mtime = header.mtime ?? new Date(0);
-      switch (type) {
-        case 'directory':
-          await extractor.directory(path, mode, mtime);
-          break;
-        case 'file':
-          await extractor.file(path, mode, mtime, entry.data, header.size ?? 0, previous !== undefined);
-          break;
-        case 'symlink':
-          if (!header.linkname) throw new PackageError(`symlink ${path} has an empty target`);
-          await extractor.symlink(path, header.linkname, mtime, previous !== undefined);
-          break;
-        case 'link':
-          await extractor.hardlink(path, linkTarget!, previous !== undefined);
-          break;
+      const mtime = Math.max(0, Math.floor((header.mtime ?? new Date(0)).getTime() / 1000));
+      let tree: TreeEntry;
+      if (type === 'directory') tree = { type, path, mode, mtime };
+      else if (type === 'file') tree = { type, path, mode, mtime, size: header.size ?? 0, sha256: '' };
+      else if (type === 'symlink') tree = { type, path, mtime, target: header.linkname ?? '' };
+      else if (type === 'link') tree = { type, path, target: hardlinkTarget(path, header.linkname ?? '', '') };
+      else {
+        // Refused by the rules with the sentence that names the kind.
+        new EntryRules(opts.limits).admit({ path, type, size: 0 });
+        throw new PackageError(`entry ${path} has the unsupported type ${type}`);
       }
-      if (type !== 'file') await drain(entry.data);
+      await writer.begin(tree);
+      if (type === 'file') for await (const piece of entry.data) await writer.write(piece);
+      else await drain(entry.data);
+      await writer.end();
     }
-    await extractor.finishDirectories();
+    return await writer.finish();
   } catch (err) {
-    await extractor.settle().catch(() => {});
-    if (err instanceof PackageError) throw err;
-    throw new PackageError(`extraction into ${destDir} failed: ${(err as Error).message}`);
+    await writer.abort();
+    throw writer.wrap(err);
   }
-  return { entries: rules.entries, unpackedBytes: rules.unpackedBytes };
+}
+
+/** A regular file being written: small ones are gathered and written in the background in one go. */
+interface OpenFile {
+  write(piece: Buffer): Promise<void>;
+  end(): Promise<void>;
+  close(): Promise<void>;
 }
 
 class Extractor {
@@ -112,57 +191,90 @@ class Extractor {
     this.dirs.set(path, { mode, mtime });
   }
 
-  async file(path: string, mode: number, mtime: Date, data: AsyncIterable<Buffer>, size: number, replace: boolean): Promise<void> {
+  /**
+   * A file of `size` bytes at `path`. Files up to SMALL_FILE are gathered in memory and written entirely in
+   * the background while the next entries are parsed: for trees of small files, the round trips to the
+   * thread pool (open, write, utimes, close) dominate otherwise. Larger files are written as they come,
+   * each write awaited so the producer is held back while the disk catches up.
+   */
+  async openFile(path: string, mode: number, mtime: Date, size: number, replace: boolean): Promise<OpenFile> {
     await this.ensureParent(path);
     await this.replaceable(path, replace);
-    const chunks = data[Symbol.asyncIterator]();
-    const first = await chunks.next();
-    const firstChunk = first.done ? EMPTY : first.value;
-    if (firstChunk.length === size) {
-      // The whole file is one chunk the tar parser already holds (no copy is made): the file can be
-      // written entirely in the background while the next entries are parsed. For trees of small
-      // files the round trips to the thread pool (open, write, chmod, utimes, close) dominate otherwise.
-      if (!first.done && !(await chunks.next()).done) throw new PackageError(`entry ${path} has more data than its size ${size}`);
-      while (this.backgroundBytes > 0 && this.backgroundBytes + size > MAX_BACKGROUND_BYTES && this.background.size > 0) {
-        await Promise.race(this.background);
-      }
-      this.backgroundBytes += size;
-      const task = this.inBackground(path, async () => {
-        try {
-          const handle = await open(this.abs(path), WRITE_FLAGS, mode);
+    if (size <= SMALL_FILE) {
+      const pieces: Buffer[] = [];
+      let got = 0;
+      return {
+        write: async (piece) => {
+          got += piece.length;
+          if (got > size) throw new PackageError(`entry ${path} has more data than its size ${size}`);
+          pieces.push(piece);
+        },
+        end: async () => {
+          if (got !== size) throw new PackageError(`entry ${path} ended after ${got} of ${size} bytes`);
+          const data = pieces.length === 1 ? pieces[0]! : pieces.length === 0 ? EMPTY : Buffer.concat(pieces, size);
+          await this.writeSmallFile(path, mode, mtime, data);
+        },
+        close: async () => {},
+      };
+    }
+    const handle = await open(this.abs(path), WRITE_FLAGS, mode);
+    let written = 0;
+    let closed = false;
+    return {
+      write: async (piece) => {
+        if (written + piece.length > size) throw new PackageError(`entry ${path} has more data than its size ${size}`);
+        await handle.write(piece, 0, piece.length, written);
+        written += piece.length;
+      },
+      end: async () => {
+        if (written !== size) throw new PackageError(`entry ${path} ended after ${written} of ${size} bytes`);
+        closed = true;
+        // The rest works on the open descriptor, so it can overlap with the next entries too.
+        await this.inBackground(path, async () => {
           try {
-            if (firstChunk.length > 0) await handle.write(firstChunk, 0, firstChunk.length, 0);
             await this.finishFile(handle, mode, mtime);
           } finally {
             await handle.close();
           }
-        } finally {
-          this.backgroundBytes -= size;
-        }
-      });
-      await task;
+        });
+      },
+      close: async () => {
+        if (!closed) await handle.close();
+        closed = true;
+      },
+    };
+  }
+
+  private async writeSmallFile(path: string, mode: number, mtime: Date, data: Buffer): Promise<void> {
+    const size = data.length;
+    if (process.env.JA_SYNC_SMALL) {
+      await this.creations.get(path);
+      const fd = openSync(this.abs(path), WRITE_FLAGS, mode);
+      try {
+        if (size > 0) writeSync(fd, data, 0, size, 0);
+        if (this.owner) fchownSync(fd, this.owner.uid, this.owner.gid);
+        if (this.owner || (mode & UMASK) !== 0) fchmodSync(fd, mode);
+        futimesSync(fd, mtime, mtime);
+      } finally {
+        closeSync(fd);
+      }
       return;
     }
-
-    const handle = await open(this.abs(path), WRITE_FLAGS, mode);
-    try {
-      let written = 0;
-      for (let next = first; !next.done; next = await chunks.next()) {
-        // Each write is awaited, so the tar parser is held back while the disk catches up.
-        await handle.write(next.value, 0, next.value.length, written);
-        written += next.value.length;
-      }
-      if (written !== size) throw new PackageError(`entry ${path} ended after ${written} of ${size} bytes`);
-    } catch (err) {
-      await handle.close();
-      throw err;
+    while (this.backgroundBytes > 0 && this.backgroundBytes + size > MAX_BACKGROUND_BYTES && this.background.size > 0) {
+      await Promise.race(this.background);
     }
-    // The rest works on the open descriptor, so it can overlap with the next entries too.
+    this.backgroundBytes += size;
     await this.inBackground(path, async () => {
       try {
-        await this.finishFile(handle, mode, mtime);
+        const handle = await open(this.abs(path), WRITE_FLAGS, mode);
+        try {
+          if (size > 0) await handle.write(data, 0, size, 0);
+          await this.finishFile(handle, mode, mtime);
+        } finally {
+          await handle.close();
+        }
       } finally {
-        await handle.close();
+        this.backgroundBytes -= size;
       }
     });
   }

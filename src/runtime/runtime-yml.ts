@@ -3,27 +3,15 @@
 import { arch as processArch } from 'node:process';
 import { isMap, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import { PackageError, type RuntimeMeta } from './types.js';
+import { versionProblem } from './version-rule.js';
+
+export { versionProblem } from './version-rule.js';
 
 const NAME_PATTERN = /^[a-z0-9][a-z0-9.-]{0,63}$/;
-const MAX_VERSION_LENGTH = 128;
-// C0 and C1 control characters: a version becomes a directory name an operator has to type.
-const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
 
 /** Why `name` is not a valid runtime name, or null when it is. */
 export function runtimeNameProblem(name: string): string | null {
   return NAME_PATTERN.test(name) ? null : `must match ${NAME_PATTERN.source}`;
-}
-
-/** Why `version` is not a safe single path segment, or null when it is. */
-export function versionProblem(version: string): string | null {
-  if (version.length === 0) return 'must not be empty';
-  if (version.length > MAX_VERSION_LENGTH) return `must be at most ${MAX_VERSION_LENGTH} characters`;
-  if (version.includes('\0')) return 'must not contain a NUL character';
-  if (version.includes('/') || version.includes('\\')) return "must not contain '/' or '\\'";
-  if (version === '.' || version === '..') return "must not be '.' or '..'";
-  if (version.startsWith('-')) return "must not start with '-'";
-  if (CONTROL_CHARS.test(version)) return 'must contain only printable characters';
-  return null;
 }
 
 export function assertRuntimeName(name: string, where = 'runtime.yml'): void {

@@ -38,11 +38,11 @@ interface ZipItem {
 
 export async function produceFromZip(ctx: SourceContext): Promise<string | null> {
   const invalid = (detail: string) => new PackageError(`invalid zip file: ${ctx.input}: ${detail}`);
-  const totalBytes = (await stat(ctx.input)).size;
+  const totalBytes = (await stat(ctx.readPath)).size;
   let zip: yauzl.ZipFile;
   try {
     // decodeStrings off: names are validated by our own rules, so a '../' entry gets our message.
-    zip = await yauzl.openPromise(ctx.input, { lazyEntries: true, decodeStrings: false, autoClose: false });
+    zip = await yauzl.openPromise(ctx.readPath, { lazyEntries: true, decodeStrings: false, autoClose: false });
   } catch (err) {
     throw invalid((err as Error).message);
   }

@@ -133,17 +133,22 @@ export class ChunkStore {
    * decodes to `size` bytes hashing to `id`. Throws CorruptChunkError and writes nothing if not.
    */
   async putStored(id: string, codec: Codec, stored: Buffer, size: number): Promise<ChunkRef> {
+    return (await this.receive(id, codec, stored, size)).ref;
+  }
+
+  /** putStored, also handing back the verified uncompressed bytes, so they need not be decoded again. */
+  async receive(id: string, codec: Codec, stored: Buffer, size: number): Promise<{ ref: ChunkRef; raw: Buffer }> {
     const path = this.pathOf(id);
     if (!(codec in CODEC_BYTES)) throw new CorruptChunkError(id, `unknown codec ${JSON.stringify(codec)}`);
     // The size comes from a verified manifest, but bound it anyway: it sizes the inflate buffer.
     if (!Number.isSafeInteger(size) || size < 0 || size > CHUNK_MAX) {
       throw new CorruptChunkError(id, `claimed size ${size} is outside 0..${CHUNK_MAX}`);
     }
-    await this.decodeAndVerify(id, codec, stored, size, `received from a peer, for ${path}`);
+    const raw = await this.decodeAndVerify(id, codec, stored, size, `received from a peer, for ${path}`);
     const existing = await this.refIfPresent(id, true);
-    if (existing) return existing;
+    if (existing) return { ref: existing, raw };
     await this.writeChunkFile(id, codec, stored, size);
-    return { id, size, storedSize: stored.length, codec };
+    return { ref: { id, size, storedSize: stored.length, codec }, raw };
   }
 
   async has(id: string): Promise<boolean> {

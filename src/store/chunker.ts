@@ -64,46 +64,60 @@ function findCut(buf: Uint8Array, start: number, available: number): number {
 }
 
 /**
- * Cuts a byte stream into content-defined chunks; each chunk is yielded as its own copy, so
- * the consumer may keep it.
+ * Cuts a byte stream into content-defined chunks, fed piece by piece: `push` returns the chunks that
+ * are complete, `end` the rest. Each chunk is its own copy, so the consumer may keep it.
  *
- * Input is copied into one pre-allocated working buffer of 2 x CHUNK_MAX. A cut is searched
- * only once CHUNK_MAX bytes are buffered past the current chunk start (or the stream ended),
- * so every byte is hashed at most once and the result cannot depend on piece sizes. The
- * unconsumed tail is moved to the front only when the buffer's end is reached, i.e. about
- * once per CHUNK_MAX bytes instead of once per chunk.
+ * Input is copied into one pre-allocated working buffer of 2 x CHUNK_MAX. A cut is searched only once
+ * CHUNK_MAX bytes are buffered past the current chunk start (or the stream ended), so every byte is
+ * hashed at most once and the result cannot depend on piece sizes. The unconsumed tail is moved to the
+ * front only when the buffer's end is reached, about once per CHUNK_MAX bytes instead of once per chunk.
  */
+export class Chunker {
+  private readonly work = Buffer.allocUnsafe(2 * CHUNK_MAX);
+  private start = 0; // first byte of the chunk being formed
+  private end = 0; // one past the last buffered byte
+
+  push(piece: Uint8Array): Buffer[] {
+    const out: Buffer[] = [];
+    const work = this.work;
+    let offset = 0;
+    while (offset < piece.length) {
+      if (this.end === work.length) {
+        work.copyWithin(0, this.start, this.end);
+        this.end -= this.start;
+        this.start = 0;
+      }
+      const take = Math.min(work.length - this.end, piece.length - offset);
+      work.set(piece.subarray(offset, offset + take), this.end);
+      this.end += take;
+      offset += take;
+      while (this.end - this.start >= CHUNK_MAX) {
+        const length = findCut(work, this.start, this.end - this.start);
+        out.push(copyOf(work, this.start, length));
+        this.start += length;
+      }
+    }
+    return out;
+  }
+
+  finish(): Buffer[] {
+    const out: Buffer[] = [];
+    while (this.end > this.start) {
+      const length = findCut(this.work, this.start, this.end - this.start);
+      out.push(copyOf(this.work, this.start, length));
+      this.start += length;
+    }
+    return out;
+  }
+}
+
+/** `Chunker` over a whole stream. */
 export async function* chunkStream(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
 ): AsyncGenerator<Buffer> {
-  const work = Buffer.allocUnsafe(2 * CHUNK_MAX);
-  let start = 0; // first byte of the chunk being formed
-  let end = 0; // one past the last buffered byte
-
-  for await (const piece of source) {
-    let offset = 0;
-    while (offset < piece.length) {
-      if (end === work.length) {
-        work.copyWithin(0, start, end);
-        end -= start;
-        start = 0;
-      }
-      const take = Math.min(work.length - end, piece.length - offset);
-      work.set(piece.subarray(offset, offset + take), end);
-      end += take;
-      offset += take;
-      while (end - start >= CHUNK_MAX) {
-        const length = findCut(work, start, end - start);
-        yield copyOf(work, start, length);
-        start += length;
-      }
-    }
-  }
-  while (end > start) {
-    const length = findCut(work, start, end - start);
-    yield copyOf(work, start, length);
-    start += length;
-  }
+  const chunker = new Chunker();
+  for await (const piece of source) yield* chunker.push(piece);
+  yield* chunker.finish();
 }
 
 function copyOf(buf: Buffer, start: number, length: number): Buffer {

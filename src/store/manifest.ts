@@ -10,8 +10,10 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import type { RuntimeMeta } from '../runtime/types.js';
+import { versionProblem } from '../runtime/version-rule.js';
 import { CHUNK_MAX } from './chunker.js';
-import { MANIFEST_SCHEMA, type ChunkRef, type Codec, type Manifest, type SignedManifest } from './types.js';
+import { assertNotFromTheFuture } from './clock.js';
+import { MANIFEST_SCHEMA, type ChunkRef, type Codec, type ContentRef, type EntryListRef, type Manifest, type SignedManifest } from './types.js';
 
 /**
  * Deterministic JSON bytes: object keys sorted (by UTF-16 code units, JavaScript's default
@@ -70,16 +72,17 @@ function pickRuntimeMeta(meta: RuntimeMeta): RuntimeMeta {
 
 export function buildManifest(
   meta: RuntimeMeta,
-  tar: { size: number; sha256: string },
-  chunks: ChunkRef[],
+  tree: { entries: EntryListRef; content: ContentRef },
   publisherPub: string,
   createdAt = new Date(),
 ): Manifest {
+  const refs = (chunks: ChunkRef[]) => chunks.map((c) => ({ id: c.id, size: c.size, storedSize: c.storedSize, codec: c.codec }));
+  const e = tree.entries;
   return {
     schema: MANIFEST_SCHEMA,
     runtime: pickRuntimeMeta(meta),
-    tar: { size: tar.size, sha256: tar.sha256 },
-    chunks: chunks.map((c) => ({ id: c.id, size: c.size, storedSize: c.storedSize, codec: c.codec })),
+    entries: { count: e.count, size: e.size, sha256: e.sha256, chunks: refs(e.chunks) },
+    content: { size: tree.content.size, chunks: refs(tree.content.chunks) },
     createdAt: createdAt.toISOString(),
     publisher: publisherPub,
   };
@@ -90,7 +93,12 @@ export function buildManifest(
  * the store uses this instead of reading the manifest's chunk fields itself, so a schema change stays here.
  */
 export function manifestChunks(m: Manifest): ChunkRef[] {
-  return m.chunks;
+  return [...m.entries.chunks, ...m.content.chunks];
+}
+
+/** Bytes a host holds once it has every chunk of the manifest (uncompressed). */
+export function manifestBytes(m: Manifest): number {
+  return m.entries.size + m.content.size;
 }
 
 /** 'sha256:<hex>' of the manifest's canonical JSON bytes. */
@@ -160,8 +168,6 @@ export function signManifest(m: Manifest, priv: KeyObject): SignedManifest {
 }
 
 const NAME = /^[a-z0-9][a-z0-9.-]{0,63}$/;
-// A safe single path segment: no separators, not "." or "..", no leading dot or dash.
-const VERSION = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const CHUNK_ID = /^sha256:[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
@@ -195,22 +201,32 @@ export function verifySignedManifest(sm: unknown, trusted: string[]): SignedMani
   if (!trustedKeys.has(m.publisher)) {
     throw new Error(`manifest ${id} is signed by ${m.publisher} which is not a trusted publisher`);
   }
+  assertNotFromTheFuture(m.createdAt, `manifest ${id} (${m.runtime.name}@${m.runtime.version})`);
   return { id, manifest: m, signature };
 }
 
+/** Largest entry list accepted from anyone: about 500,000 entries of long paths. */
+export const MAX_ENTRY_LIST_BYTES = 128 * 1024 * 1024;
+/** Most entries accepted in one manifest (the default package limit). */
+const MAX_ENTRIES = 2_000_000;
+
 function checkManifestShape(value: unknown, id: string): Manifest {
   const where = `manifest ${id}`;
-  const m = expectRecord(value, where, ['schema', 'runtime', 'tar', 'chunks', 'createdAt', 'publisher'], []);
-  if (m.schema !== MANIFEST_SCHEMA) {
-    throw new Error(`${where} has schema ${JSON.stringify(m.schema)}, but this agent understands schema ${MANIFEST_SCHEMA}`);
+  if (typeof value === 'object' && value !== null && 'schema' in value && (value as { schema: unknown }).schema !== MANIFEST_SCHEMA) {
+    const schema = (value as { schema: unknown }).schema;
+    if (schema === 1) {
+      throw new Error(`${where} has schema 1 (one chunked tar, from joblet-agent 0.1), which this agent no longer installs: publish the package again with this version`);
+    }
+    throw new Error(`${where} has schema ${JSON.stringify(schema)}, but this agent understands schema ${MANIFEST_SCHEMA} only: upgrade joblet-agent on this host`);
   }
+  const m = expectRecord(value, where, ['schema', 'runtime', 'entries', 'content', 'createdAt', 'publisher'], []);
 
   const runtime = expectRecord(m.runtime, `${where} runtime`, ['name', 'version'], ['language', 'description', 'architectures']);
   const name = expectString(runtime.name, `${where} runtime.name`);
   if (!NAME.test(name)) throw new Error(`${where} runtime.name ${JSON.stringify(name)} is not a valid runtime name`);
   const version = expectString(runtime.version, `${where} runtime.version`);
-  if (!VERSION.test(version)) {
-    throw new Error(`${where} runtime.version ${JSON.stringify(version)} is not a safe path segment`);
+  if (versionProblem(version) !== null) {
+    throw new Error(`${where} runtime.version ${JSON.stringify(version)} is not a valid version: it ${versionProblem(version)}`);
   }
   if (runtime.language !== undefined) expectString(runtime.language, `${where} runtime.language`);
   if (runtime.description !== undefined) expectString(runtime.description, `${where} runtime.description`);
@@ -219,28 +235,17 @@ function checkManifestShape(value: unknown, id: string): Manifest {
     runtime.architectures.forEach((a, i) => expectString(a, `${where} runtime.architectures[${i}]`));
   }
 
-  const tar = expectRecord(m.tar, `${where} tar`, ['size', 'sha256'], []);
-  const tarSize = expectSize(tar.size, `${where} tar.size`, Number.MAX_SAFE_INTEGER);
-  const tarSha = expectString(tar.sha256, `${where} tar.sha256`);
-  if (!SHA256_HEX.test(tarSha)) throw new Error(`${where} tar.sha256 is not 64 lowercase hex digits`);
+  const entries = expectRecord(m.entries, `${where} entries`, ['count', 'size', 'sha256', 'chunks'], []);
+  const count = expectSize(entries.count, `${where} entries.count`, MAX_ENTRIES);
+  if (count === 0) throw new Error(`${where} entries.count is 0, but a runtime has at least its runtime.yml`);
+  const listSize = expectSize(entries.size, `${where} entries.size`, MAX_ENTRY_LIST_BYTES);
+  const listSha = expectString(entries.sha256, `${where} entries.sha256`);
+  if (!SHA256_HEX.test(listSha)) throw new Error(`${where} entries.sha256 is not 64 lowercase hex digits`);
+  checkChunkList(entries.chunks, `${where} entries.chunks`, listSize, 'entries.size');
 
-  if (!Array.isArray(m.chunks)) throw new Error(`${where} chunks is not a list`);
-  let total = 0;
-  m.chunks.forEach((c, i) => {
-    const at = `${where} chunks[${i}]`;
-    const chunk = expectRecord(c, at, ['id', 'size', 'storedSize', 'codec'], []);
-    const chunkId = expectString(chunk.id, `${at}.id`);
-    if (!CHUNK_ID.test(chunkId)) throw new Error(`${at}.id ${JSON.stringify(chunkId)} is not of the form sha256:<64 hex>`);
-    const size = expectSize(chunk.size, `${at}.size`, CHUNK_MAX);
-    if (size === 0) throw new Error(`${at}.size is 0, but chunks are never empty`);
-    const codec = expectString(chunk.codec, `${at}.codec`);
-    if (!CODECS.includes(codec as Codec)) throw new Error(`${at}.codec ${JSON.stringify(codec)} is not one of ${CODECS.join(', ')}`);
-    // Stored bytes are compressed only when that saves space, so they never exceed the size.
-    const storedSize = expectSize(chunk.storedSize, `${at}.storedSize`, size);
-    if (codec === 'raw' && storedSize !== size) throw new Error(`${at}.storedSize differs from its size although its codec is raw`);
-    total += size;
-  });
-  if (total !== tarSize) throw new Error(`${where} chunk sizes add up to ${total}, but tar.size is ${tarSize}`);
+  const content = expectRecord(m.content, `${where} content`, ['size', 'chunks'], []);
+  const contentSize = expectSize(content.size, `${where} content.size`, Number.MAX_SAFE_INTEGER);
+  checkChunkList(content.chunks, `${where} content.chunks`, contentSize, 'content.size');
 
   const createdAt = expectString(m.createdAt, `${where} createdAt`);
   if (!ISO_UTC.test(createdAt) || Number.isNaN(Date.parse(createdAt))) {
@@ -251,6 +256,26 @@ function checkManifestShape(value: unknown, id: string): Manifest {
     throw new Error(`${where} publisher ${JSON.stringify(publisher)} is not of the form ed25519:<64 hex digits>`);
   }
   return value as Manifest;
+}
+
+function checkChunkList(list: unknown, at: string, expectedTotal: number, totalField: string): void {
+  if (!Array.isArray(list)) throw new Error(`${at} is not a list`);
+  let total = 0;
+  list.forEach((c, i) => {
+    const where = `${at}[${i}]`;
+    const chunk = expectRecord(c, where, ['id', 'size', 'storedSize', 'codec'], []);
+    const chunkId = expectString(chunk.id, `${where}.id`);
+    if (!CHUNK_ID.test(chunkId)) throw new Error(`${where}.id ${JSON.stringify(chunkId)} is not of the form sha256:<64 hex>`);
+    const size = expectSize(chunk.size, `${where}.size`, CHUNK_MAX);
+    if (size === 0) throw new Error(`${where}.size is 0, but chunks are never empty`);
+    const codec = expectString(chunk.codec, `${where}.codec`);
+    if (!CODECS.includes(codec as Codec)) throw new Error(`${where}.codec ${JSON.stringify(codec)} is not one of ${CODECS.join(', ')}`);
+    // Stored bytes are compressed only when that saves space, so they never exceed the size.
+    const storedSize = expectSize(chunk.storedSize, `${where}.storedSize`, size);
+    if (codec === 'raw' && storedSize !== size) throw new Error(`${where}.storedSize differs from its size although its codec is raw`);
+    total += size;
+  });
+  if (total !== expectedTotal) throw new Error(`${at} sizes add up to ${total}, but ${totalField} is ${expectedTotal}`);
 }
 
 function expectRecord(

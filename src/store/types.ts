@@ -14,14 +14,35 @@ export interface ChunkRef {
   codec: Codec;
 }
 
-export const MANIFEST_SCHEMA = 1;
+/**
+ * 2: file contents chunked apart from the entry list (src/runtime/tree-entry.ts).
+ * 1 (before 0.2): one chunked canonical tar; refused with a message saying to publish again.
+ */
+export const MANIFEST_SCHEMA = 2;
+
+/** The entry list of a tree: one line per entry, chunked like any stream. */
+export interface EntryListRef {
+  /** Number of entries (lines). */
+  count: number;
+  /** Bytes of the list. */
+  size: number;
+  /** sha256 hex of the whole list. */
+  sha256: string;
+  chunks: ChunkRef[];
+}
+
+/** The file contents of a tree, in entry order, as one chunked stream. */
+export interface ContentRef {
+  size: number;
+  chunks: ChunkRef[];
+}
 
 /** The signed description of one published runtime. Its id is sha256 of canonicalJson(manifest). */
 export interface Manifest {
   schema: typeof MANIFEST_SCHEMA;
   runtime: RuntimeMeta;
-  tar: { size: number; sha256: string };
-  chunks: ChunkRef[];
+  entries: EntryListRef;
+  content: ContentRef;
   /** ISO 8601. */
   createdAt: string;
   /** Publisher's Ed25519 public key, 'ed25519:<64 hex>'. */

@@ -20,10 +20,14 @@ export async function tmpDir(t: ExecutionContext, prefix = 'ja-test-'): Promise<
 
 export interface CliResult { code: number; stdout: string; stderr: string }
 
+/** What runs the CLI: this Node with the built CLI, unless a test passes a release executable and its own env. */
+export interface Program { file: string; args: string[]; env: NodeJS.ProcessEnv }
+export const devProgram = (): Program => ({ file: process.execPath, args: [CLI], env: process.env });
+
 /** Run the CLI to completion; never throws on a non-zero exit. */
-export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+export async function cli(args: string[], env: Record<string, string> = {}, program = devProgram()): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(program.file, [...program.args, ...args], { env: { ...program.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
@@ -52,25 +56,30 @@ export async function startAgent(
   t: ExecutionContext,
   dir: string,
   extra: string[] = [],
-  opts: { initArgs?: string[]; env?: Record<string, string> } = {},
+  opts: { initArgs?: string[]; env?: Record<string, string>; program?: Program } = {},
 ): Promise<AgentHandle> {
+  const program = opts.program ?? devProgram();
   const config = path.join(dir, 'etc', 'config.yml');
   const dataDir = path.join(dir, 'data');
   const runtimesDir = path.join(dir, 'runtimes');
   const socket = path.join(dir, 'agent.sock');
   if (!(await exists(config))) {
     const r = await cli(['init', '--dir', path.join(dir, 'etc'), '--data-dir', dataDir, '--runtimes-dir', runtimesDir,
-      '--socket', socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', ...(opts.initArgs ?? [])]);
+      '--socket', socket, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--http', '127.0.0.1:0', ...(opts.initArgs ?? [])], {}, program);
     if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`);
   }
-  const proc = spawn(process.execPath, [CLI, 'start', '--config', config, ...extra], {
+  const proc = spawn(program.file, [...program.args, 'start', '--config', config, ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...(opts.env ?? {}) },
+    env: { ...program.env, ...(opts.env ?? {}) },
   });
   let logs = '';
   proc.stdout!.on('data', (d) => (logs += d));
   proc.stderr!.on('data', (d) => (logs += d));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  // If the test worker dies before its teardown runs (an ava timeout), the agent must not outlive it.
+  const killOnExit = () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); };
+  process.on('exit', killOnExit);
+  void exited.then(() => process.off('exit', killOnExit));
   const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
@@ -83,7 +92,7 @@ export async function startAgent(
     // A failed test shows what its agents said; a passing one stays quiet.
     if (!t.passed) console.error(`---- agent ${dir} log ----\n${logs}---- end ----`);
   });
-  const run = (args: string[]) => cli([...args, '--socket', socket]);
+  const run = (args: string[]) => cli([...args, '--socket', socket], {}, program);
   const handle: AgentHandle = {
     dir, socket, dataDir, runtimesDir, config, proc, logs: () => logs, run, stop,
     json: async (args) => {

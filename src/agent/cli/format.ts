@@ -17,6 +17,8 @@ export function table(header: string[], rows: string[][]): string {
     .join('\n');
 }
 
+export { printable } from '../log.js';
+
 export function shortId(id: string): string {
   return id.startsWith('sha256:') ? id.slice(0, 7 + 12) : id;
 }

@@ -5,25 +5,29 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { callDaemon, UserError } from '../control.js';
-import { clientSocket, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, type ConfigFlags } from '../config.js';
-import { formatBytes, ProgressBar, shortId, table } from './format.js';
-import { log } from '../log.js';
+import { clientSocket, isPlaceholderConfig, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, ZONE_RE, type ConfigFlags } from '../config.js';
+import { formatBytes, printable, ProgressBar, shortId, table } from './format.js';
+import { log, configureLog, errorText } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
 import { formatBinary, parseSize } from '../units.js';
 import { runInfo, runWait, splitSpec, waitArgs, WAIT_OPTIONS } from './operate.js';
 import { PackageError } from '../../runtime/types.js';
 import { generatePublisherKeys } from '../../store/manifest.js';
 import { generateFleetKey } from '../swarm/p2p-node.js';
+import { COMMAND_HELP } from './help.js';
 
 const USAGE = `usage: joblet-agent <command> [options]
 
 commands:
   init    [--dir DIR] [--fleet-key FILE] [start options]   make a fleet key, a publisher key pair and a config
+  init    --join --fleet-key FILE [--trust PUBKEY-or-FILE]... [--dir DIR] [start options]
+                                     a host that only receives runtimes: no publisher key
   start   [--config FILE] [--data-dir DIR] [--runtimes-dir DIR] [--socket PATH]
           [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--fleet-key FILE]
           [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
           [--owner USER:GROUP] [--max-package-bytes N]
-          [--max-upload-rate RATE] [--max-download-rate RATE]  run the agent in the foreground
+          [--max-upload-rate RATE] [--max-download-rate RATE]
+          [--http HOST:PORT|off] [--log-format text|json] [--log-level LEVEL]   run the agent in the foreground
   publish PKG [--force] [--no-install] [--json]
           [--wait [--hosts N | --percent P] [--timeout DUR]]
                                      ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
@@ -37,7 +41,10 @@ commands:
   remove  NAME[@VERSION] [--json]    uninstall a runtime
   verify  [--json]                   re-hash every stored chunk; exit 1 if any is corrupt or missing
 
+  --version                          the agent's version and the Node version it runs on
+
 client commands accept --socket PATH (or JOBLET_AGENT_SOCKET) and --config FILE to find the daemon.
+"joblet-agent COMMAND --help" explains one command.
 exit codes: 0 ok, 1 failure, 2 usage.`;
 
 class UsageError extends Error {}
@@ -58,6 +65,9 @@ const START_OPTIONS = {
   'max-package-bytes': { type: 'string' },
   'max-upload-rate': { type: 'string' },
   'max-download-rate': { type: 'string' },
+  http: { type: 'string' },
+  'log-format': { type: 'string' },
+  'log-level': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 const CLIENT_OPTIONS = {
@@ -94,6 +104,9 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
   };
   const upload = rate('max-upload-rate');
   const download = rate('max-download-rate');
+  if (typeof v.zone === 'string' && !ZONE_RE.test(v.zone)) {
+    throw new UsageError(`--zone ${JSON.stringify(printable(v.zone))} is not a zone label: use 1-64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)`);
+  }
   return {
     bandwidth: upload === undefined && download === undefined ? undefined : { upload, download },
     dataDir: abs(v['data-dir']),
@@ -108,20 +121,25 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
     mdns: v['no-mdns'] ? false : undefined,
     owner: v.owner as string | undefined,
     maxPackageBytes,
+    http: v.http as string | undefined,
+    logFormat: v['log-format'] as ConfigFlags['logFormat'],
+    logLevel: v['log-level'] as ConfigFlags['logLevel'],
   };
 }
 
 async function cmdStart(argv: string[]): Promise<void> {
   const { values } = parse(argv, START_OPTIONS, 0);
   const config = await loadConfig(values.config ? path.resolve(values.config) : undefined, startFlags(values));
+  configureLog({ format: config.logFormat, level: config.logLevel });
   // Imported here so that client commands do not load the store and libp2p.
   const { Agent } = await import('../daemon/daemon.js');
   const agent = await Agent.start(config);
-  log(`joblet-agent ${agent.peerId} serving ${config.socket}; runtimes in ${config.runtimesDir}, data in ${config.dataDir}`);
+  log.info('started', { peer: agent.peerId, version: AGENT_VERSION, socket: config.socket, runtimesDir: config.runtimesDir,
+    dataDir: config.dataDir, http: agent.httpUrl ?? 'off' });
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
-      log(`${sig} received, stopping`);
-      agent.stop().then(resolve, (err) => { log(`error while stopping: ${(err as Error).message}`); resolve(); });
+      log.info('stopping', { signal: sig });
+      agent.stop().then(resolve, (err) => { log.error('stop_failed', { error: errorText(err) }); resolve(); });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
@@ -129,15 +147,21 @@ async function cmdStart(argv: string[]): Promise<void> {
 }
 
 async function cmdInit(argv: string[]): Promise<void> {
-  const { values } = parse(argv, { ...START_OPTIONS, dir: { type: 'string' }, json: { type: 'boolean' } }, 0);
+  const { values } = parse(argv, { ...START_OPTIONS, dir: { type: 'string' }, json: { type: 'boolean' }, join: { type: 'boolean' } }, 0);
   const dir = path.resolve(values.dir ?? path.dirname(DEFAULT_CONFIG_PATH));
+  // --join: a host that only receives runtimes has no publisher key, so `remove` there never claims
+  // to have sent a removal that every other host would refuse.
+  if (values.join) return initJoining(values, dir);
   const files = {
     fleetKey: path.join(dir, 'fleet.key'),
     publisherKey: path.join(dir, 'publisher.key'),
     publisherPub: path.join(dir, 'publisher.pub'),
     config: path.join(dir, 'config.yml'),
   };
+  // A config of nothing but comments (the default one the .deb ships) is a placeholder for init to fill in.
+  const placeholder = await isPlaceholderConfig(files.config);
   for (const f of Object.values(files)) {
+    if (f === files.config && placeholder) continue;
     if (await fs.stat(f).then(() => true, () => false)) {
       throw new UserError(`${f} already exists; init never overwrites keys or configs: remove it or choose another --dir`);
     }
@@ -145,10 +169,7 @@ async function cmdInit(argv: string[]): Promise<void> {
   let fleetKey: string;
   if (values['fleet-key']) {
     // Joining an existing fleet: copy its secret rather than making a new one.
-    fleetKey = (await fs.readFile(path.resolve(values['fleet-key']), 'utf8').catch((e: Error) => {
-      throw new UserError(`cannot read fleet key ${values['fleet-key']}: ${e.message}`);
-    })).trim();
-    if (!/^[0-9a-f]{64}$/.test(fleetKey)) throw new UserError(`fleet key ${values['fleet-key']} does not hold 64 hex characters`);
+    fleetKey = await readFleetKey(values['fleet-key']);
   } else {
     fleetKey = generateFleetKey();
   }
@@ -165,14 +186,60 @@ async function cmdInit(argv: string[]): Promise<void> {
     publisherKey: 'publisher.key',
     trust: [keys.publicKey, ...(flags.trust ?? [])],
   });
-  await fs.writeFile(files.config, config, { mode: 0o644, flag: 'wx' });
+  if (placeholder) {
+    // Replaced whole by a rename, so that the placeholder is never left half written.
+    const tmp = `${files.config}.init-${process.pid}`;
+    await fs.writeFile(tmp, config, { mode: 0o644, flag: 'wx' });
+    await fs.rename(tmp, files.config);
+  } else {
+    await fs.writeFile(files.config, config, { mode: 0o644, flag: 'wx' });
+  }
   if (values.json) {
     console.log(JSON.stringify({ ...files, publisher: keys.publicKey }, null, 2));
   } else {
     console.log(`wrote ${files.fleetKey}, ${files.publisherKey}, ${files.publisherPub} and ${files.config}`);
     console.log(`publisher key: ${keys.publicKey}`);
+    if (values['fleet-key']) {
+      console.log('other hosts trust this key only once publisher.pub is in their trust lists; a host that only receives runtimes is made with --join');
+    }
     console.log(`start the agent with: joblet-agent start --config ${files.config}`);
   }
+}
+
+async function initJoining(values: Record<string, unknown>, dir: string): Promise<void> {
+  if (!values['fleet-key']) throw new UsageError('init --join needs --fleet-key FILE: the fleet key of the fleet to join');
+  if (values['publisher-key']) throw new UsageError('init --join makes a host without a publisher key; drop --publisher-key');
+  const files = { fleetKey: path.join(dir, 'fleet.key'), config: path.join(dir, 'config.yml') };
+  for (const f of Object.values(files)) {
+    if (await fs.stat(f).then(() => true, () => false)) {
+      throw new UserError(`${f} already exists; init never overwrites keys or configs: remove it or choose another --dir`);
+    }
+  }
+  const fleetKey = await readFleetKey(String(values['fleet-key']));
+  const flags = startFlags(values);
+  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  await fs.writeFile(files.fleetKey, fleetKey + '\n', { mode: 0o600, flag: 'wx' });
+  const config = renderConfig({
+    ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)),
+    fleetKey: 'fleet.key',
+    trust: flags.trust ?? [],
+  });
+  await fs.writeFile(files.config, config, { mode: 0o644, flag: 'wx' });
+  if (values.json) {
+    console.log(JSON.stringify({ ...files, publisher: null }, null, 2));
+    return;
+  }
+  console.log(`wrote ${files.fleetKey} and ${files.config} (no publisher key: this host receives runtimes, it does not publish)`);
+  if (!flags.trust?.length) console.log('no --trust given: this host installs nothing until a publisher key is added to "trust" in its config');
+  console.log(`start the agent with: joblet-agent start --config ${files.config}`);
+}
+
+async function readFleetKey(file: string): Promise<string> {
+  const fleetKey = (await fs.readFile(path.resolve(file), 'utf8').catch((e: Error) => {
+    throw new UserError(`cannot read fleet key ${file}: ${e.message}`);
+  })).trim();
+  if (!/^[0-9a-f]{64}$/.test(fleetKey)) throw new UserError(`fleet key ${file} does not hold 64 hex characters`);
+  return fleetKey;
 }
 
 async function cmdPublish(argv: string[]): Promise<void> {
@@ -180,11 +247,14 @@ async function cmdPublish(argv: string[]): Promise<void> {
     ...CLIENT_OPTIONS, ...WAIT_OPTIONS, force: { type: 'boolean' }, 'no-install': { type: 'boolean' }, wait: { type: 'boolean' },
   }, 1);
   if (positionals.length !== 1) throw new UsageError('publish needs exactly one package path');
+  // Resolved here, with the client's view of the filesystem: the daemon follows no symlink on the way.
   const waiting = waitArgs(values, (m) => new UsageError(m));
   if (!values.wait && Object.keys(waiting).length) throw new UsageError('--hosts, --percent and --timeout go with --wait');
-  const pkg = path.resolve(positionals[0]);
   // Checked here too so that a typo gets an answer without a daemon round trip.
-  if (!(await fs.stat(pkg).then(() => true, () => false))) throw new UserError(`package ${pkg} does not exist`);
+  const pkg = await fs.realpath(path.resolve(positionals[0])).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') throw new UserError(`package ${path.resolve(positionals[0])} does not exist`);
+    throw new UserError(`cannot resolve package path ${path.resolve(positionals[0])}: ${err.message}`);
+  });
   const socket = await clientSocket(values.socket, values.config);
   const bar = process.stderr.isTTY && !values.json ? new ProgressBar(process.stderr, 'publishing') : null;
   let result: Record<string, unknown>;
@@ -201,6 +271,7 @@ async function cmdPublish(argv: string[]): Promise<void> {
     console.log(`manifest  ${result.manifestId}`);
     console.log(`path      ${result.path ?? (result.noInstall ? '(not installed here: --no-install)' : '(not installed here: this machine\'s architecture is excluded)')}`);
     console.log(`chunks    ${result.chunks} (${result.newChunks} new, ${formatBytes(Number(result.storedNewBytes))} stored)`);
+    for (const w of (result.warnings as string[] | undefined) ?? []) console.error(`joblet-agent: warning: ${w}`);
   }
   if (values.wait) {
     const wait = await runWait(socket, { manifestId: result.manifestId }, waiting, values.json === true);
@@ -253,11 +324,12 @@ function renderBandwidth(b: Record<string, any>): string {
 
 function renderStatus(s: Record<string, any>): string {
   const lines = [
-    `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${s.zone}` : ''}, up ${s.uptimeSeconds}s)`,
+    `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${printable(String(s.zone))}` : ''}, up ${s.uptimeSeconds}s)`,
     `addresses  ${s.addresses.length ? s.addresses.join(' ') : '(none)'}`,
     `data dir   ${s.dataDir}`,
     `runtimes   ${s.runtimesDir}`,
     `publisher  ${s.publisher ?? '(none: this agent cannot publish)'}`,
+    `http       ${s.http ? `${s.http} (dashboard; ${s.http}metrics for Prometheus)` : '(off)'}`,
     `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
     `bandwidth  ${renderBandwidth(s.bandwidth)}`,
     '',
@@ -271,7 +343,7 @@ function renderStatus(s: Record<string, any>): string {
   lines.push('', `peers (${w.peers.length})`);
   if (w.peers.length) {
     lines.push(table(['PEER', 'RTT', 'ZONE', 'ADDRESS'], w.peers.map((p: any) => [
-      short(p.peerId) + (p.banned ? ' (avoided)' : ''), p.rttMs === null ? '-' : `${p.rttMs} ms`, p.zone ?? '-', p.address,
+      short(p.peerId) + (p.banned ? ' (avoided)' : ''), p.rttMs === null ? '-' : `${p.rttMs} ms`, p.zone === null ? '-' : printable(String(p.zone)), p.address,
     ])));
   }
   lines.push('', `transfers (${w.transfers.length})`);
@@ -318,12 +390,16 @@ async function cmdRemove(argv: string[]): Promise<void> {
   const version = at < 0 ? undefined : spec.slice(at + 1);
   if (!name || version === '') throw new UsageError(`"${spec}" is not NAME or NAME@VERSION`);
   const res = (await callDaemon(await clientSocket(values.socket, values.config), { cmd: 'remove', args: { name, version } })) as
-    { removed: { name: string; version: string; path: string }[]; freedBytes: number; signed?: boolean };
+    { removed: { name: string; version: string; path: string }[]; freedBytes: number; signed?: boolean; publisherTrusted?: boolean; publisher?: string };
   if (values.json) { console.log(JSON.stringify(res, null, 2)); return; }
   for (const r of res.removed) console.log(`removed ${r.name}@${r.version} (${r.path})`);
   if (res.removed.length === 0) console.log(`${spec} is not installed here`);
   console.log(`freed ${formatBytes(res.freedBytes)} of chunks`);
-  if (res.signed) console.log(`a signed removal of ${spec} was sent to the fleet`);
+  if (res.signed && res.publisherTrusted === false) {
+    console.log(`a signed removal of ${spec} was sent, but this agent's publisher key ${res.publisher} is not in its own trust list, ` +
+      'so the other hosts most likely do not trust it either and will ignore the removal: it applied here only. ' +
+      'Remove it from a trusted publisher, or add this key to the fleet\'s trust lists');
+  } else if (res.signed) console.log(`a signed removal of ${spec} was sent to the fleet`);
   else if (res.signed === false) console.log('removed on this host only (this agent has no publisher key); the swarm will not reinstall it here');
 }
 
@@ -347,11 +423,22 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || (cmd === 'help' && rest.length === 0)) {
     console.log(USAGE);
     return cmd === undefined ? 2 : 0;
   }
-  if (cmd === '--version') { console.log(AGENT_VERSION); return 0; }
+  // `joblet-agent COMMAND --help` and `joblet-agent help COMMAND`: that command's usage, exit 0.
+  const helpFor = cmd === 'help' ? rest[0] : rest.includes('--help') || rest.includes('-h') ? cmd : undefined;
+  if (helpFor !== undefined) {
+    const text = COMMAND_HELP[helpFor];
+    if (text === undefined) {
+      console.error(`joblet-agent: unknown command "${helpFor}"\n\n${USAGE}`);
+      return 2;
+    }
+    console.log(text);
+    return 0;
+  }
+  if (cmd === '--version') { console.log(`joblet-agent ${AGENT_VERSION} (node ${process.version})`); return 0; }
   const run = COMMANDS[cmd];
   if (!run) {
     console.error(`joblet-agent: unknown command "${cmd}"\n\n${USAGE}`);

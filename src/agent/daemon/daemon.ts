@@ -12,7 +12,8 @@ import { serveControl, UserError, type ControlRequest } from '../control.js';
 import type { AgentConfig } from '../config.js';
 import { Mutex } from '../mutex.js';
 import { publishPackage } from './publish.js';
-import { log } from '../log.js';
+import { socketGroupAccess } from './client-access.js';
+import { log, errorText } from '../log.js';
 import { fleetKeyFromFile, loadOrCreatePeerKey } from '../swarm/p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { Swarm } from '../swarm/swarm.js';
@@ -22,11 +23,13 @@ import { aloneView, waitForRollout, waitRequest } from './wait.js';
 import { pickManifest, runtimeInfo } from './info.js';
 import { machineArch } from '../../runtime/runtime-yml.js';
 import type { FleetHostView } from '../swarm/swarm.js';
+import { startHttp, type HttpEndpoint } from './http/server.js';
 
 
 export class Agent {
   private server: net.Server | null = null;
   private swarm: Swarm | null = null;
+  private http: HttpEndpoint | null = null;
   private readonly mutex = new Mutex();
   private readonly startedAt = Date.now();
   /** Host-wide bandwidth caps; uncapped limiters still measure, for `status`. */
@@ -62,6 +65,7 @@ export class Agent {
       await agent.runtimes.cleanupLeftovers();
       await agent.forgetVanishedInstalls();
       agent.server = await serveControl(config.socket, (req, progress) => agent.handle(req, progress));
+      agent.http = await startHttp(config.http, agent); // before the swarm, so /readyz can say it is still joining
       await agent.startSwarm();
       return agent;
     } catch (err) {
@@ -74,7 +78,7 @@ export class Agent {
   private async startSwarm(): Promise<void> {
     const c = this.config;
     if (!c.fleetKey) {
-      log('no fleet key configured: this agent works alone (set fleetKey in the config to join a fleet)');
+      log.warn('working_alone', { hint: 'no fleet key configured: set fleetKey in the config (or --fleet-key FILE) to join a fleet' });
       return;
     }
     let fleetKey: Buffer;
@@ -84,23 +88,54 @@ export class Agent {
       throw new UserError((err as Error).message);
     }
     const trust = [...c.trust];
-    if (this.publisherKey && !trust.includes(publicKeyOf(this.publisherKey))) trust.push(publicKeyOf(this.publisherKey));
+    if (this.publisherKey && !trust.includes(publicKeyOf(this.publisherKey))) {
+      trust.push(publicKeyOf(this.publisherKey));
+      log.warn('publisher_untrusted', { publisher: publicKeyOf(this.publisherKey), hint: 'other hosts most likely ignore what this agent publishes and removes: trust this key on them, or use init --join on hosts that only receive' });
+    }
     this.swarm = await Swarm.start({
       peerKeyPath: path.join(c.dataDir, 'peer.key'), fleetKey, listen: c.listen, bootstrap: c.bootstrap, mdns: c.mdns,
       zone: c.zone, trust, publisherKey: this.publisherKey, maxUploads: c.maxUploads, store: this.store,
       install: { store: this.store, runtimes: this.runtimes, limits: this.limits(), owner: this.owner },
       mutex: this.mutex, fault: testFault(), uploadLimit: this.uploadLimit, downloadLimit: this.downloadLimit,
     });
-    log(`joined the fleet as ${this.swarm.peerId} on ${this.swarm.addresses().join(' ') || '(no addresses)'}`);
+    log.info('joined_fleet', { peer: this.swarm.peerId, addresses: this.swarm.addresses(), zone: c.zone });
+  }
+
+  /** The read-only HTTP endpoint's URL; null when --http off. */
+  get httpUrl(): string | null {
+    return this.http?.url ?? null;
+  }
+
+  /** For /readyz: null when this agent can do its job, else what is wrong. */
+  async readiness(): Promise<string | null> {
+    try {
+      await this.store.index.getMeta('tombstones');
+    } catch (err) {
+      return `the store in ${this.config.dataDir} does not answer (${(err as Error).message}); restart the agent`;
+    }
+    if (this.config.fleetKey && !this.swarm) return 'not in the fleet yet (the swarm is starting or stopping)';
+    const dir = this.config.runtimesDir;
+    try {
+      if (!(await fs.stat(dir)).isDirectory()) return `the runtimes dir ${dir} is not a directory; move it away and restart the agent`;
+      await fs.access(dir, fs.constants.W_OK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return `the runtimes dir ${dir} does not exist; create it (or restart the agent, which creates it)`;
+      return `the runtimes dir ${dir} is not writable (${code ?? (err as Error).message}); check its permissions and mount`;
+    }
+    return null;
   }
 
   async stop(): Promise<void> {
+    const endpoint = this.http;
+    this.http = null;
+    if (endpoint) await endpoint.close();
     const swarm = this.swarm;
     this.swarm = null;
     this.stopping.abort();
     this.uploadLimit.close();
     this.downloadLimit.close();
-    if (swarm) await swarm.stop().catch((err) => log(`error while leaving the fleet: ${(err as Error).message}`));
+    if (swarm) await swarm.stop().catch((err) => log.error('leave_failed', { error: errorText(err) }));
     const server = this.server;
     this.server = null;
     if (server) {
@@ -142,8 +177,9 @@ export class Agent {
     const publisherKey = this.publisherKey;
     return this.mutex.run(async () => {
       let last = 0;
+      const access = await socketGroupAccess(this.config.socket);
       const result = await publishPackage(
-        { store: this.store, runtimes: this.runtimes, publisherKey, limits: this.limits(), owner: this.owner },
+        { store: this.store, runtimes: this.runtimes, publisherKey, limits: this.limits(), owner: this.owner, access },
         pkg,
         {
           force,
@@ -154,9 +190,13 @@ export class Agent {
           },
         },
       );
-      log(result.unchanged
-        ? `publish ${result.name}@${result.version}: already installed with the same content (${result.manifestId})`
-        : `published ${result.name}@${result.version} as ${result.manifestId}: ${result.chunks} chunks, ${result.newChunks} new`);
+      log.info(result.unchanged ? 'publish_unchanged' : 'published', {
+        name: result.name, version: result.version, manifestId: result.manifestId, chunks: result.chunks, newChunks: result.newChunks,
+      });
+      if (this.removalReach().publisherTrusted === false) {
+        result.warnings.push(`this agent's publisher key ${publicKeyOf(publisherKey)} is not in its own trust list: other hosts most likely do not trust it and will not install this runtime`);
+      }
+      for (const w of result.warnings) log.warn('publish_warning', { name: result.name, version: result.version, warning: w });
       const { signed, ...rest } = result;
       if (!result.unchanged) void this.swarm?.announcePublished(signed);
       return rest;
@@ -170,7 +210,7 @@ export class Agent {
 
   private async waitFor(args: Record<string, unknown>, progress: (p: Record<string, unknown>) => void) {
     const { sm, goal, timeoutMs } = waitRequest(await this.store.index.listManifests(), args);
-    log(`a client waits for ${sm.manifest.runtime.name}@${sm.manifest.runtime.version} (${sm.id}) to be installed, up to ${timeoutMs / 1000} s`);
+    log.info('wait_started', { name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, manifestId: sm.id, timeoutSeconds: timeoutMs / 1000 });
     return waitForRollout(sm, () => this.fleetView(), goal, timeoutMs, progress, this.stopping.signal);
   }
 
@@ -185,7 +225,7 @@ export class Agent {
   private async remove(name: string, version: string | undefined) {
     if (!name) throw new UserError('remove needs NAME or NAME@VERSION');
     // On a publisher this also removes the runtime from hosts where it is not installed here.
-    if (this.swarm) return this.swarm.removeRuntime(name, version ?? null);
+    if (this.swarm) return { ...(await this.swarm.removeRuntime(name, version ?? null)), ...this.removalReach() };
     return this.mutex.run(async () => {
       const all = await this.store.index.listInstalls();
       const victims = all.filter((r) => r.name === name && (version === undefined || r.version === version));
@@ -195,11 +235,22 @@ export class Agent {
         await this.store.index.deleteInstall(r.name, r.version);
         const stillUsed = (await this.store.index.listInstalls()).some((o) => o.manifestId === r.manifestId);
         if (!stillUsed) await this.store.index.deleteManifest(r.manifestId);
-        log(`removed ${r.name}@${r.version} from ${r.path}`);
+        log.info('removed', { name: r.name, version: r.version, path: r.path });
       }
       const gc = await this.store.gc({ chunkGraceMs: 0 });
       return { removed: victims.map((r) => ({ name: r.name, version: r.version, path: r.path })), freedBytes: gc.bytes };
     });
+  }
+
+  /**
+   * Whether a removal signed here can reach the fleet. The daemon trusts its own key locally (startSwarm),
+   * so only the configured trust list tells whether this key is a fleet publisher: a key missing from it is
+   * most likely in no other host's list either, and a removal it signs applies here only.
+   */
+  private removalReach(): { publisher: string | null; publisherTrusted: boolean | null } {
+    if (!this.publisherKey) return { publisher: null, publisherTrusted: null };
+    const key = publicKeyOf(this.publisherKey);
+    return { publisher: key, publisherTrusted: this.config.trust.includes(key) };
   }
 
   /** Re-hash every chunk that a stored manifest references; report the corrupt and the missing. */
@@ -217,7 +268,10 @@ export class Agent {
         else throw err;
       }
     }
-    if (corrupt.length) log(`verify: ${corrupt.length} corrupt chunk(s): ${corrupt.map((c) => c.id).join(' ')}`);
+    if (corrupt.length) {
+      log.error('verify_corrupt', { count: corrupt.length, chunks: corrupt.map((c) => c.id),
+        hint: `check the disk holding ${this.config.dataDir}; an install that needs a corrupt chunk drops it and fetches it again` });
+    }
     return { checked: ids.size, corrupt, missing };
   }
 
@@ -235,6 +289,7 @@ export class Agent {
       dataDir: this.config.dataDir,
       runtimesDir: this.config.runtimesDir,
       socket: this.config.socket,
+      http: this.httpUrl,
       publisher: this.publisherKey ? publicKeyOf(this.publisherKey) : null,
       trust: this.config.trust,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
@@ -254,7 +309,7 @@ export class Agent {
     for (const r of await this.store.index.listInstalls()) {
       const there = await fs.stat(path.join(r.path, 'runtime.yml')).then(() => true, () => false);
       if (!there) {
-        log(`${r.name}@${r.version} is no longer at ${r.path}; forgetting the install record`);
+        log.warn('install_vanished', { name: r.name, version: r.version, path: r.path, hint: 'the runtime was deleted by hand; its install record is forgotten' });
         await this.store.index.deleteInstall(r.name, r.version);
       }
     }
@@ -271,7 +326,7 @@ function memoryNow() {
 function testFault(): { corrupt?: boolean; delayMs?: number } | undefined {
   const v = process.env.JOBLET_AGENT_TEST_FAULT;
   if (!v) return undefined;
-  log(`TEST FAULT ACTIVE: ${v}`);
+  log.warn('test_fault_active', { fault: v });
   if (v === 'corrupt') return { corrupt: true };
   const m = /^slow:(\d+)$/.exec(v);
   if (m) return { delayMs: Number(m[1]) };

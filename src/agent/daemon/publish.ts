@@ -1,17 +1,20 @@
-// The publish pipeline: one read of the package feeds both the chunk store and the extraction into a
-// staging dir, so a publish costs one decompression, not two. Nothing is left behind on failure:
+// The publish pipeline: one read of the package feeds both the chunk store (entry list and file contents
+// as two chunked streams) and the extraction into a staging dir, so a publish costs one decompression and
+// one parse, not two. Nothing is left behind on failure:
 // the staging dir is discarded and the chunks this publish created are deleted.
-import { PassThrough, type Readable } from 'node:stream';
 import type { KeyObject } from 'node:crypto';
-import { openCanonicalTar, StripGuessError, type CanonicalInfo } from '../../runtime/canonical.js';
-import { extractTar } from '../../runtime/extract.js';
+import { readPackage, StripGuessError } from '../../runtime/canonical.js';
+import { TreeWriter } from '../../runtime/extract.js';
+import { TeeSink } from '../../runtime/tree-entry.js';
 import { RuntimesDir } from '../../runtime/install.js';
 import { archAllowed } from '../../runtime/runtime-yml.js';
+import { findSymlinks, jobletWarnings } from '../../runtime/joblet-rules.js';
 import { PackageError, type PackageLimits } from '../../runtime/types.js';
+import type { ReadAccess } from '../../runtime/no-follow.js';
 import type { Store } from '../../store/store.js';
-import { ingestTar } from '../../store/ingest.js';
-import { buildManifest, publicKeyOf, signManifest } from '../../store/manifest.js';
-import type { ChunkRef, InstallRecord, SignedManifest } from '../../store/types.js';
+import { TreeIngest } from '../../store/ingest.js';
+import { buildManifest, manifestBytes, manifestChunks, publicKeyOf, signManifest } from '../../store/manifest.js';
+import type { ChunkRef, InstallRecord, Manifest, SignedManifest } from '../../store/types.js';
 import { markNotForThisHost, unmarkNotForThisHost } from '../install/no-install.js';
 
 export interface PublishContext {
@@ -20,6 +23,8 @@ export interface PublishContext {
   publisherKey: KeyObject;
   limits: PackageLimits;
   owner?: { uid: number; gid: number };
+  /** Whose right to read the package is checked (see client-access.ts); nobody's when absent. */
+  access?: ReadAccess;
 }
 
 export interface PublishResult {
@@ -34,12 +39,12 @@ export interface PublishResult {
   unchanged: boolean;
   chunks: number;
   newChunks: number;
-  tarBytes: number;
+  treeBytes: number;
   storedNewBytes: number;
+  /** What joblet would treat differently than the publisher probably expects (joblet-rules.ts). */
+  warnings: string[];
   signed: SignedManifest;
 }
-
-const PIPE_BUFFER = 1024 * 1024;
 
 export interface PublishOptions {
   force?: boolean;
@@ -68,30 +73,44 @@ async function publishOnce(
   strip: 'auto' | 'none',
   opts: PublishOptions,
 ): Promise<PublishResult> {
-  // With --no-install there is nothing to extract: the canonical stream only feeds the chunk store (the
-  // safety rules still run, in the canonical writer).
+  // With --no-install there is nothing to extract: the package only feeds the chunk store (readPackage still
+  // applies every safety rule and limit to each entry).
   const staging = opts.noInstall ? null : await ctx.runtimes.createStaging();
   const discard = async () => { if (staging !== null) await ctx.runtimes.discard(staging); };
-  const created: string[] = [];
+  const ingest = new TreeIngest(ctx.store.chunks);
+  const writer = staging === null ? null : new TreeWriter(staging, { limits: ctx.limits, owner: ctx.owner });
+  let created: string[] = [];
   let committed = false;
   try {
-    const { stream, done } = openCanonicalTar(pkg, { limits: ctx.limits, strip, onProgress: opts.onProgress });
-    const [ingested, , info] = await runBoth(stream, done, (s) =>
-      ingestTar(s, ctx.store.chunks, { onChunk: (ref, isNew) => { if (isNew) created.push(ref.id); } }),
-    (s): Promise<unknown> => (staging === null ? drain(s) : extractTar(s, staging, { limits: ctx.limits, owner: ctx.owner })));
+    // One read of the package: each entry goes to the chunk store and (unless --no-install) into the staging dir.
+    let info;
+    try {
+      info = await readPackage(pkg, new TeeSink(writer === null ? [ingest] : [ingest, writer]), { limits: ctx.limits, strip, onProgress: opts.onProgress, access: ctx.access });
+      await writer?.finish();
+    } catch (err) {
+      await writer?.abort();
+      await ingest.abort();
+      created = ingest.createdIds;
+      throw err instanceof StripGuessError || writer === null ? err : writer.wrap(err);
+    }
+    const tree = await ingest.finish();
+    created = tree.createdIds;
 
     const meta = info.meta;
-    const manifest = buildManifest(meta, { size: ingested.size, sha256: ingested.sha256 }, ingested.chunks, publicKeyOf(ctx.publisherKey));
+    const warnings = jobletWarnings({ ...info, symlinks: staging === null ? [] : await findSymlinks(staging), installPath: ctx.runtimes.pathFor(meta.name, meta.version) });
+    const manifest = buildManifest(meta, tree, publicKeyOf(ctx.publisherKey));
     const signed = signManifest(manifest, ctx.publisherKey);
+    const chunks = manifestChunks(manifest);
     const base = {
-      name: meta.name, version: meta.version, chunks: ingested.chunks.length, newChunks: created.length,
-      tarBytes: ingested.size, storedNewBytes: storedBytesOf(ingested.chunks, created), noInstall: opts.noInstall === true,
+      name: meta.name, version: meta.version, chunks: chunks.length, newChunks: created.length,
+      treeBytes: manifestBytes(manifest), storedNewBytes: storedBytesOf(chunks, created), warnings,
+      noInstall: opts.noInstall === true,
     };
 
     const existing = await ctx.store.index.getInstall(meta.name, meta.version);
     if (existing) {
       const old = await ctx.store.index.getManifest(existing.manifestId);
-      if (old && old.manifest.tar.sha256 === ingested.sha256) {
+      if (old && sameTree(old.manifest, manifest)) {
         await discard();
         return { ...base, manifestId: old.id, path: existing.path, unchanged: true, signed: old, noInstall: false };
       }
@@ -132,13 +151,11 @@ async function publishOnce(
   }
 }
 
-/** Read a stream to its end, for a consumer that needs nothing from it. */
-function drain(s: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    s.on('end', resolve);
-    s.on('error', reject);
-    s.resume();
-  });
+/** The same tree: the same entry list and the same content (metadata and bytes alike). */
+function sameTree(a: Manifest, b: Manifest): boolean {
+  return a.entries.sha256 === b.entries.sha256 && a.entries.size === b.entries.size &&
+    a.content.size === b.content.size && a.content.chunks.every((c, i) => c.id === b.content.chunks[i]?.id) &&
+    a.content.chunks.length === b.content.chunks.length;
 }
 
 function storedBytesOf(chunks: ChunkRef[], ids: string[]): number {
@@ -147,36 +164,3 @@ function storedBytesOf(chunks: ChunkRef[], ids: string[]): number {
   for (const c of chunks) if (wanted.delete(c.id)) n += c.storedSize;
   return n;
 }
-
-/**
- * Feed one canonical stream to two consumers with shared backpressure. If any side fails, the
- * source is destroyed so the other side stops too, and we wait for both before the caller cleans up
- * (otherwise cleanup would race with writes still in progress).
- */
-async function runBoth<A, B>(
-  source: Readable,
-  done: Promise<CanonicalInfo>,
-  left: (s: Readable) => Promise<A>,
-  right: (s: Readable) => Promise<B>,
-): Promise<[A, B, CanonicalInfo]> {
-  const a = new PassThrough({ highWaterMark: PIPE_BUFFER });
-  const b = new PassThrough({ highWaterMark: PIPE_BUFFER });
-  source.pipe(a);
-  source.pipe(b);
-  let firstError: unknown = null;
-  const fail = (err: unknown) => {
-    if (firstError === null) firstError = err;
-    source.destroy(err instanceof Error ? err : new Error(String(err)));
-    a.destroy(); b.destroy();
-  };
-  source.on('error', fail);
-  const results = await Promise.allSettled([
-    left(a).catch((e) => { fail(e); throw e; }),
-    right(b).catch((e) => { fail(e); throw e; }),
-    done.catch((e) => { fail(e); throw e; }),
-  ]);
-  // Every rejection went through fail(), so firstError holds the root cause.
-  if (firstError !== null) throw firstError;
-  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [A, B, CanonicalInfo];
-}
-

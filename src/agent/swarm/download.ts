@@ -6,10 +6,12 @@ import { manifestChunks } from '../../store/manifest.js';
 import { ChunkBusyError, ChunkMissError, ChunkTimeoutError } from '../../protocol/chunk-exchange.js';
 import { subscribeHave, type HaveSubscription } from '../../protocol/have.js';
 import { DownloadScheduler } from './scheduler.js';
+import type { LiveChunkSource } from '../install/chunk-source.js';
 import type { Store } from '../../store/store.js';
 import type { ChunkClient } from '../../protocol/chunk-exchange.js';
 import type { P2PNode } from './p2p-node.js';
 import { log } from '../log.js';
+import { metrics } from '../metrics.js';
 
 /** Sources per download: the nearest few plus some random ones, whatever the fleet size. */
 const NEAR_SOURCES = 8;
@@ -21,6 +23,8 @@ const COMPLETE_SOURCES = 2;
 const STALL_MS = 5_000;
 /** With zones: no chunk for this long and anyone may fetch across zones (see mayUseFarPeer). */
 const FAR_FALLBACK_MS = 3_000;
+/** A source that answers `miss` for this many chunks its `have` claimed is not asked again by this download. */
+const MAX_FALSE_CLAIMS = 4;
 
 /** What a download needs from the swarm around it (the Swarm implements it; the dependency points one way). */
 export interface DownloadHost {
@@ -58,6 +62,8 @@ export class Download {
   private lastProgressAt = Date.now();
   private errors = 0;
   private readonly errorLoggedAt = new Map<string, number>();
+  /** Per source: `miss` answers for chunks it claimed to hold. */
+  private readonly falseClaims = new Map<string, number>();
   private zoneMembers: string[] = [];
   private zoneMembersAt = 0;
   /**
@@ -67,8 +73,13 @@ export class Download {
   private readonly tokens = new Map<string, number>();
   private nextToken = 1;
 
-  constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[]) {
+  /**
+   * `feed`, when given, receives every chunk as it is verified and tells the scheduler where the install
+   * stands, so that the chunks it waits for are asked for first.
+   */
+  constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[], private readonly feed?: LiveChunkSource) {
     this.sched = new DownloadScheduler(manifestChunks(sm.manifest), have, {
+      inOrderFrom: feed ? () => feed.cursor : undefined,
       localZone: swarm.zone,
       mayUseFarPeer: swarm.zone ? (index, now, nearHolder) => this.mayUseFarPeer(index, now, nearHolder) : undefined,
     });
@@ -156,6 +167,9 @@ export class Download {
       duplicateChunks: this.duplicateChunks,
       errors: this.errors,
       inFlight: this.sched.inFlight(),
+      // How far the streaming install has got (chunks extracted), and how many it had to read back from disk.
+      installedChunks: this.feed ? this.feed.cursor : null,
+      readBackChunks: this.feed ? this.feed.readBack : null,
       startedAt: new Date(this.startedAt).toISOString(),
       sources: [...this.sources.values()].sort((a, b) => b.bytes - a.bytes),
     };
@@ -222,7 +236,19 @@ export class Download {
     const now = Date.now();
     if ((this.errorLoggedAt.get(peer) ?? 0) > now - 60_000) return;
     this.errorLoggedAt.set(peer, now);
-    log(`${this.sm.manifest.runtime.name}@${this.sm.manifest.runtime.version}: fetching from ${peer} failed: ${(err as Error).message}`);
+    log.warn('fetch_failed', { name: this.sm.manifest.runtime.name, version: this.sm.manifest.runtime.version, peer, error: (err as Error).message });
+  }
+
+  /**
+   * Every `miss` here is for a chunk the peer's `have` claimed (the scheduler only asks holders). A chunk can
+   * vanish legitimately (GC) now and then; a source that keeps doing it is lying, and is dropped for this download.
+   */
+  private countFalseClaim(peer: string): void {
+    const n = (this.falseClaims.get(peer) ?? 0) + 1;
+    this.falseClaims.set(peer, n);
+    if (n !== MAX_FALSE_CLAIMS) return;
+    log.warn('source_dropped', { name: this.sm.manifest.runtime.name, version: this.sm.manifest.runtime.version, peer, reason: `answered miss for ${n} chunks it claimed to hold` });
+    this.ban(peer);
   }
 
   private async fetch(peer: string, index: number, token: number): Promise<void> {
@@ -245,13 +271,15 @@ export class Download {
         this.stored.add(ref.id);
         try {
           // Verifies the bytes against the id; a chunk another download stored meanwhile is not rewritten.
-          await this.swarm.store.chunks.putStored(ref.id, got.codec, got.data, got.size);
+          const { raw } = await this.swarm.store.chunks.receive(ref.id, got.codec, got.data, got.size);
+          this.feed?.arrived(ref.id, raw);
         } catch (err) {
           this.stored.delete(ref.id);
           throw err;
         }
         this.fetchedChunks++;
         this.fetchedBytes += got.data.length;
+        metrics.chunkReceived(got.data.length, this.swarm.zone !== null && this.swarm.peerInfo(peer).zone === this.swarm.zone);
         this.lastProgressAt = Date.now();
         const s = this.sources.get(peer) ?? { peer, bytes: 0, chunks: 0 };
         s.bytes += got.data.length;
@@ -269,6 +297,7 @@ export class Download {
         this.sched.busy(peer, index, Date.now());
       } else if (err instanceof ChunkMissError) {
         this.sched.failed(peer, index, Date.now(), 'miss');
+        this.countFalseClaim(peer);
       } else if (err instanceof ChunkTimeoutError) {
         this.sched.failed(peer, index, Date.now(), 'timeout');
         this.noteError(peer, err);

@@ -15,6 +15,7 @@ import { mdns } from '@libp2p/mdns';
 import { ping, type Ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
+import { pendingHandshakeGate } from './pending-gate.js';
 
 export type P2PServices = {
   identify: Identify;
@@ -171,17 +172,33 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
       maxConnections: 64,
       maxParallelDials: 50,
       dialTimeout: 10_000,
-      inboundUpgradeTimeout: 10_000,
+      // Handshakes not yet done: a Noise handshake on a LAN takes milliseconds, on a loaded host well under a
+      // second, so 5 s is generous and an idle connect is closed after that. The global cap is above what one
+      // address may hold (see pending-gate.ts), so a stranger at one address cannot fill it.
+      inboundUpgradeTimeout: 5_000,
+      maxIncomingPendingConnections: 32,
     },
-    // libp2p pings every connection and, by default, aborts one whose ping times out. A link saturated
-    // by chunk uploads delays pings by seconds: measured at 16 hosts, every connection of the publisher
-    // was aborted mid-transfer. Dead peers are still found by TCP, by yamux and by our request timeouts.
-    connectionMonitor: { abortConnectionOnPingFailure: false },
+    connectionGater: pendingHandshakeGate().gater,
+    // libp2p's connection monitor pings every connection every 10 s, a fixed cost per peer even when idle, and
+    // by default aborts one whose ping times out, which a link saturated by chunk uploads makes happen (measured
+    // at 16 hosts: every connection of the publisher aborted mid-transfer). The swarm measures RTTs itself when
+    // it needs them; dead peers are found by TCP, by yamux and by our request timeouts.
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),
-      // An agent alone in its fleet still publishes its announcements; that is not an error.
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
+      pubsub: gossipsub({
+        // An agent alone in its fleet still publishes its announcements; that is not an error.
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        // Announcements are rare (a publish, an install, a removal, a state refresh a minute). floodPublish (the
+        // default) sends our own messages to every topic peer at once, so news never waits for a heartbeat; the
+        // heartbeat only keeps the mesh and lazy gossip. Once a second is the default, for busy chains; a quiet
+        // fleet does with one every 5 s (the message caches count heartbeats: 15 s kept, the last 10 s gossiped).
+        heartbeatInterval: 5_000,
+        mcacheLength: 3,
+        mcacheGossip: 2,
+      }),
     },
   });
 }

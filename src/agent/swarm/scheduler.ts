@@ -39,6 +39,12 @@ export interface SchedulerOptions {
    * zone. Absent = always.
    */
   mayUseFarPeer?: (index: number, now: number, nearHolder: boolean) => boolean;
+  /**
+   * The index the install is waiting for (chunks are extracted in order as they arrive). The first few
+   * missing chunks from there are asked for before the rarest-first draw, so the extraction keeps pace
+   * with the download instead of waiting for the last chunk. Absent = pure rarest first.
+   */
+  inOrderFrom?: () => number;
   /** Injectable for tests; must return values in [0, 1). */
   random?: () => number;
 }
@@ -70,7 +76,7 @@ export interface SchedulerStats {
   peers: PeerStats[];
 }
 
-const DEFAULTS: Omit<SchedulerOptions, 'localZone' | 'random'> = {
+const DEFAULTS: Omit<SchedulerOptions, 'localZone' | 'random' | 'mayUseFarPeer' | 'inOrderFrom'> = {
   maxInFlightPerPeer: 4,
   maxInFlightTotal: 16,
   endgameRemaining: 8,
@@ -87,6 +93,12 @@ const RTT_BUCKETS_PER_DOUBLING = 4;
 const MIN_DELIVERY_MS = 0.05;
 /** At most this many peers are asked for one chunk at once, endgame included. */
 const MAX_REQUESTS_PER_CHUNK = 2;
+/**
+ * Missing chunks from the install's position that are asked for ahead of rarest first. Small, so most
+ * requests still follow rarity (which keeps hosts holding different chunks to trade), yet enough that the
+ * chunk the extraction waits for is nearly always on its way.
+ */
+const IN_ORDER_WINDOW = 4;
 
 interface PeerState {
   id: string;
@@ -149,6 +161,7 @@ export class DownloadScheduler {
       busyBackoffMs: opts.busyBackoffMs ?? DEFAULTS.busyBackoffMs,
       localZone: opts.localZone ?? null,
       mayUseFarPeer: opts.mayUseFarPeer,
+      inOrderFrom: opts.inOrderFrom,
       random: opts.random ?? Math.random,
     };
     requireInteger('maxInFlightPerPeer', this.opts.maxInFlightPerPeer, 1);
@@ -245,23 +258,26 @@ export class DownloadScheduler {
 
   /**
    * A request failed. The chunk goes back to pending. A 'miss' clears the peer's have bit for it; an error or
-   * timeout makes the peer back off like 'busy' (a broken stream would otherwise fail every retry at once), and
-   * a timeout also halves its measured rate so slower-than-it-looked peers drop in rank.
+   * timeout makes the peer back off like 'busy' (a broken stream would otherwise fail every retry at once).
+   * A timeout, and a miss of a chunk the peer claimed to hold, also cost it rank: its measured rate halves, and
+   * a peer never measured is ranked as the slowest (rate 0) until it delivers, so a source that never answers
+   * or lies in its `have` stops being first choice. Both recover with the next good delivery.
    */
   failed(peer: string, index: number, now: number, reason: FailReason = 'error'): void {
     this.checkIndex(index);
     const state = this.peers.get(peer);
     if (state === undefined) return;
     this.release(state, index);
+    const claimed = state.has[index] === 1;
     if (reason === 'miss') {
-      if (state.has[index] === 1 && !state.banned) {
+      if (claimed && !state.banned) {
         state.has[index] = 0;
         this.holderCount[index]!--;
       }
-      return;
+      if (!claimed) return;
     }
     state.backoffUntil = Math.max(state.backoffUntil, now + this.opts.busyBackoffMs);
-    if (reason === 'timeout' && state.rate !== null) state.rate /= 2;
+    if (reason === 'timeout' || reason === 'miss') state.rate = state.rate === null ? 0 : state.rate / 2;
   }
 
   /**
@@ -306,6 +322,23 @@ export class DownloadScheduler {
     if (freeTotal <= 0 || this.missingList.length === 0) return out;
     const open = this.openPeers(now);
     if (open.length === 0) return out;
+
+    const cursor = this.opts.inOrderFrom?.();
+    if (cursor !== undefined) {
+      let looked = 0;
+      for (let index = Math.max(0, cursor); index < this.chunks.length && looked < IN_ORDER_WINDOW; index++) {
+        if (this.local[index] === 1) continue;
+        looked++;
+        if (this.holderCount[index] === 0 || this.servers[index]!.length > 0) continue;
+        if (freeTotal <= 0 || open.length === 0) return out;
+        const holder = this.bestHolder(index, open, now);
+        if (holder === undefined) continue;
+        this.assign(holder.state, index, now);
+        out.push({ peer: holder.state.id, index });
+        freeTotal--;
+        if (holder.state.inFlight.size >= this.opts.maxInFlightPerPeer) open.splice(open.indexOf(holder), 1);
+      }
+    }
 
     // Bucket the requestable chunks by how many peers hold them; rarest bucket first.
     const buckets: number[][] = [];
@@ -411,7 +444,8 @@ export class DownloadScheduler {
   private openPeers(now: number): OpenPeer[] {
     const live = [...this.peers.values()].filter((p) => !p.banned && p.connected);
     // Unmeasured peers rank as the median measured peer: good enough to be tried, not better than a proven one.
-    const neutralRate = median(live.map((p) => p.rate));
+    // Demoted peers (rate 0: they timed out or lied before delivering anything) do not drag the neutral rate down.
+    const neutralRate = median(live.map((p) => (p.rate === 0 ? null : p.rate)));
     const neutralRtt = median(live.map((p) => p.rttMs));
     const localZone = this.opts.localZone;
     const open: OpenPeer[] = [];

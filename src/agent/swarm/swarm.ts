@@ -1,6 +1,7 @@
 // The swarm side of the daemon: a libp2p node in the fleet, announcements on gossipsub, anti-entropy
 // with every new peer, and the downloads that bring published runtimes to this host.
 import type { KeyObject } from 'node:crypto';
+import os from 'node:os';
 import type { PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
@@ -10,26 +11,52 @@ import { manifestChunks, verifySignedManifest } from '../../store/manifest.js';
 import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
 import { registerChunkServer, ChunkClient, type ChunkServer } from '../../protocol/chunk-exchange.js';
 import type { RateLimiter } from '../../protocol/rate-limit.js';
-import { serveCatalog, fetchListing, fetchManifest, type CatalogListing } from '../../protocol/catalog.js';
+import { serveCatalog, fetchDigest, fetchListing, fetchManifest, catalogDigest, MAX_LISTED_MANIFESTS, MAX_LISTED_REMOVALS, type CatalogListing } from '../../protocol/catalog.js';
 import { serveHave } from '../../protocol/have.js';
 import { encodeHaveBits } from '../../protocol/messages.js';
 import { removalCovers, verifyRemoval, label, signRemoval, type SignedRemoval, type Removal } from '../../protocol/removal.js';
 import { createP2PNode, type P2PNode } from './p2p-node.js';
 import { Download, type DownloadHost } from './download.js';
+import { ownCluster, parseCluster, localZone, peerZone, RttFloor } from './nearness.js';
+import { announcementValidator, isTrustedKey, parseAnnouncement, MAX_INSTALLED_IDS, type Announcement } from './announcements.js';
+import { FleetMap } from './fleet-map.js';
+import { BoundedSet, WorkQueue } from './limits.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
 import { localSkipReason, unmarkNotForThisHost } from '../install/no-install.js';
-import { decodeNotes, encodeNotes } from '../../protocol/host-notes.js';
+import { encodeNotes, noteText } from '../../protocol/host-notes.js';
+import { LiveChunkSource } from '../install/chunk-source.js';
 import type { Mutex } from '../mutex.js';
-import { log } from '../log.js';
+import { log, errorText, printable } from '../log.js';
 import { UserError } from '../errors.js';
+import { metrics } from '../metrics.js';
+import { localProgress, manifestProgress, parseProgress, progressFromNotes, progressSignature, wireProgress, type HostProgress } from './fleet-state.js';
 
 export const ANNOUNCE_TOPIC = '/joblet-agent/announce/1';
 /** Connections an agent keeps up by dialing peers it learned of; more may come in. */
 const TARGET_PEERS = 12;
-const MAINTENANCE_MS = 5_000;
-const STATE_EVERY_MS = 30_000;
+/**
+ * Maintenance rounds (RTTs, connection top-up, a catalog check with one peer, retries) come every
+ * MAINTENANCE_MIN_MS while something changes, and back off, doubling, to MAINTENANCE_MAX_MS while nothing does:
+ * an idle fleet costs next to nothing, and any event (a connection, an announcement, a publish) brings the
+ * short cadence back at once. Gossip and the sync on every new connection carry news promptly; these rounds
+ * only repair what they missed.
+ */
+const MAINTENANCE_MIN_MS = 5_000;
+const MAINTENANCE_MAX_MS = 60_000;
+/** A host re-announces its state this often even when nothing changed, so the others can expire departed hosts. */
+const STATE_EVERY_MS = 60_000;
+/** A host not heard from for this long is forgotten (3 missed state announcements). */
+const FLEET_TTL_MS = 3 * STATE_EVERY_MS;
+/** A peer's RTT is measured when it connects and then refreshed this often. */
+const RTT_REFRESH_MS = 2 * 60_000;
 const BAN_MS = 10 * 60_000;
-const MAX_GOSSIP_BYTES = 64 * 1024;
+/**
+ * Manifest fetches one announcing peer may have queued or running. A peer announcing manifests it never
+ * delivers stalls each fetch until its timeout; with this share it delays nobody else's.
+ */
+const MAX_FETCHES_PER_PEER = 2;
+/** Unknown manifests learned from one listing per round; the rest come with the next round (digests differ). */
+const MAX_NEW_PER_SYNC = 16;
 
 export interface SwarmOptions {
   peerKeyPath: string;
@@ -54,12 +81,6 @@ export interface SwarmOptions {
 /** A removal kept as a tombstone; `signature` is null for a local-only removal on a non-publisher. */
 interface Tombstone { removal: Removal; signature: string | null }
 
-interface FleetHost {
-  installed: string[]; zone: string | null; arch: string; seenAt: number;
-  /** Manifest id -> why the host failed to install it / why it skips it, as the host announced. */
-  failed: Map<string, string>; skipped: Map<string, string>;
-}
-
 /** One host of the fleet as this agent sees it (itself included), for `wait` and `info`. */
 export interface FleetHostView {
   peerId: string;
@@ -75,28 +96,54 @@ export interface FleetHostView {
 
 export class Swarm implements DownloadHost {
   readonly store: Store;
-  readonly zone: string | null;
+  /** The implicit zone this host announces when it has no --zone: its network prefix, or null. */
+  private cluster: string | null = null;
+  private readonly rttFloor = new RttFloor();
+  private outlierCache: { at: number; set: Set<string> } | null = null;
   private readonly downloads = new Map<string, Download>();
   private readonly recent: ReturnType<Download['status']>[] = [];
   private readonly clients = new Map<string, ChunkClient>();
   private readonly banned = new Map<string, number>();
-  private readonly rtt = new Map<string, number>();
-  private readonly fleet = new Map<string, FleetHost>();
+  private readonly rtt = new Map<string, { ms: number; at: number }>();
+  private readonly fleet = new FleetMap(FLEET_TTL_MS);
   private readonly skipped = new Map<string, string>();
-  private readonly untrustedLogged = new Set<string>();
+  private readonly untrustedLogged = new BoundedSet<string>(1024);
+  /** Manifest ids a peer offered that failed verification: never fetched again (verification is deterministic). */
+  private readonly refused = new BoundedSet<string>(4096);
+  /** Announcements being handled: a few at once, a bounded backlog, the rest dropped (anti-entropy repairs). */
+  private readonly gossipWork = new WorkQueue(4, 256, (err) => log.warn('announcement_ignored', { error: errorText(err) }));
+  /** Manifest fetches (up to MAX_MANIFEST_BYTES each): two at once, one per id, a bounded backlog. */
+  private readonly manifestFetches = new WorkQueue(2, 64);
+  /** Manifest fetches queued or running per announcing peer: one peer cannot fill the queue for the others. */
+  private readonly fetchesByPeer = new Map<string, number>();
+  private readonly gossipRejected = { count: 0 };
+  private maintaining = false;
+  private maintenanceTimer: NodeJS.Timeout | undefined;
+  private maintenanceDueAt = 0;
+  private maintenanceDelay = MAINTENANCE_MIN_MS;
+  /** Something happened since the last maintenance round: the next one keeps the short cadence. */
+  private eventful = true;
+  private digestCache: { value: string; at: number } | undefined;
   /** Manifests whose install failed: retried with a growing delay, not every maintenance round. */
   private readonly failures = new Map<string, { count: number; retryAt: number; error: string }>();
-  private stateTimer: NodeJS.Timeout | null = null;
   private readonly chunkWatchers = new Map<string, Set<() => void>>();
   private tombstones: Tombstone[] = [];
   private timers: NodeJS.Timeout[] = [];
   private chunkServer!: ChunkServer;
   private stopping = false;
+  /** What the last state message said about downloads, failures and skips (see fleet-state.ts). */
+  private lastProgressSig = '';
   corruptChunksReceived = 0;
 
   private constructor(readonly node: P2PNode, private readonly opts: SwarmOptions) {
     this.store = opts.store;
-    this.zone = opts.zone;
+  }
+
+  /** The zone the zone rule uses: the --zone label, else the implicit one from this host's address. */
+  get zone(): string | null { return localZone(this.opts.zone, this.cluster); }
+
+  private updateCluster(): void {
+    this.cluster = ownCluster(this.addresses(), this.node.getConnections().map((c) => c.remoteAddr.toString()));
   }
 
   static async start(opts: SwarmOptions): Promise<Swarm> {
@@ -114,6 +161,7 @@ export class Swarm implements DownloadHost {
   }
 
   private async init(): Promise<void> {
+    this.updateCluster();
     this.tombstones = (await this.store.index.getMeta<Tombstone[]>('tombstones')) ?? [];
     const fault = this.opts.fault;
     this.chunkServer = await registerChunkServer(this.node, this.store.chunks, {
@@ -127,28 +175,44 @@ export class Swarm implements DownloadHost {
         return bad;
       } : undefined,
     });
-    await serveCatalog(this.node, { listing: () => this.listing(), manifest: (id) => this.store.index.getManifest(id) });
+    await serveCatalog(this.node, {
+      listing: () => this.listing(), manifest: (id) => this.store.index.getManifest(id), digest: () => this.catalogDigest(),
+    });
     await serveHave(this.node, { subscribe: (id, onIndex) => this.subscribeLocal(id, onIndex) });
 
     const pubsub = this.node.services.pubsub;
+    // Validated before delivery and before relaying: a rejected message goes no further than this host.
+    pubsub.topicValidators.set(ANNOUNCE_TOPIC, announcementValidator(() => this.trusted(), this.gossipRejected));
     pubsub.subscribe(ANNOUNCE_TOPIC);
     pubsub.addEventListener('gossipsub:message', (evt) => {
-      const { msg, propagationSource } = evt.detail;
-      if (msg.topic !== ANNOUNCE_TOPIC || msg.data.length > MAX_GOSSIP_BYTES) return;
-      const author = msg.type === 'signed' ? msg.from : propagationSource;
-      void this.onAnnouncement(msg.data, author, propagationSource).catch((err) =>
-        log(`ignoring an announcement from ${author.toString()}: ${(err as Error).message}`));
+      const { msg, msgId, propagationSource } = evt.detail;
+      if (msg.topic !== ANNOUNCE_TOPIC || msg.type !== 'signed') return;
+      let ann: Announcement;
+      try {
+        ann = parseAnnouncement(msg.data, msg.from.toString(), this.trusted());
+      } catch {
+        return; // the validator let it through only if it parses; nothing to do otherwise
+      }
+      // State is cheap to apply (no queue); only news keeps maintenance on its short cadence.
+      if (ann.t === 'state') {
+        if (this.fleet.set(ann.host, ann)) this.nudge();
+      } else {
+        this.nudge();
+        this.gossipWork.push(msgId, () => this.onAnnouncement(ann, msg.from, propagationSource));
+      }
     });
     this.node.addEventListener('peer:identify', (evt) => {
-      void this.syncWith(evt.detail.peerId);
+      this.nudge();
+      void this.syncWith(evt.detail.peerId, false);
     });
     this.node.addEventListener('peer:disconnect', (evt) => {
       const peer = evt.detail.toString();
+      this.nudge();
       this.clients.get(peer)?.close().catch(() => {});
       this.clients.delete(peer);
       for (const d of this.downloads.values()) d.peerGone(peer);
     });
-    this.timers.push(setInterval(() => void this.maintain(), MAINTENANCE_MS));
+    this.scheduleMaintenance(MAINTENANCE_MIN_MS);
     this.timers.push(setInterval(() => void this.announceState(), STATE_EVERY_MS));
     // Resume what was being downloaded before a restart, and anything published while we were away.
     for (const sm of await this.store.index.listManifests()) void this.consider(sm);
@@ -157,7 +221,7 @@ export class Swarm implements DownloadHost {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
-    if (this.stateTimer) clearTimeout(this.stateTimer);
+    clearTimeout(this.maintenanceTimer);
     for (const d of this.downloads.values()) d.stop();
     for (const c of this.clients.values()) await c.close().catch(() => {});
     await this.chunkServer.close().catch(() => {});
@@ -180,66 +244,49 @@ export class Swarm implements DownloadHost {
     try {
       await this.node.services.pubsub.publish(ANNOUNCE_TOPIC, Buffer.from(JSON.stringify(msg)));
     } catch (err) {
-      log(`could not send an announcement: ${(err as Error).message}`);
+      log.warn('announce_failed', { error: errorText(err) });
     }
   }
 
   /** Called by the daemon after a local publish. */
   async announcePublished(sm: SignedManifest): Promise<void> {
-    await this.publishGossip({ t: 'published', id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version });
+    this.digestCache = undefined;
+    this.nudge();
+    await this.publishGossip({
+      t: 'published', id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, publisher: sm.manifest.publisher,
+    });
     await this.announceState();
   }
 
   async announceState(): Promise<void> {
     if (this.stopping) return;
-    const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId);
-    await this.publishGossip({ t: 'state', installed, zone: this.zone, arch: machineArch(), ...(await this.notes()) });
+    const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId).slice(0, MAX_INSTALLED_IDS);
+    const progress = this.localProgress();
+    this.lastProgressSig = progressSignature(progress);
+    await this.publishGossip({ t: 'state', host: this.peerId, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), ...wireProgress(progress) });
   }
 
-  /** A failure or a skip to tell the fleet about: one state message soon, however many happen at once. */
-  private announceStateSoon(): void {
-    if (this.stateTimer || this.stopping) return;
-    this.stateTimer = setTimeout(() => {
-      this.stateTimer = null;
-      void this.announceState();
-    }, 500);
-  }
-
-  /** Our failed and skipped manifests, for the state gossip and the catalog listing (bounded there). */
-  private async notes() {
-    const known = new Set((await this.store.index.listManifests()).map((sm) => sm.id));
-    const failed = [...this.failures].filter(([id]) => known.has(id)).map(([id, f]) => [id, f.error] as [string, string]);
-    const skipped = [...this.skipped].filter(([id]) => known.has(id));
-    return { failed: encodeNotes(failed), skipped: encodeNotes(skipped) };
-  }
-
-  private async onAnnouncement(data: Uint8Array, author: PeerId, via: PeerId): Promise<void> {
-    const msg = JSON.parse(Buffer.from(data).toString('utf8')) as Record<string, unknown>;
-    if (msg.t === 'published' && typeof msg.id === 'string') {
-      await this.learnManifest(msg.id, [author, via]);
-    } else if (msg.t === 'state' && Array.isArray(msg.installed)) {
-      this.fleet.set(author.toString(), {
-        installed: msg.installed.filter((x): x is string => typeof x === 'string').slice(0, 10_000),
-        zone: typeof msg.zone === 'string' ? msg.zone : null,
-        arch: typeof msg.arch === 'string' ? msg.arch : 'unknown',
-        seenAt: Date.now(),
-        failed: decodeNotes(msg.failed),
-        skipped: decodeNotes(msg.skipped),
-      });
-    } else if (msg.t === 'removed') {
-      await this.applyRemoval(verifyRemoval(msg.removal, this.trusted()), true);
+  /** A validated `published` or `removed` announcement (state is handled inline, see init). */
+  private async onAnnouncement(ann: Announcement, author: PeerId, via: PeerId): Promise<void> {
+    if (ann.t === 'published') {
+      await this.learnManifest(ann.id, [author, via]);
+    } else if (ann.t === 'removed') {
+      await this.applyRemoval(ann.removal, true);
     }
   }
 
   // ---- anti-entropy ---------------------------------------------------------------------------------
 
   private async listing(): Promise<CatalogListing & { peers: { id: string; addrs: string[] }[] }> {
-    const manifests = (await this.store.index.listManifests()).map((sm) => ({
-      id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, createdAt: sm.manifest.createdAt,
-    }));
-    const removals = this.tombstones.filter((t) => t.signature !== null)
-      .map((t) => ({ removal: t.removal, signature: t.signature! }));
-    const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId);
+    // Newest first, so that a catalog over the listing bounds still carries what matters.
+    const manifests = (await this.store.index.listManifests())
+      .sort((a, b) => Date.parse(b.manifest.createdAt) - Date.parse(a.manifest.createdAt)).slice(0, MAX_LISTED_MANIFESTS)
+      .map((sm) => ({
+        id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, createdAt: sm.manifest.createdAt,
+        publisher: sm.manifest.publisher,
+      }));
+    const removals = this.signedRemovals().slice(-MAX_LISTED_REMOVALS);
+    const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId).slice(0, MAX_INSTALLED_IDS);
     // A sample of our peers and their listen addresses, so that agents bootstrapped to one host find the others.
     const peers: { id: string; addrs: string[] }[] = [];
     for (const p of this.node.getPeers().sort(() => Math.random() - 0.5).slice(0, 16)) {
@@ -247,34 +294,81 @@ export class Swarm implements DownloadHost {
       const addrs = stored?.addresses.map((a) => a.multiaddr.toString()) ?? [];
       if (addrs.length) peers.push({ id: p.toString(), addrs });
     }
-    return { manifests, removals, installed, zone: this.zone, arch: machineArch(), peers, ...(await this.notes()) };
+    // Failures and skips with why (host-notes.ts), for a peer that missed our state gossip.
+    const progress = this.localProgress();
+    const failed = encodeNotes(progress.failed.map((f) => [f.id, f.error]));
+    const skipped = encodeNotes(progress.skipReasons);
+    return { manifests, removals, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), peers, failed, skipped };
   }
 
-  /** Catch up with one peer: its removals, its manifests, its installed set, its peers. */
-  private async syncWith(peer: PeerId): Promise<void> {
-    if (this.stopping) return;
+  private signedRemovals(): SignedRemoval[] {
+    return this.tombstones.filter((t) => t.signature !== null).map((t) => ({ removal: t.removal, signature: t.signature! }));
+  }
+
+  /** This agent's catalog digest (see CatalogProvider.digest), cached until the catalog changes here. */
+  private async catalogDigest(): Promise<string> {
+    const now = Date.now();
+    // The TTL only guards against a change made without passing through this class (none today).
+    if (this.digestCache !== undefined && now - this.digestCache.at < 30_000) return this.digestCache.value;
+    const ids = (await this.store.index.listManifests()).map((sm) => sm.id);
+    const value = catalogDigest(ids, this.signedRemovals());
+    this.digestCache = { value, at: now };
+    return value;
+  }
+
+  /**
+   * Catch up with one peer: its removals, its manifests, its installed set, its peers. With `digestFirst`
+   * (maintenance rounds) the peer's digest is compared with ours first, and the listing is fetched only when
+   * they differ. Returns true when the peer told us something new.
+   */
+  private async syncWith(peer: PeerId, digestFirst: boolean): Promise<boolean> {
+    if (this.stopping) return false;
+    try {
+      if (digestFirst && (await fetchDigest(this.node, peer)) === (await this.catalogDigest())) {
+        this.fleet.touch(peer.toString());
+        return false;
+      }
+    } catch {
+      return false; // not an agent yet, or gone; a later round retries
+    }
     let listing: CatalogListing & { peers?: unknown };
     try {
       listing = await fetchListing(this.node, peer);
     } catch {
-      return; // not an agent yet, or gone; the next maintenance round retries
+      return false;
     }
-    this.fleet.set(peer.toString(), {
-      installed: listing.installed, zone: listing.zone, arch: listing.arch, seenAt: Date.now(),
-      failed: decodeNotes(listing.failed), skipped: decodeNotes(listing.skipped),
-    });
+    let news = this.fleet.set(peer.toString(), { installed: listing.installed, zone: listing.zone, cluster: parseCluster(listing.cluster), arch: listing.arch,
+      progress: progressFromNotes(this.fleet.get(peer.toString())?.progress, listing.failed, listing.skipped) });
+    const tombstonesBefore = this.tombstones.length;
     for (const r of listing.removals) {
+      const key = `removal:${String((r as Partial<SignedRemoval>)?.signature)}`;
+      if (this.refused.has(key) || this.tombstones.some((t) => t.signature !== null && t.signature === r.signature)) continue;
       try {
         await this.applyRemoval(verifyRemoval(r, this.trusted()), false);
       } catch (err) {
-        log(`ignoring a removal from ${peer.toString()}: ${(err as Error).message}`);
+        this.refused.add(key);
+        log.warn('removal_ignored', { peer: peer.toString(), error: errorText(err) });
       }
     }
+    let asked = 0;
     for (const e of listing.manifests) {
-      if (this.isTombstoned(e.name, e.version, e.createdAt)) continue;
-      await this.learnManifest(e.id, [peer]);
+      if (asked >= MAX_NEW_PER_SYNC) break;
+      if (this.isTombstoned(e.name, e.version, e.createdAt) || this.refused.has(e.id)) continue;
+      // A listed publisher we do not trust: its manifest would be refused after the fetch, so do not fetch.
+      if (e.publisher !== undefined && !isTrustedKey(e.publisher, this.trusted())) {
+        if (!this.untrustedLogged.has(e.id)) {
+          this.untrustedLogged.add(e.id);
+          log.warn('manifest_untrusted', { manifestId: e.id, name: printable(e.name), version: printable(e.version), peer: peer.toString(), publisher: printable(e.publisher, 80), hint: 'add the key with --trust if this publisher is yours' });
+        }
+        continue;
+      }
+      if (await this.learnManifest(e.id, [peer])) asked++;
     }
     if (Array.isArray(listing.peers)) await this.meetPeers(listing.peers);
+    // Catalogs that differ only by what we refuse (an untrusted publisher's runtimes) are no news: such a
+    // mismatch must not keep maintenance on its short cadence for ever.
+    news ||= asked > 0 || this.tombstones.length !== tombstonesBefore;
+    return news;
   }
 
   private async meetPeers(list: unknown[]): Promise<void> {
@@ -295,20 +389,69 @@ export class Swarm implements DownloadHost {
     }
   }
 
-  /** Every few seconds: RTTs, a top-up of connections, a catalog sync with one random peer, downloads to start. */
-  private async maintain(): Promise<void> {
+  /** Something happened: keep (or bring back) the short maintenance cadence. */
+  private nudge(): void {
+    this.eventful = true;
+    this.maintenanceDelay = MAINTENANCE_MIN_MS;
+    if (this.maintenanceDueAt - Date.now() > MAINTENANCE_MIN_MS) this.scheduleMaintenance(MAINTENANCE_MIN_MS);
+  }
+
+  private scheduleMaintenance(delayMs: number): void {
     if (this.stopping) return;
-    await this.topUpConnections();
-    const peers = this.node.getPeers();
-    await Promise.all(peers.map(async (p) => {
-      try {
-        this.rtt.set(p.toString(), await this.node.services.ping.ping(p, { signal: AbortSignal.timeout(3000) }));
-      } catch { /* unreachable for now */ }
-    }));
-    if (peers.length > 0) {
-      await this.syncWith(peers[Math.floor(Math.random() * peers.length)]);
+    clearTimeout(this.maintenanceTimer);
+    this.maintenanceDueAt = Date.now() + delayMs;
+    this.maintenanceTimer = setTimeout(() => void this.maintain(), delayMs);
+    this.maintenanceTimer.unref?.();
+  }
+
+  /**
+   * One maintenance round: RTTs of new (or long unmeasured) peers, a top-up of connections, a catalog check
+   * with one random peer, downloads to start or retry. Never runs twice at once; schedules the next round,
+   * later and later while nothing changes (see MAINTENANCE_MIN_MS).
+   */
+  private async maintain(): Promise<void> {
+    if (this.stopping || this.maintaining) return;
+    this.maintaining = true;
+    const eventfulBefore = this.eventful;
+    this.eventful = false;
+    let changed = eventfulBefore;
+    try {
+      await this.topUpConnections();
+      this.updateCluster();
+      const now = Date.now();
+      const peers = this.node.getPeers();
+      for (const p of peers) this.fleet.touch(p.toString(), now);
+      this.fleet.expire(now);
+      await Promise.all(peers.filter((p) => now - (this.rtt.get(p.toString())?.at ?? 0) > RTT_REFRESH_MS).map(async (p) => {
+        try {
+          const ms = await this.node.services.ping.ping(p, { signal: AbortSignal.timeout(3000) });
+          this.rtt.set(p.toString(), { ms, at: Date.now() });
+          this.rttFloor.note(p.toString(), ms);
+        } catch { /* unreachable for now */ }
+      }));
+      for (const id of this.rtt.keys()) if (!peers.some((p) => p.toString() === id)) this.rtt.delete(id);
+      if (peers.length > 0 && (await this.syncWith(peers[Math.floor(Math.random() * peers.length)], true))) changed = true;
+      for (const sm of await this.store.index.listManifests()) void this.consider(sm);
+      if (this.downloads.size > 0) changed = true;
+      // Download progress (in PROGRESS_STEP steps), failures and skips reach the fleet's dashboards.
+      if (progressSignature(this.localProgress()) !== this.lastProgressSig) await this.announceState();
+    } catch (err) {
+      log.warn('maintenance_failed', { error: errorText(err) });
+    } finally {
+      this.maintaining = false;
+      this.maintenanceDelay = changed || this.eventful ? MAINTENANCE_MIN_MS : Math.min(MAINTENANCE_MAX_MS, this.maintenanceDelay * 2);
+      // A failed install is retried when its delay is up, not a whole backoff later.
+      const retryIn = Math.min(...[...this.failures.values()].map((f) => f.retryAt - Date.now()), Infinity);
+      this.scheduleMaintenance(Math.max(1000, Math.min(this.maintenanceDelay, retryIn)));
     }
-    for (const sm of await this.store.index.listManifests()) void this.consider(sm);
+  }
+
+  private localProgress(): HostProgress {
+    const downloads = [...this.downloads.values()].map((d) => {
+      const st = d.status();
+      return { id: st.manifestId, bytesHave: st.bytesHave, bytesTotal: st.bytesTotal };
+    });
+    return localProgress(downloads, this.failures, this.skipped, os.hostname());
   }
 
   /**
@@ -338,12 +481,40 @@ export class Swarm implements DownloadHost {
 
   // ---- manifests and downloads ----------------------------------------------------------------------
 
-  private async learnManifest(id: string, from: PeerId[]): Promise<void> {
+  /**
+   * Fetch manifest `id` from one of `from` unless it is known here, through the bounded manifest-fetch queue.
+   * Returns true when a fetch was queued.
+   */
+  private async learnManifest(id: string, from: PeerId[]): Promise<boolean> {
+    if (this.refused.has(id)) return false;
     const known = await this.store.index.getManifest(id);
     if (known) {
       void this.consider(known);
-      return;
+      return false;
     }
+    // The author and the relay are often the same peer: ask each once.
+    from = from.filter((p, i) => from.findIndex((q) => q.equals(p)) === i);
+    const source = from[0]?.toString() ?? '';
+    const mine = this.fetchesByPeer.get(source) ?? 0;
+    if (mine >= MAX_FETCHES_PER_PEER) {
+      this.manifestFetches.dropped++;
+      return false;
+    }
+    const queued = this.manifestFetches.push(id, async () => {
+      try {
+        await this.fetchAndKeepManifest(id, from);
+      } finally {
+        const left = (this.fetchesByPeer.get(source) ?? 1) - 1;
+        if (left > 0) this.fetchesByPeer.set(source, left);
+        else this.fetchesByPeer.delete(source);
+      }
+    });
+    if (queued) this.fetchesByPeer.set(source, mine + 1);
+    return queued;
+  }
+
+  private async fetchAndKeepManifest(id: string, from: PeerId[]): Promise<void> {
+    if (this.stopping || (await this.store.index.getManifest(id))) return;
     for (const peer of from) {
       let raw: unknown;
       try {
@@ -354,11 +525,16 @@ export class Swarm implements DownloadHost {
       if (raw === undefined) continue;
       let sm: SignedManifest;
       try {
+        // Trust first: a key lookup costs nothing, the hash and signature of a large manifest do.
+        const publisher = (raw as { manifest?: { publisher?: unknown } } | null)?.manifest?.publisher;
+        if (!isTrustedKey(publisher, this.trusted())) throw new Error(`it is signed by ${printable(String(publisher), 80)}, which is not a trusted publisher`);
         sm = verifySignedManifest(raw, this.trusted());
       } catch (err) {
+        this.refused.add(id);
         if (!this.untrustedLogged.has(id)) {
           this.untrustedLogged.add(id);
-          log(`ignoring manifest ${id} from ${peer.toString()}: ${(err as Error).message}`);
+          log.warn('manifest_ignored', { manifestId: id, peer: peer.toString(), error: errorText(err),
+            hint: 'if this host should install it, add its publisher key to trust in the config and restart' });
         }
         return;
       }
@@ -366,7 +542,9 @@ export class Swarm implements DownloadHost {
       const { name, version } = sm.manifest.runtime;
       if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
       await this.store.index.putManifest(sm);
-      log(`learned ${name}@${version} (${id}) from ${peer.toString()}`);
+      this.digestCache = undefined;
+      this.nudge();
+      log.info('learned', { name, version, manifestId: id, peer: peer.toString() });
       void this.consider(sm); // runs the whole download: do not hold up the caller
       return;
     }
@@ -382,8 +560,7 @@ export class Swarm implements DownloadHost {
     if (skip !== null) {
       if (!this.skipped.has(sm.id)) {
         this.skipped.set(sm.id, skip);
-        log(`skipping ${name}@${version}: ${skip}`);
-        this.announceStateSoon();
+        log.info('skipped', { name, version, manifestId: sm.id, reason: skip });
       }
       return;
     }
@@ -394,21 +571,40 @@ export class Swarm implements DownloadHost {
       if (current && Date.parse(current.manifest.createdAt) >= Date.parse(sm.manifest.createdAt)) return;
     }
     if (this.downloads.has(sm.id)) return;
-    const have = await Promise.all(manifestChunks(sm.manifest).map((c) => this.store.chunks.has(c.id)));
+    const refs = manifestChunks(sm.manifest);
+    const have = await Promise.all(refs.map((c) => this.store.chunks.has(c.id)));
     if (this.downloads.has(sm.id) || this.stopping) return;
-    const d = new Download(this, sm, have);
+    // The install runs alongside the download and takes each chunk as it arrives (one pass from wire to tree).
+    const feed = new LiveChunkSource(this.store.chunks, refs, (i) => have[i]!);
+    metrics.manifestLearned(sm.id);
+    const d = new Download(this, sm, have, feed);
     this.downloads.set(sm.id, d);
-    log(`downloading ${name}@${version} (${manifestChunks(sm.manifest).length} chunks, ${d.resumedChunks} already here)`);
+    log.info('download_started', { name, version, manifestId: sm.id, chunks: refs.length, resumedChunks: d.resumedChunks });
     try {
-      await d.run();
-      const record = await this.opts.mutex.run(async () => {
-        if (this.isTombstoned(name, version, sm.manifest.createdAt)) return null;
-        return installManifest(this.opts.install, sm);
+      let installError: unknown = null;
+      const installing = installManifest(this.opts.install, sm, {
+        source: feed,
+        lock: (fn) => this.opts.mutex.run(fn),
+        stillWanted: () => !this.isTombstoned(name, version, sm.manifest.createdAt),
+      }).catch((err: unknown) => {
+        installError = err;
+        return null;
       });
+      try {
+        // A failed install does not stop the download: its chunks serve the fleet, and the retry reads them here.
+        await d.run();
+      } catch (err) {
+        feed.close(); // stopped: the install gives up too
+        throw err;
+      }
+      const record = await installing;
+      if (installError !== null) throw installError;
       this.failures.delete(sm.id);
       if (record) {
+        metrics.installFinished(sm.id, 'installed');
         const st = d.status();
-        log(`installed ${name}@${version} at ${record.path}: fetched ${st.fetchedChunks} chunks from ${st.sources.length} peers`);
+        log.info('installed', { name, version, manifestId: sm.id, path: record.path, chunks: st.fetchedChunks, bytes: st.fetchedBytes,
+          peers: st.sources.length, ms: Date.now() - d.startedAt });
         await this.announceState();
       }
     } catch (err) {
@@ -419,9 +615,10 @@ export class Swarm implements DownloadHost {
       if (!this.stopping) {
         const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
         const delayMs = Math.min(10 * 60_000, 5_000 * 2 ** (count - 1));
-        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs, error: (err as Error).message });
-        log(`could not install ${name}@${version}: ${(err as Error).message}; retrying in ${Math.round(delayMs / 1000)} s`);
-        this.announceStateSoon();
+        this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs, error: errorText(err) });
+        metrics.installFinished(sm.id, 'failed');
+        log.error('install_failed', { name, version, manifestId: sm.id, error: errorText(err), retryInS: Math.round(delayMs / 1000),
+          hint: `retried automatically; if it keeps failing, check free space and permissions of ${this.opts.install.runtimes.root} and the data dir` });
       }
     } finally {
       this.downloads.delete(sm.id);
@@ -438,19 +635,41 @@ export class Swarm implements DownloadHost {
     return this.node.getPeers().filter((p) => (this.banned.get(p.toString()) ?? 0) < now);
   }
 
-  /** Peer ids of the hosts known to be in this agent's zone, this one included, sorted. */
+  /**
+   * Peer ids of the hosts known to be in this agent's zone (by label, or by announced cluster without one),
+   * this one included, sorted. Every member computes the same list from the same announcements.
+   */
   zoneMembers(): string[] {
-    const members = [...this.fleet].filter(([, h]) => h.zone !== null && h.zone === this.zone).map(([p]) => p);
+    const zone = this.zone;
+    const members = [...this.fleet.entries()].filter(([, h]) => zone !== null && peerZone(this.opts.zone, h) === zone).map(([p]) => p);
     return [...members, this.peerId].sort();
   }
 
   /** Does `peer` announce `manifestId` installed (so it holds every chunk)? */
   hasInstalled(peer: string, manifestId: string): boolean {
-    return this.fleet.get(peer)?.installed.includes(manifestId) ?? false;
+    return this.fleet.get(peer)?.installed.has(manifestId) ?? false;
   }
 
+  /**
+   * A peer's RTT and zone as this host sees it. Without a label, a peer that announces this host's cluster
+   * but whose RTT floor is far above the rest of the cluster's counts as far (nearness.ts).
+   */
   peerInfo(peer: string): { rttMs?: number; zone?: string | null } {
-    return { rttMs: this.rtt.get(peer), zone: this.fleet.get(peer)?.zone ?? null };
+    const zone = peerZone(this.opts.zone, this.fleet.get(peer));
+    if (this.opts.zone === null && zone !== null && zone === this.cluster && this.rttOutliers().has(peer)) {
+      return { rttMs: this.rtt.get(peer)?.ms, zone: `${zone}~far` };
+    }
+    return { rttMs: this.rtt.get(peer)?.ms, zone };
+  }
+
+  /** Same-cluster peers far off by RTT; recomputed at most once a second (peerInfo runs inside sorts). */
+  private rttOutliers(): Set<string> {
+    const now = Date.now();
+    if (!this.outlierCache || now - this.outlierCache.at > 1000) {
+      const same = [...this.fleet.entries()].filter(([, h]) => h.cluster !== null && h.cluster === this.cluster).map(([p]) => p);
+      this.outlierCache = { at: now, set: this.rttFloor.outliers(same) };
+    }
+    return this.outlierCache.set;
   }
 
   /** Same zone first, then lowest RTT (unknown last). */
@@ -479,12 +698,14 @@ export class Swarm implements DownloadHost {
   /** A peer sent bytes that do not hash to the chunk id: drop it and avoid it for a while. */
   peerSentCorrupt(peer: string, err: Error): void {
     this.corruptChunksReceived++;
-    if ((this.banned.get(peer) ?? 0) < Date.now()) log(`peer ${peer} sent a corrupt chunk (${err.message}); dropping and avoiding it`);
+    if ((this.banned.get(peer) ?? 0) < Date.now()) log.warn('corrupt_chunk', { peer, error: err.message, hint: 'the peer sent a corrupt chunk; it is dropped and avoided for 10 min: check that host\'s disk and memory' });
     this.banned.set(peer, Date.now() + BAN_MS);
     for (const d of this.downloads.values()) d.ban(peer);
     this.clients.get(peer)?.close().catch(() => {});
     this.clients.delete(peer);
     void this.node.hangUp(peerIdFromString(peer)).catch(() => {});
+    // The dropped peer may have been the only one: find others now, not a backed-off round later.
+    this.nudge();
   }
 
   /** A chunk was stored: tell the peers subscribed to a manifest that contains it. */
@@ -548,6 +769,7 @@ export class Swarm implements DownloadHost {
     const done = await this.opts.mutex.run(async () => {
       if (!dup) {
         this.tombstones.push(tomb);
+        this.digestCache = undefined;
         await this.store.index.putMeta('tombstones', this.tombstones);
       }
       const out: { name: string; version: string; path: string }[] = [];
@@ -563,12 +785,13 @@ export class Swarm implements DownloadHost {
         }
         await this.store.index.deleteManifest(sm.id);
         await unmarkNotForThisHost(this.store.index, sm.id);
+        this.digestCache = undefined;
       }
       const freedBytes = out.length ? (await this.store.gc({ chunkGraceMs: 0 })).bytes : 0;
       return { out, freedBytes };
     });
     const removed = done.out;
-    if (removed.length) log(`removed ${removed.map((x) => `${x.name}@${x.version}`).join(', ')} (${fromGossip ? 'removal from the fleet' : 'removal'} of ${label(r)})`);
+    if (removed.length) log.info('removed', { runtimes: removed.map((x) => `${x.name}@${x.version}`), removal: label(r), fromFleet: fromGossip });
     if (removed.length && fromGossip) await this.announceState();
     return done;
   }
@@ -591,7 +814,14 @@ export class Swarm implements DownloadHost {
       failed: new Map([...this.failures].map(([id, f]) => [id, f.error])),
       skipped,
     };
-    const others = [...this.fleet].filter(([p]) => p !== this.peerId).map(([peerId, h]): FleetHostView => ({ peerId, self: false, ...h }));
+    const others = [...this.fleet.entries()].filter(([p]) => p !== this.peerId).map(([peerId, h]): FleetHostView => {
+      // A peer's texts reach the operator's terminal: one bounded line each, no control characters.
+      const skipped = new Map((h.progress?.skipped ?? []).map((id) => [id, noteText(h.progress?.skipReasons.get(id) ?? 'skipped by the host')]));
+      return {
+        peerId, self: false, arch: h.arch, zone: h.zone, seenAt: h.seenAt, installed: [...h.installed],
+        failed: new Map((h.progress?.failed ?? []).map((f) => [f.id, noteText(f.error)])), skipped,
+      };
+    });
     return [self, ...others];
   }
 
@@ -601,29 +831,43 @@ export class Swarm implements DownloadHost {
       peerId: c.remotePeer.toString(),
       address: c.remoteAddr.toString(),
       direction: c.direction,
-      rttMs: this.rtt.get(c.remotePeer.toString()) ?? null,
+      rttMs: this.rtt.get(c.remotePeer.toString())?.ms ?? null,
       zone: this.fleet.get(c.remotePeer.toString())?.zone ?? null,
+      cluster: this.fleet.get(c.remotePeer.toString())?.cluster ?? null,
       banned: (this.banned.get(c.remotePeer.toString()) ?? 0) > now,
     }));
     const installedHere = new Set((await this.store.index.listInstalls()).map((r) => r.manifestId));
+    const selfProgress = this.localProgress();
+    const progressOf = (): [string, HostProgress | undefined][] =>
+      [[this.peerId, selfProgress], ...[...this.fleet.entries()].map(([p, h]) => [p, h.progress] as [string, HostProgress | undefined])];
     const fleet = (await this.store.index.listManifests()).map((sm) => {
-      const hosts = [...this.fleet].filter(([, h]) => h.installed.includes(sm.id)).map(([p]) => p);
+      const hosts = [...this.fleet.entries()].filter(([, h]) => h.installed.has(sm.id)).map(([p]) => p);
       if (installedHere.has(sm.id)) hosts.unshift(this.peerId);
       return {
         name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, manifestId: sm.id,
         publisher: sm.manifest.publisher, createdAt: sm.manifest.createdAt, installedHere: installedHere.has(sm.id),
-        skippedHere: this.skipped.get(sm.id) ?? null, hosts,
+        architectures: sm.manifest.runtime.architectures ?? null,
+        skippedHere: this.skipped.get(sm.id) ?? null, hosts, ...manifestProgress(sm.id, progressOf()),
       };
     });
     const uploads = this.chunkServer.stats();
     return {
       peers,
+      /** The zone the zone rule uses here, and where it comes from. */
+      nearness: { zone: this.zone, from: this.opts.zone !== null ? 'label' : this.cluster !== null ? 'address' : null },
       transfers: [...this.downloads.values()].map((d) => d.status()),
       recentTransfers: this.recent,
       fleet,
-      uploads: { active: uploads.activeUploads, bytesServed: uploads.bytesServed, chunksServed: uploads.chunksServed },
+      uploads: { active: uploads.activeUploads, bytesServed: uploads.bytesServed, chunksServed: uploads.chunksServed, slowReaderDrops: uploads.slowReaderDrops },
       corruptChunksReceived: this.corruptChunksReceived,
       fleetHostsSeen: this.fleet.size + 1,
+      gossip: { rejected: this.gossipRejected.count, dropped: this.gossipWork.dropped + this.manifestFetches.dropped },
+      hosts: [
+        { peerId: this.peerId, hostname: selfProgress.hostname, zone: this.zone, arch: machineArch(), seenAt: new Date(now).toISOString(), self: true },
+        ...[...this.fleet.entries()].map(([peerId, h]) => ({
+          peerId, hostname: h.progress?.hostname ?? null, zone: h.zone, arch: h.arch, seenAt: new Date(h.seenAt).toISOString(), self: false,
+        })),
+      ],
     };
   }
 }

@@ -1,0 +1,86 @@
+// `joblet-agent COMMAND --help`: one screen per command, what it does and every option it takes.
+
+const CLIENT = `  --socket PATH        the daemon's control socket (default: from --config, JOBLET_AGENT_SOCKET, or
+                       /run/joblet-agent/agent.sock)
+  --config FILE        read the socket path from this config file
+  --json               machine-readable output (see README.md for the fields)`;
+
+const START_OPTIONS = `  --config FILE              config file (default /etc/joblet-agent/config.yml); flags override it
+  --data-dir DIR             chunk store, index and peer key (default /var/lib/joblet-agent)
+  --runtimes-dir DIR         where runtimes are installed (default /opt/joblet/runtimes)
+  --socket PATH              control socket for the client commands (default /run/joblet-agent/agent.sock)
+  --listen MULTIADDR         libp2p listen address, repeatable (default /ip4/0.0.0.0/tcp/7946)
+  --bootstrap MULTIADDR      a fleet member to dial at start (.../p2p/PEERID), repeatable
+  --fleet-key FILE           the fleet secret; without it the agent works alone
+  --trust PUBKEY-or-FILE     a publisher key whose runtimes this host installs, repeatable
+  --publisher-key FILE       this host's publisher private key (only publishers have one)
+  --zone NAME                rack or datacenter label: a runtime crosses to a zone about once
+  --no-mdns                  do not look for peers on the local network
+  --owner USER:GROUP         owner of installed runtimes (default: the daemon's user)
+  --max-package-bytes N      refuse runtimes that unpack to more than N bytes
+  --http HOST:PORT|off       read-only HTTP endpoint: /metrics, /healthz, /readyz and the dashboard at /
+                             (default 127.0.0.1:7947; port 0 picks a free port; off disables it)
+  --log-format text|json     one line per event on stderr (default text)
+  --log-level LEVEL          debug, info, warn or error (default info)`;
+
+export const COMMAND_HELP: Record<string, string> = {
+  init: `usage: joblet-agent init [--dir DIR] [--fleet-key FILE] [--json] [start options]
+
+Writes a new fleet key (or copies the one given with --fleet-key, to join an existing fleet), a publisher
+key pair and a config.yml into DIR (default /etc/joblet-agent). Start options given here are written into
+the config. Never overwrites an existing file.
+
+options:
+  --dir DIR            where to write fleet.key, publisher.key, publisher.pub and config.yml
+  --fleet-key FILE     join the fleet whose secret is in FILE instead of making a new one
+  --json               print the paths written and the publisher key as JSON
+and every option of "joblet-agent start --help".`,
+
+  start: `usage: joblet-agent start [options]
+
+Runs the agent in the foreground until SIGTERM or SIGINT: it joins the fleet, installs the runtimes its
+trusted publishers publish, serves chunks to its peers and answers the client commands on its socket.
+
+options:
+${START_OPTIONS}`,
+
+  publish: `usage: joblet-agent publish PKG [--force] [options]
+
+Ingests a runtime package (.tar.gz, .tgz, .tar, .zip or a directory holding runtime.yml), installs it
+on this host, signs its manifest with this agent's publisher key and announces it to the fleet.
+
+options:
+  --force              replace an installed NAME@VERSION with different content
+${CLIENT}`,
+
+  list: `usage: joblet-agent list [options]
+
+Lists the runtimes installed on this host: name, version, size, manifest and path.
+
+options:
+${CLIENT}`,
+
+  status: `usage: joblet-agent status [--watch] [options]
+
+Shows this agent: its peer id, addresses, HTTP endpoint, store, installed runtimes, peers, transfers
+and the fleet's view of each runtime.
+
+options:
+  --watch              redraw every second (one JSON document per line with --json) until Ctrl-C
+${CLIENT}`,
+
+  remove: `usage: joblet-agent remove NAME[@VERSION] [options]
+
+Uninstalls a runtime (every version without @VERSION). On a publisher the removal is signed and sent to
+the fleet; elsewhere it applies to this host only, and the swarm does not bring it back.
+
+options:
+${CLIENT}`,
+
+  verify: `usage: joblet-agent verify [options]
+
+Re-hashes every stored chunk that a manifest references; exits 1 if any is corrupt or missing.
+
+options:
+${CLIENT}`,
+};

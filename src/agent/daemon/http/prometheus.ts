@@ -1,0 +1,81 @@
+// GET /metrics: the agent's state in Prometheus text format. Gauges are read from the agent's status at
+// scrape time; counters come from the plain counters in ../../metrics.ts and the swarm's own totals, so
+// nothing below the daemon knows about prom-client.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { INSTALL_DURATION_BUCKETS, metrics } from '../../metrics.js';
+import type { AgentStatus } from './server.js';
+
+export class PrometheusExporter {
+  readonly registry = new Registry();
+  /** The status the collectors read; taken once per scrape so that every series comes from one moment. */
+  private current: AgentStatus | null = null;
+
+  constructor(private readonly status: () => Promise<AgentStatus>) {
+    const r = [this.registry];
+    const self = this;
+    // prom-client's process and Node.js metrics (CPU, memory, event loop lag, open fds, GC).
+    collectDefaultMetrics({ register: this.registry });
+
+    new Gauge({
+      name: 'joblet_agent_info', help: 'Always 1; the labels say which agent this is.', registers: r,
+      labelNames: ['version', 'peer_id', 'zone', 'arch'] as const,
+      collect() {
+        this.reset();
+        const s = self.current;
+        if (s) this.set({ version: s.version, peer_id: s.peerId, zone: s.zone ?? '', arch: s.arch }, 1);
+      },
+    });
+    new Counter({
+      name: 'joblet_agent_downloaded_bytes_total', registers: r, labelNames: ['source'] as const,
+      help: 'Bytes of verified chunks received from peers, as sent (compressed); source="zone" for peers in this agent\'s --zone, "far" for the others.',
+      collect() {
+        this.reset();
+        this.inc({ source: 'zone' }, metrics.downloadedBytes.zone);
+        this.inc({ source: 'far' }, metrics.downloadedBytes.far);
+      },
+    });
+    new Counter({
+      name: 'joblet_agent_uploaded_bytes_total', registers: r, help: 'Chunk bytes served to peers.',
+      collect() { this.reset(); this.inc(self.current?.swarm?.uploads.bytesServed ?? 0); },
+    });
+    new Counter({
+      name: 'joblet_agent_chunks_received_total', registers: r, help: 'Chunks received from peers, verified and stored.',
+      collect() { this.reset(); this.inc(metrics.chunksReceived); },
+    });
+    new Counter({
+      name: 'joblet_agent_corrupt_chunks_total', registers: r,
+      help: 'Chunks received whose bytes did not match their id (each sender is avoided for a while).',
+      collect() { this.reset(); this.inc(self.current?.swarm?.corruptChunksReceived ?? 0); },
+    });
+    new Counter({
+      name: 'joblet_agent_installs_total', registers: r, labelNames: ['result'] as const,
+      help: 'Installs of runtimes learned from the fleet; result="installed" or "failed" (a failed install is retried).',
+      collect() {
+        this.reset();
+        for (const [result, n] of Object.entries(metrics.installs)) this.inc({ result }, n);
+      },
+    });
+    new Histogram({
+      name: 'joblet_agent_install_duration_seconds', registers: r, buckets: [...INSTALL_DURATION_BUCKETS],
+      help: 'Seconds from learning of a manifest to having it installed.',
+      collect() { for (const d of metrics.takeDurations()) this.observe(d); },
+    });
+    const gauge = (name: string, help: string, value: (s: AgentStatus) => number) => new Gauge({
+      name, help, registers: r,
+      collect() { if (self.current) this.set(value(self.current)); },
+    });
+    gauge('joblet_agent_transfers_active', 'Runtimes being downloaded now.', (s) => s.swarm?.transfers.length ?? 0);
+    gauge('joblet_agent_peers', 'Peers connected now.', (s) => new Set(s.swarm?.peers.map((p) => p.peerId) ?? []).size);
+    gauge('joblet_agent_store_bytes', 'Bytes of chunk files in the store.', (s) => s.store.bytes);
+    gauge('joblet_agent_runtimes_installed', 'Runtime versions installed on this host.', (s) => s.runtimes.length);
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  async scrape(): Promise<string> {
+    this.current = await this.status();
+    return this.registry.metrics();
+  }
+}

@@ -1,0 +1,200 @@
+// Schema 2 end to end without a network: a package ingested as entry list + content chunks, installed again
+// from a live chunk feed that receives the chunks out of order (as a swarm delivers them), from the store,
+// and what a rebuild with new mtimes costs in new chunks.
+import test from 'ava';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { generateKeyPairSync } from 'node:crypto';
+import { Store } from '../src/store/store.js';
+import { TreeIngest } from '../src/store/ingest.js';
+import { buildManifest, manifestChunks, publicKeyOf, signManifest } from '../src/store/manifest.js';
+import { CorruptChunkError, type SignedManifest } from '../src/store/types.js';
+import { readPackage, StripGuessError } from '../src/runtime/canonical.js';
+import { RuntimesDir } from '../src/runtime/install.js';
+import { DEFAULT_LIMITS } from '../src/runtime/types.js';
+import { installManifest } from '../src/agent/install/install-manifest.js';
+import { LiveChunkSource } from '../src/agent/install/chunk-source.js';
+import { tmpDir, execFileP, comparable, listAll } from './helpers/agent.js';
+import { makeRuntimeTree, seededBytes } from './helpers/fixtures.js';
+
+const { privateKey } = generateKeyPairSync('ed25519');
+
+async function publishInto(store: Store, pkg: string, strip: 'auto' | 'none' = 'auto'): Promise<{ sm: SignedManifest; created: string[] }> {
+  const ingest = new TreeIngest(store.chunks);
+  let info;
+  try {
+    info = await readPackage(pkg, ingest, { strip });
+  } catch (err) {
+    await ingest.abort();
+    if (err instanceof StripGuessError) return publishInto(store, pkg, 'none');
+    throw err;
+  }
+  const tree = await ingest.finish();
+  const sm = signManifest(buildManifest(info.meta, tree, publicKeyOf(privateKey)), privateKey);
+  return { sm, created: tree.createdIds };
+}
+
+async function fixture(t: any, bulkBytes = 6 * 1024 * 1024) {
+  const dir = await tmpDir(t);
+  const src = path.join(dir, 'src');
+  await makeRuntimeTree(src, { name: 'streamed', version: '1.0.0', bulkBytes });
+  const pkg = path.join(dir, 'pkg.tar.gz');
+  await execFileP('tar', ['czf', pkg, '-C', src, '.']);
+  // The publisher's store, and the receiver's: separate data dirs, as on two hosts.
+  const pubStore = await Store.open(path.join(dir, 'pub'));
+  t.teardown(() => pubStore.close());
+  const { sm } = await publishInto(pubStore, pkg);
+  const store = await Store.open(path.join(dir, 'data'));
+  t.teardown(() => store.close());
+  await fs.mkdir(path.join(dir, 'runtimes'));
+  const runtimes = new RuntimesDir(path.join(dir, 'runtimes'));
+  return { dir, src, pkg, pubStore, store, sm, runtimes, ctx: { store, runtimes, limits: DEFAULT_LIMITS } };
+}
+
+/** What a Download does per chunk: receive (verify, store) the bytes as a peer sends them, then hand them on. */
+async function deliver(from: Store, to: Store, feed: LiveChunkSource, id: string): Promise<void> {
+  const stored = await from.chunks.getStored(id);
+  const { raw } = await to.chunks.receive(id, stored.codec, Buffer.from(stored.data), stored.size);
+  feed.arrived(id, raw);
+}
+
+test('a manifest holds an entry list and content chunks; chunks arriving out of order install the same tree', async (t) => {
+  const { src, pubStore, store, sm, ctx } = await fixture(t);
+  const refs = manifestChunks(sm.manifest);
+  t.true(sm.manifest.entries.chunks.length >= 1);
+  t.true(sm.manifest.content.chunks.length >= 3, `${sm.manifest.content.chunks.length} content chunks`);
+  // Every regular file's bytes, and nothing else, are in the content stream.
+  const files = (await listAll(src)).map((p) => path.join(src, p));
+  let fileBytes = 0;
+  for (const f of files) {
+    const st = await fs.lstat(f);
+    if (st.isFile() && st.nlink === 1) fileBytes += st.size;
+  }
+  // The hardlinked pair is counted once: its second entry is a link.
+  const linked = (await fs.lstat(path.join(src, 'isolated/usr/bin/tool'))).size;
+  t.is(sm.manifest.content.size, fileBytes + linked);
+
+  const feed = new LiveChunkSource(store.chunks, refs, () => false, 2 * 1024 * 1024);
+  const installing = installManifest(ctx, sm, { source: feed });
+  // Reverse order: the install can take nothing until the very last delivery, and the small cache overflows,
+  // so some chunks are read back from the store.
+  for (const ref of [...refs].reverse()) await deliver(pubStore, store, feed, ref.id);
+  const rec = await installing;
+  t.truthy(rec);
+  t.deepEqual(await comparable(rec!.path), await comparable(src));
+  t.true(feed.readBack > 0, 'chunks that did not fit the cache were read back from the store');
+});
+
+test('in-order arrivals are extracted as they come, without reading anything back', async (t) => {
+  const { src, pubStore, store, sm, ctx } = await fixture(t);
+  const refs = manifestChunks(sm.manifest);
+  const feed = new LiveChunkSource(store.chunks, refs, () => false);
+  const installing = installManifest(ctx, sm, { source: feed });
+  for (const ref of refs) {
+    await deliver(pubStore, store, feed, ref.id);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const rec = await installing;
+  t.deepEqual(await comparable(rec!.path), await comparable(src));
+  t.is(feed.readBack, 0);
+});
+
+test('a corrupt chunk from a peer is refused before the install sees it; the good copy completes the install', async (t) => {
+  const { src, pubStore, store, sm, ctx } = await fixture(t);
+  const refs = manifestChunks(sm.manifest);
+  const feed = new LiveChunkSource(store.chunks, refs, () => false);
+  const installing = installManifest(ctx, sm, { source: feed });
+  const victim = sm.manifest.content.chunks[1]!;
+  for (const ref of refs) {
+    if (ref.id === victim.id) {
+      const stored = await pubStore.chunks.getStored(ref.id);
+      const bad = Buffer.from(stored.data);
+      bad[bad.length >> 1]! ^= 0xff;
+      await t.throwsAsync(store.chunks.receive(ref.id, stored.codec, bad, stored.size), { instanceOf: CorruptChunkError });
+      t.false(await store.chunks.has(ref.id), 'nothing is stored for the corrupt copy');
+    }
+    await deliver(pubStore, store, feed, ref.id);
+  }
+  const rec = await installing;
+  t.deepEqual(await comparable(rec!.path), await comparable(src));
+});
+
+test('a download stopped mid-stream leaves no tree; a restart resumes from the chunks on disk', async (t) => {
+  const { dir, src, pubStore, store, sm, ctx } = await fixture(t);
+  const refs = manifestChunks(sm.manifest);
+  const feed = new LiveChunkSource(store.chunks, refs, () => false);
+  const installing = installManifest(ctx, sm, { source: feed });
+  const half = Math.ceil(refs.length / 2);
+  for (const ref of refs.slice(0, half)) await deliver(pubStore, store, feed, ref.id);
+  feed.close(); // the agent is stopped
+  await t.throwsAsync(installing, { message: /stopped/ });
+  t.deepEqual((await listAll(path.join(dir, 'runtimes'))).filter((p) => !/^\.joblet-agent(\/(staging|trash))?$/.test(p)), []);
+
+  // Restart: what is on disk counts as present; only the rest is delivered.
+  const have = await Promise.all(refs.map((r) => store.chunks.has(r.id)));
+  t.is(have.filter(Boolean).length, new Set(refs.slice(0, half).map((r) => r.id)).size);
+  const resumed = new LiveChunkSource(store.chunks, refs, (i) => have[i]!);
+  const again = installManifest(ctx, sm, { source: resumed });
+  for (const [i, ref] of refs.entries()) if (!have[i]) await deliver(pubStore, store, resumed, ref.id);
+  const rec = await again;
+  t.deepEqual(await comparable(rec!.path), await comparable(src));
+});
+
+test('a file whose bytes do not match its digest in the entry list fails the install and leaves nothing', async (t) => {
+  const { dir, pubStore, store, sm, ctx } = await fixture(t);
+  // A publisher bug or a tampered list cannot get past the per-file digests: swap two content chunks'
+  // order in a re-signed manifest (every chunk is still valid on its own).
+  const m = structuredClone(sm.manifest);
+  const c = m.content.chunks;
+  [c[0], c[1]] = [c[1]!, c[0]!];
+  const bad = signManifest(m, privateKey);
+  for (const ref of manifestChunks(m)) {
+    const stored = await pubStore.chunks.getStored(ref.id);
+    await store.chunks.receive(ref.id, stored.codec, Buffer.from(stored.data), stored.size);
+  }
+  await t.throwsAsync(installManifest(ctx, bad), { message: /hashes to [0-9a-f]{64}, not the [0-9a-f]{64} of its entry list|ends inside|use \d+ bytes of content/ });
+  t.deepEqual((await listAll(path.join(dir, 'runtimes'))).filter((p) => !/^\.joblet-agent(\/(staging|trash))?$/.test(p)), []);
+});
+
+test('a rebuild with every mtime changed shares its content chunks; one changed small file costs at most 2 new chunks', async (t) => {
+  const dir = await tmpDir(t);
+  const src = path.join(dir, 'src');
+  await fs.mkdir(path.join(src, 'lib'), { recursive: true });
+  await fs.writeFile(path.join(src, 'runtime.yml'), 'name: rebuilt\nversion: 1.0.0\n');
+  // 3,000 small files (~8 KB each, 24 MB): the shape where mtimes in a tar stream used to change every chunk.
+  for (let i = 0; i < 3000; i++) {
+    await fs.writeFile(path.join(src, 'lib', `m${String(i).padStart(4, '0')}.py`), seededBytes(2000 + (i * 7919) % 12000, `f${i}`));
+  }
+  const pkg1 = path.join(dir, 'v1.tar');
+  await execFileP('tar', ['cf', pkg1, '--sort=name', '-C', src, '.']);
+  const store = await Store.open(path.join(dir, 'data'));
+  t.teardown(() => store.close());
+  const v1 = await publishInto(store, pkg1);
+
+  // The same tree rebuilt: every mtime new, and a new version in runtime.yml.
+  const later = new Date(Date.now() + 3600_000);
+  for (const name of await fs.readdir(path.join(src, 'lib'))) await fs.utimes(path.join(src, 'lib', name), later, later);
+  await fs.writeFile(path.join(src, 'runtime.yml'), 'name: rebuilt\nversion: 1.0.1\n');
+  const pkg2 = path.join(dir, 'v2.tar');
+  await execFileP('tar', ['cf', pkg2, '--sort=name', '-C', src, '.']);
+  const v2 = await publishInto(store, pkg2);
+  const total = (m: SignedManifest) => manifestChunks(m.manifest).reduce((n, c) => n + c.size, 0);
+  const newBytes = manifestChunks(v2.sm.manifest).filter((c) => v2.created.includes(c.id)).reduce((n, c) => n + c.size, 0);
+  const v1Content = new Set(v1.sm.manifest.content.chunks.map((c) => c.id));
+  const sharedContent = v2.sm.manifest.content.chunks.filter((c) => v1Content.has(c.id)).length;
+  t.log(`mtimes changed: ${v2.created.length} new chunks of ${manifestChunks(v2.sm.manifest).length}, ${newBytes} of ${total(v2.sm)} bytes (${(100 * newBytes / total(v2.sm)).toFixed(1)} %)`);
+  t.is(sharedContent, v2.sm.manifest.content.chunks.length - 1, 'only the chunk holding runtime.yml changes');
+  t.true(newBytes <= 0.1 * total(v2.sm), `${newBytes} new bytes of ${total(v2.sm)}`);
+
+  // One small file changed (same length).
+  const victim = path.join(src, 'lib', 'm1500.py');
+  const bytes = await fs.readFile(victim);
+  bytes[100]! ^= 0xff;
+  await fs.writeFile(victim, bytes);
+  const pkg3 = path.join(dir, 'v3.tar');
+  await execFileP('tar', ['cf', pkg3, '--sort=name', '-C', src, '.']);
+  const v3 = await publishInto(store, pkg3);
+  const newContent = v3.sm.manifest.content.chunks.filter((c) => v3.created.includes(c.id)).length;
+  t.log(`one file changed: ${newContent} new content chunks, ${v3.created.length} new chunks in all`);
+  t.true(newContent <= 2, `${newContent} new content chunks`);
+});
