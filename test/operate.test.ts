@@ -71,7 +71,7 @@ test.serial('a build host publishes with --no-install and --wait: the fleet inst
   // The mark is persistent: a restarted build host still does not install it.
   await build.stop();
   const again = await startAgent(t, build.dir);
-  await waitFor('the restarted build host considers the manifest', async () => /skipping ci-rt@1\.0\.0: published on this host with --no-install/.test(again.logs()));
+  await waitFor('the restarted build host considers the manifest', async () => /skipped name=ci-rt version=1\.0\.0 .*reason="published on this host with --no-install"/.test(again.logs()));
   t.deepEqual(await again.json(['list']), []);
   t.deepEqual(await visibleEntries(again.runtimesDir), []);
 });
@@ -155,7 +155,7 @@ test.serial('wait and publish refuse bad options with usage errors', async (t) =
   t.like(JSON.parse(alone.stdout).wait, { ok: true, expected: 1, installed: 1 });
 
   // A wait that cannot be met does not hold up the daemon's shutdown: it ends, and says why.
-  const waits = () => a.logs().split('a client waits for usage@1.0.0').length - 1;
+  const waits = () => a.logs().split('wait_started name=usage version=1.0.0').length - 1;
   const before = waits();
   const pending = cli(['wait', 'usage@1.0.0', '--hosts', '5', '--timeout', '10m', '--socket', a.socket]);
   await waitFor('the wait has started', async () => waits() > before);

@@ -126,6 +126,7 @@ export class Swarm implements DownloadHost {
   private digestCache: { value: string; at: number } | undefined;
   /** Manifests whose install failed: retried with a growing delay, not every maintenance round. */
   private readonly failures = new Map<string, { count: number; retryAt: number; error: string }>();
+  private stateTimer: NodeJS.Timeout | null = null;
   private readonly chunkWatchers = new Map<string, Set<() => void>>();
   private tombstones: Tombstone[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -222,6 +223,7 @@ export class Swarm implements DownloadHost {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.maintenanceTimer);
+    if (this.stateTimer) clearTimeout(this.stateTimer);
     for (const d of this.downloads.values()) d.stop();
     for (const c of this.clients.values()) await c.close().catch(() => {});
     await this.chunkServer.close().catch(() => {});
@@ -255,6 +257,9 @@ export class Swarm implements DownloadHost {
     await this.publishGossip({
       t: 'published', id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, publisher: sm.manifest.publisher,
     });
+    // Installed here already, or skipped (architecture, --no-install): returns at once, and records a skip so
+    // that status, the CI gate and this state message name it.
+    await this.consider(sm);
     await this.announceState();
   }
 
@@ -264,6 +269,15 @@ export class Swarm implements DownloadHost {
     const progress = this.localProgress();
     this.lastProgressSig = progressSignature(progress);
     await this.publishGossip({ t: 'state', host: this.peerId, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), ...wireProgress(progress) });
+  }
+
+  /** A failure or a skip to tell the fleet about (the CI gate waits on it): one state message soon, however many happen at once. */
+  private announceStateSoon(): void {
+    if (this.stateTimer || this.stopping) return;
+    this.stateTimer = setTimeout(() => {
+      this.stateTimer = null;
+      void this.announceState();
+    }, 500);
   }
 
   /** A validated `published` or `removed` announcement (state is handled inline, see init). */
@@ -561,6 +575,7 @@ export class Swarm implements DownloadHost {
       if (!this.skipped.has(sm.id)) {
         this.skipped.set(sm.id, skip);
         log.info('skipped', { name, version, manifestId: sm.id, reason: skip });
+        this.announceStateSoon();
       }
       return;
     }
@@ -619,6 +634,7 @@ export class Swarm implements DownloadHost {
         metrics.installFinished(sm.id, 'failed');
         log.error('install_failed', { name, version, manifestId: sm.id, error: errorText(err), retryInS: Math.round(delayMs / 1000),
           hint: `retried automatically; if it keeps failing, check free space and permissions of ${this.opts.install.runtimes.root} and the data dir` });
+        this.announceStateSoon();
       }
     } finally {
       this.downloads.delete(sm.id);
