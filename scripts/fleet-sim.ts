@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import fs from 'node:fs/promises';
 import { runScenario, type ScenarioOptions, type ScenarioResult } from './sim/scenario.js';
 import { methodTable, installSvg, table } from './sim/report.js';
+import { parseSize } from '../src/agent/units.js';
 import { BASELINE_NAMES, type BaselineName } from './sim/baselines.js';
 
 const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
@@ -14,6 +15,8 @@ const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
   --racks 1|2          two racks: one bridge each, joined by one uplink (default 1)
   --uplink-mbit U      uplink rate in Mbit/s with two racks (default = B)
   --zones              start agents with --zone rackA / rackB
+  --max-upload-rate R  start agents with this host-wide upload cap (e.g. 2MiB); the report gives each host's rate
+  --max-download-rate R  the same for downloads
   --package PATH       a .tar.gz runtime package to publish (default: generate one)
   --size MB            size of the generated package in MB of 10^6 bytes (default 67.1, i.e. 64 MiB)
   --save-package PATH  keep a copy of the generated package, to reuse with --package
@@ -35,6 +38,7 @@ export function parseSimArgs(argv: string[]): SimArgs {
       hosts: { type: 'string' }, mbit: { type: 'string' }, racks: { type: 'string' }, 'uplink-mbit': { type: 'string' },
       zones: { type: 'boolean' }, package: { type: 'string' }, size: { type: 'string' }, 'save-package': { type: 'string' },
       'no-baselines': { type: 'boolean' }, baselines: { type: 'string' }, 'keep-logs': { type: 'string' }, timeout: { type: 'string' }, json: { type: 'string' }, svg: { type: 'string' },
+      'max-upload-rate': { type: 'string' }, 'max-download-rate': { type: 'string' },
     },
   });
   const num = (name: string, v: string | undefined, dflt: number, min: number, max: number) => {
@@ -49,7 +53,15 @@ export function parseSimArgs(argv: string[]): SimArgs {
   if (racks !== 1 && racks !== 2) throw new Error(`--racks must be 1 or 2, got "${values.racks}"`);
   if (racks === 2 && hosts < 2) throw new Error('--racks 2 needs at least 2 hosts');
   const hostMbit = num('mbit', values.mbit, 50, 0, 100_000);
+  const rate = (flag: 'max-upload-rate' | 'max-download-rate') => {
+    if (values[flag] === undefined) return undefined;
+    if (parseSize(values[flag]) === null) throw new Error(`--${flag} must be bytes per second like 2MiB, got "${values[flag]}"`);
+    return values[flag];
+  };
+  const agentArgs: string[] = [];
+  for (const flag of ['max-upload-rate', 'max-download-rate'] as const) { const r = rate(flag); if (r) agentArgs.push(`--${flag}`, r); }
   return {
+    agentArgs,
     hosts, hostMbit, racks,
     uplinkMbit: num('uplink-mbit', values['uplink-mbit'], hostMbit, 0, 100_000),
     zones: values.zones ?? false,
@@ -83,9 +95,10 @@ export function describe(r: ScenarioResult): string {
     'time to install on the N-1 receiving hosts, from the moment the package is ready on host 0:',
     methodTable(r.methods, r.fluidBoundS),
     '',
-    table([['host', 'rack', 'download 1%..99% s', 'MB in (link)', 'MB fetched (agent)', 'installed s', 'peak RSS MB', 'CPU s total', 'CPU s transfer (user+sys)'],
+    table([['host', 'rack', 'download 1%..99% s', 'MB in (link)', 'MB fetched (agent)', 'installed s', 'rate MB/s (agent)', 'peak RSS MB', 'CPU s total', 'CPU s transfer (user+sys)'],
       ...r.agents.map((a) => [a.host, a.rack, `${r.links.downloadStartS[a.host]}..${r.links.downloadEndS[a.host]}`,
-        (r.links.downloadedBytes[a.host] / 1e6).toFixed(1), a.fetchedBytes === null || a.fetchedBytes === undefined ? '-' : (a.fetchedBytes / 1e6).toFixed(1), a.installedS?.toFixed(2) ?? 'never', a.peakRssMB, a.cpuS,
+        (r.links.downloadedBytes[a.host] / 1e6).toFixed(1), a.fetchedBytes === null || a.fetchedBytes === undefined ? '-' : (a.fetchedBytes / 1e6).toFixed(1), a.installedS?.toFixed(2) ?? 'never',
+        a.transferRateBps === null || a.transferRateBps === undefined ? '-' : (a.transferRateBps / 1e6).toFixed(2), a.peakRssMB, a.cpuS,
         `${a.cpuDuringTransferS} (${a.userDuringTransferS}+${a.systemDuringTransferS})`])]),
     `all agents together used ${r.agents.reduce((s, a) => s + a.cpuDuringTransferS, 0).toFixed(1)} CPU s during the transfer, ` +
       `on ${r.machine.cores} cores over ${r.methods['joblet-agent']?.lastS.toFixed(1) ?? '?'} s; ` +
@@ -96,6 +109,7 @@ export function describe(r: ScenarioResult): string {
     `installed trees identical on every host: ${r.treesIdentical ? 'yes' : 'NO'}` +
       (r.baselineTreesIdentical === null ? '' : `; baseline trees identical: ${r.baselineTreesIdentical ? 'yes' : 'NO'}`),
   ];
+  if (r.params.agentArgs?.length) lines.push(`agents started with ${r.params.agentArgs.join(' ')}`);
   if (r.bitTorrent) lines.push(`BitTorrent: private torrent ${r.bitTorrent.infoHash} (${r.bitTorrent.torrentBytes} bytes), whitelisted on the tracker; DHT, LPD and PEX off`);
   if (r.zonesKnown) lines.push(`zone labels known for ${r.zonesKnown.known} of ${r.zonesKnown.peers} peer links when the publish began`);
   lines.push(`agent: commit ${r.agentVersion.commit}${r.agentVersion.modifiedSrc.length ? ` with modified ${r.agentVersion.modifiedSrc.join(', ')}` : ''}`);

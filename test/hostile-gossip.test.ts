@@ -7,7 +7,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import test from 'ava';
 
 import { ANNOUNCE_TOPIC } from '../src/agent/swarm/swarm.js';
-import { announcementValidator, parseAnnouncement, AnnouncementError } from '../src/agent/swarm/announcements.js';
+import { announcementValidator, parseAnnouncement, AnnouncementError, MAX_GOSSIP_BYTES, MAX_INSTALLED_IDS } from '../src/agent/swarm/announcements.js';
+import { localProgress, wireProgress } from '../src/agent/swarm/fleet-state.js';
 import { FleetMap } from '../src/agent/swarm/fleet-map.js';
 import { BoundedSet, WorkQueue } from '../src/agent/swarm/limits.js';
 import { catalogDigest } from '../src/protocol/catalog.js';
@@ -29,6 +30,18 @@ test('announcements are parsed strictly: shape, size, trust, and a host speaks o
   const host = '12D3KooWhost';
   const ok = parseAnnouncement(json({ t: 'state', host, installed: [ID], zone: 'rack-1', arch: 'amd64' }), host, [trustedKey]);
   t.is(ok.t, 'state');
+  // The largest state message a host sends (every list at its bound, the longest texts) passes, skip reasons
+  // (the CI gate's "why") included; a peer's extra notes beyond the bound are dropped.
+  const idN = (i: number) => `sha256:${i.toString(16).padStart(64, '0')}`;
+  const many = Array.from({ length: 300 }, (_, i) => idN(i));
+  const full = wireProgress(localProgress(many.map((id) => ({ id, bytesHave: 1, bytesTotal: 3 })),
+    many.map((id) => [id, { error: 'e'.repeat(1000) }] as [string, { error: string }]),
+    many.map((id) => [id, 'r'.repeat(1000)] as [string, string]), 'h'.repeat(64)));
+  const biggest = parseAnnouncement(json({ t: 'state', host, installed: Array.from({ length: MAX_INSTALLED_IDS }, (_, i) => idN(i)), zone: null, arch: 'amd64', ...full }), host, [trustedKey]);
+  t.true(biggest.t === 'state' && biggest.progress.skipReasons.size === 64 && biggest.progress.skipReasons.get(idN(0))!.length <= 300);
+  const flood = json({ t: 'state', host, installed: [], zone: null, arch: 'amd64', skipped: [ID], skipReasons: many.map((id) => ({ id, text: 'x' })) });
+  const parsed = parseAnnouncement(flood, host, [trustedKey]);
+  t.true(parsed.t === 'state' && parsed.progress.skipReasons.size === 64);
   const bad: [unknown, RegExp][] = [
     [{ t: 'state', host: '12D3KooWother', installed: [], zone: null, arch: 'amd64' }, /signed by/],
     [{ t: 'state', host, installed: [], zone: '\u001b[31mred', arch: 'amd64' }, /invalid zone/],
@@ -41,7 +54,7 @@ test('announcements are parsed strictly: shape, size, trust, and a host speaks o
   ];
   for (const [msg, why] of bad) t.throws(() => parseAnnouncement(json(msg), host, [trustedKey]), { instanceOf: Error, message: why });
   t.throws(() => parseAnnouncement(Buffer.from('{not json'), host, [trustedKey]), { instanceOf: AnnouncementError });
-  t.throws(() => parseAnnouncement(Buffer.alloc(70 * 1024, 32), host, [trustedKey]), { message: /exceeds/ });
+  t.throws(() => parseAnnouncement(Buffer.alloc(MAX_GOSSIP_BYTES + 1, 32), host, [trustedKey]), { message: /exceeds/ });
 });
 
 test('the fleet map is bounded, expires hosts not heard from, keeps connected ones, and says what is news', (t) => {

@@ -23,6 +23,13 @@ test('two racks with zones, an uplink rate and a given package', (t) => {
   t.is(a.jsonPath, '/o.json');
 });
 
+test('bandwidth caps are passed to every agent', (t) => {
+  t.deepEqual(parseSimArgs(['--max-upload-rate', '2MiB', '--max-download-rate', '3MB']).agentArgs,
+    ['--max-upload-rate', '2MiB', '--max-download-rate', '3MB']);
+  t.deepEqual(parseSimArgs([]).agentArgs, []);
+  t.throws(() => parseSimArgs(['--max-upload-rate', 'quick']), { message: /--max-upload-rate must be bytes per second/ });
+});
+
 test('--baselines picks some baselines in the given order', (t) => {
   t.deepEqual(parseSimArgs(['--baselines', 'central,bittorrent']).baselines, ['central', 'bittorrent']);
   t.deepEqual(parseSimArgs(['--baselines', 'bittorrent,bittorrent']).baselines, ['bittorrent']);

@@ -45,7 +45,7 @@ export async function call<T>(socket: string, cmd: string, args: Record<string, 
   try { return (await Promise.race([callDaemon(socket, { cmd, args }), timeout])) as T; } finally { clearTimeout(timer); }
 }
 
-export interface AgentOptions { cli: string; zone?: string; bootstrap: string[]; fleetKey?: string; trust?: string }
+export interface AgentOptions { cli: string; zone?: string; bootstrap: string[]; fleetKey?: string; trust?: string; extraInit?: string[] }
 
 /** Write the agent's config with `init`, start it in its namespace, wait until its socket answers. */
 export async function startAgent(host: Host, workDir: string, opts: AgentOptions, onSpawn: (pid: number) => void): Promise<Agent> {
@@ -59,6 +59,7 @@ export async function startAgent(host: Host, workDir: string, opts: AgentOptions
   if (opts.fleetKey) init.push('--fleet-key', opts.fleetKey);
   if (opts.trust) init.push('--trust', opts.trust);
   for (const b of opts.bootstrap) init.push('--bootstrap', b);
+  init.push(...(opts.extraInit ?? []));
   await run(process.execPath, [opts.cli, ...init]);
   const logFile = path.join(dir, 'agent.log');
   const log = await fs.open(logFile, 'a');

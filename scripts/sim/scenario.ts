@@ -16,6 +16,8 @@ import { LinkSampler, linkFigures, type LinkFigures, type Sample } from './link-
 
 export interface ScenarioOptions extends TopologySpec {
   zones: boolean;
+  /** Extra `init` flags for every agent (the bandwidth caps). */
+  agentArgs?: string[];
   /** An existing .tar.gz, or undefined to generate one of generateBytes. */
   packagePath?: string;
   generateBytes: number;
@@ -41,6 +43,8 @@ export interface HostFigures {
   /** What the agent itself counted for this transfer (status recentTransfers): payload fetched vs the package's stored size. */
   fetchedBytes: number | null;
   bytesTotal: number | null;
+  /** fetchedBytes over the transfer's own duration (startedAt to finishedAt), to compare with a bandwidth cap. */
+  transferRateBps: number | null;
   /** The transfer's CPU split into user (JS, crypto, zlib) and system (kernel: sockets, files) time. */
   userDuringTransferS: number;
   systemDuringTransferS: number;
@@ -49,7 +53,7 @@ export interface HostFigures {
 export interface ScenarioResult {
   date: string;
   machine: { cores: number; loadAvgStart: number[]; loadAvgEnd: number[]; busyDuringTransfer: number | null };
-  params: { hosts: number; hostMbit: number; racks: number; uplinkMbit: number; zones: boolean; packageBytes: number; packageName: string };
+  params: { hosts: number; hostMbit: number; racks: number; uplinkMbit: number; zones: boolean; packageBytes: number; packageName: string; agentArgs?: string[] };
   fluidBoundS: number | null;
   publishS: number;
   methods: Record<string, MethodSummary>;
@@ -142,7 +146,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
     const digest = rec?.path ? (await hashTree(rec.path)).digest : null;
     agentFigures.push({
       host: i, rack: a.host.rack, installedS: installedMs[i] === null ? null : round(installedMs[i]! / 1000, 3), treeDigest: digest,
-      fetchedBytes: xfer?.fetchedBytes ?? null, bytesTotal: xfer?.bytesTotal ?? null,
+      fetchedBytes: xfer?.fetchedBytes ?? null, bytesTotal: xfer?.bytesTotal ?? null, transferRateBps: rateOf(xfer),
       peakRssMB: round(usage[i].peakRssBytes / 1e6, 1), cpuS: round(usage[i].cpuSeconds, 2),
       cpuDuringTransferS: round(usage[i].cpuSeconds - cpuBefore[i].cpuSeconds, 2),
       userDuringTransferS: round(usage[i].userSeconds - cpuBefore[i].userSeconds, 2),
@@ -200,7 +204,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
       cores: os.cpus().length, loadAvgStart, loadAvgEnd: loadAvg(),
       busyDuringTransfer: cpuStart && cpuEnd ? round(1 - (cpuEnd.idle - cpuStart.idle) / Math.max(1, cpuEnd.total - cpuStart.total), 3) : null,
     },
-    params: { hosts: opts.hosts, hostMbit: opts.hostMbit, racks: opts.racks, uplinkMbit: opts.uplinkMbit, zones: opts.zones, packageBytes, packageName: `${ident.name}@${ident.version}` },
+    params: { hosts: opts.hosts, hostMbit: opts.hostMbit, racks: opts.racks, uplinkMbit: opts.uplinkMbit, zones: opts.zones, packageBytes, packageName: `${ident.name}@${ident.version}`, agentArgs: opts.agentArgs ?? [] },
     fluidBoundS: bound === null ? null : round(bound, 3),
     publishS: round((t0 - publishStart) / 1000, 3),
     methods,
@@ -285,12 +289,12 @@ async function baselineTreesMatch(dirs: string[], digest: string): Promise<boole
 async function startFleet(hosts: Host[], opts: ScenarioOptions, workDir: string, res: Resources, cli: string): Promise<Agent[]> {
   const track = (pid: number) => res.pids.add(pid);
   const zone = (h: Host) => (opts.zones ? h.rack : undefined);
-  const first = await startAgent(hosts[0], workDir, { cli, zone: zone(hosts[0]), bootstrap: [] }, track);
+  const first = await startAgent(hosts[0], workDir, { cli, zone: zone(hosts[0]), bootstrap: [], extraInit: opts.agentArgs }, track);
   await assertNode(first);
   const etc0 = path.join(first.dir, 'etc');
   const firstAddr = await dialAddress(first);
   const joined = (bootstrap: string[], h: Host) => startAgent(h, workDir,
-    { cli, zone: zone(h), bootstrap, fleetKey: path.join(etc0, 'fleet.key'), trust: path.join(etc0, 'publisher.pub') }, track);
+    { cli, zone: zone(h), bootstrap, fleetKey: path.join(etc0, 'fleet.key'), trust: path.join(etc0, 'publisher.pub'), extraInit: opts.agentArgs }, track);
   const seedIdx = new Set<number>();
   if (hosts.length > 1) seedIdx.add(1);
   const rackB = hosts.find((h) => h.rack === 'rackB');
@@ -328,7 +332,13 @@ async function waitForMesh(agents: Agent[], timeoutMs: number, log: (s: string) 
   await sleep(3000);
 }
 
-interface TransferView { manifestId: string; fetchedBytes?: number; bytesTotal?: number }
+interface TransferView { manifestId: string; fetchedBytes?: number; bytesTotal?: number; startedAt?: string; finishedAt?: string }
+
+function rateOf(x: TransferView | undefined): number | null {
+  if (!x?.fetchedBytes || !x.startedAt || !x.finishedAt) return null;
+  const s = (Date.parse(x.finishedAt) - Date.parse(x.startedAt)) / 1000;
+  return s > 0 ? Math.round(x.fetchedBytes / s) : null;
+}
 
 async function transferCounters(a: Agent, manifestId: string | undefined): Promise<TransferView | undefined> {
   if (!manifestId) return undefined;

@@ -6,6 +6,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { UserError } from './errors.js';
 import { DEFAULT_LIMITS } from '../runtime/types.js';
+import { parseSize } from './units.js';
 import { DEFAULT_HTTP, parseHttpAddress } from './http-address.js';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js';
 
@@ -31,11 +32,15 @@ export interface AgentConfig {
   maxPackageBytes: number;
   /** Chunk uploads served at once; beyond it peers are told to ask elsewhere. */
   maxUploads: number;
+  /** Host-wide caps in bytes per second over all peers; null = uncapped. */
+  bandwidth: Bandwidth;
   /** HOST:PORT of the read-only HTTP endpoint (metrics, health, dashboard), or 'off'. */
   http: string;
   logFormat: LogFormat;
   logLevel: LogLevel;
 }
+
+export interface Bandwidth { upload: number | null; download: number | null }
 
 export const DEFAULTS: AgentConfig = {
   dataDir: '/var/lib/joblet-agent',
@@ -51,13 +56,14 @@ export const DEFAULTS: AgentConfig = {
   owner: null,
   maxPackageBytes: DEFAULT_LIMITS.maxUnpackedBytes,
   maxUploads: 8,
+  bandwidth: { upload: null, download: null },
   http: DEFAULT_HTTP,
   logFormat: 'text',
   logLevel: 'info',
 };
 
 /** Flags as given on the command line; undefined means "not given". */
-export type ConfigFlags = Partial<{ [K in keyof AgentConfig]: AgentConfig[K] }>;
+export type ConfigFlags = Partial<{ [K in keyof AgentConfig]: K extends 'bandwidth' ? Partial<Bandwidth> : AgentConfig[K] }>;
 
 const KEYS = new Set(Object.keys(DEFAULTS));
 const PATH_KEYS = ['dataDir', 'runtimesDir', 'socket', 'fleetKey', 'publisherKey'] as const;
@@ -79,7 +85,9 @@ export async function loadConfig(configPath: string | undefined, flags: ConfigFl
   const merged: AgentConfig = { ...DEFAULTS };
   for (const src of [fromFile, flags]) {
     for (const [k, v] of Object.entries(src)) {
-      if (v !== undefined) (merged as unknown as Record<string, unknown>)[k] = v;
+      // bandwidth is merged per direction: --max-upload-rate must not drop the config's download cap.
+      if (k === 'bandwidth' && v) merged.bandwidth = { ...merged.bandwidth, ...stripUndefined(v as Partial<Bandwidth>) };
+      else if (v !== undefined) (merged as unknown as Record<string, unknown>)[k] = v;
     }
   }
   checkChoices(merged, text !== null ? `config file ${file}` : 'no config file');
@@ -117,6 +125,7 @@ function parseConfigFile(text: string, file: string): ConfigFlags {
     if (!KEYS.has(k)) throw new UserError(`invalid config file ${file}: unknown key "${k}"`);
     const want = DEFAULTS[k as keyof AgentConfig];
     const bad = () => new UserError(`invalid config file ${file}: "${k}" must be ${describe(k)}`);
+    if (k === 'bandwidth') { out[k] = parseBandwidth(v, file); continue; }
     if (v === null) { out[k] = k === 'fleetKey' || k === 'publisherKey' || k === 'zone' || k === 'owner' ? null : want; continue; }
     if (Array.isArray(want)) {
       if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw bad();
@@ -136,6 +145,29 @@ function parseConfigFile(text: string, file: string): ConfigFlags {
     out.trust = (out.trust as string[]).map((t) => (PUBKEY_RE.test(t) ? t : path.resolve(base, t)));
   }
   return out as ConfigFlags;
+}
+
+/** `bandwidth: { upload: 20MiB, download: 50MiB }`, per second; a direction left out or null is uncapped. */
+function parseBandwidth(v: unknown, file: string): Partial<Bandwidth> {
+  if (v === null) return { upload: null, download: null };
+  if (typeof v !== 'object' || Array.isArray(v)) {
+    throw new UserError(`invalid config file ${file}: "bandwidth" must be a mapping like { upload: 20MiB, download: 50MiB }`);
+  }
+  const out: Partial<Bandwidth> = {};
+  for (const [dir, rate] of Object.entries(v as Record<string, unknown>)) {
+    if (dir !== 'upload' && dir !== 'download') throw new UserError(`invalid config file ${file}: unknown key "bandwidth.${dir}"`);
+    if (rate === null) { out[dir] = null; continue; }
+    const bytes = parseSize(rate);
+    if (bytes === null) {
+      throw new UserError(`invalid config file ${file}: "bandwidth.${dir}" must be a rate in bytes per second like 20MiB or 50MB, got ${JSON.stringify(rate)}`);
+    }
+    out[dir] = bytes;
+  }
+  return out;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, x]) => x !== undefined)) as Partial<T>;
 }
 
 function describe(k: string): string {
@@ -182,7 +214,7 @@ export async function isPlaceholderConfig(file: string): Promise<boolean> {
 }
 
 /** The YAML that `init` writes. */
-export function renderConfig(c: Partial<AgentConfig>): string {
+export function renderConfig(c: ConfigFlags): string {
   const doc: Record<string, unknown> = {};
   for (const k of Object.keys(DEFAULTS) as (keyof AgentConfig)[]) {
     if (c[k] !== undefined) doc[k] = c[k];

@@ -9,6 +9,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface';
 import { callRpc, serveRpc } from './rpc.js';
 import type { SignedManifest } from '../store/types.js';
 import type { SignedRemoval } from './removal.js';
+import type { ManifestNote } from './host-notes.js';
 
 export const CATALOG_PROTOCOL = '/joblet-agent/catalog/1';
 
@@ -30,6 +31,9 @@ export interface CatalogListing {
   /** The implicit zone the host announces (its network prefix, see swarm/nearness.ts); absent from older agents. */
   cluster?: string | null;
   arch: string;
+  /** Manifests the host failed to install / skips, with why (see host-notes.ts; absent from older agents). */
+  failed?: ManifestNote[];
+  skipped?: ManifestNote[];
 }
 
 export interface CatalogProvider {

@@ -12,6 +12,7 @@ import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface';
 
 import type { ChunkRef, Codec } from '../store/types.js';
 import { asError, FrameReader, FrameWriter } from './frames.js';
+import type { RateLimiter } from './rate-limit.js';
 import {
   MAX_STORED_CHUNK_SIZE,
   parseChunkRequest,
@@ -87,6 +88,8 @@ export interface ChunkServerOptions {
    * a peer serve corrupt data or serve slowly. Never set it in the daemon.
    */
   faultHook?: (id: string, data: Buffer) => Buffer | Promise<Buffer>;
+  /** The host-wide upload cap, shared by every peer and stream; absent = uncapped. */
+  uploadLimit?: RateLimiter;
 }
 
 export interface PeerServeStats {
@@ -165,6 +168,8 @@ export async function registerChunkServer(
       return;
     }
     const data = opts.faultHook === undefined ? stored.data : await opts.faultHook(req.id, stored.data);
+    const tokens = opts.uploadLimit?.take(data.length);
+    if (tokens) await tokens;
     await writer.write(
       { t: 'chunk', rid: req.rid, id: req.id, codec: stored.codec, size: stored.size, len: data.length },
       data,
@@ -315,6 +320,8 @@ export interface ChunkClientOptions {
   maxInFlight: number;
   /** Per request, from sending it to the last payload byte. */
   timeoutMs?: number;
+  /** The host-wide download cap: reading pauses while it has no tokens, so TCP slows the sender down. */
+  downloadLimit?: RateLimiter;
 }
 
 export interface ChunkClientStats {
@@ -356,6 +363,7 @@ export class ChunkClient {
   private readonly peer: string;
   private readonly maxInFlight: number;
   private readonly timeoutMs: number;
+  private readonly downloadLimit: RateLimiter | undefined;
   private session: Session | undefined;
   private opening: Promise<Session> | undefined;
   private nextRid = 1;
@@ -380,6 +388,7 @@ export class ChunkClient {
     this.peer = peerId.toString();
     this.maxInFlight = opts.maxInFlight;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.downloadLimit = opts.downloadLimit;
   }
 
   /** Fetch the stored bytes of one chunk. Rejects with a ChunkFetchError subclass. Bytes are NOT verified here. */
@@ -497,6 +506,7 @@ export class ChunkClient {
       maxPayloadBytes: MAX_STORED_CHUNK_SIZE,
       // One parsed answer waiting for the store is enough: more would only hold memory per peer.
       highWaterBytes: MAX_STORED_CHUNK_SIZE,
+      throttle: this.downloadLimit && ((n) => this.downloadLimit!.take(n)),
     });
     let reason = 'the peer closed the stream';
     try {

@@ -165,12 +165,20 @@ function parseHeader(bytes: Buffer): unknown {
   return value;
 }
 
+/** Granularity of a read throttle: small enough that a cap is met closely, large enough to cost nothing. */
+const THROTTLE_SLICE_BYTES = 64 * 1024;
+
 export interface FrameReaderOptions extends FrameLimits {
   /**
    * Parsed frames (by wire bytes) held for a slow consumer before the stream is paused. While paused the
    * muxer stops granting window, so the remote stops sending after at most one window.
    */
   highWaterBytes?: number;
+  /**
+   * Called with the byte count of every read from the stream. When it returns a promise, reading pauses until
+   * it resolves: the muxer then stops granting window and TCP backpressure slows the sender (a download cap).
+   */
+  throttle?: (bytes: number) => Promise<void> | null;
 }
 
 /**
@@ -183,6 +191,10 @@ export class FrameReader implements AsyncIterable<Frame> {
   private readonly queue: Frame[] = [];
   private queuedBytes = 0;
   private paused = false;
+  /** Why reading is paused: the consumer is behind, or a rate cap is waiting for tokens. */
+  private queueFull = false;
+  private rateHold = false;
+  private readonly throttle: FrameReaderOptions['throttle'];
   private ended = false;
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
@@ -194,6 +206,7 @@ export class FrameReader implements AsyncIterable<Frame> {
   ) {
     this.parser = new FrameParser(options);
     this.highWater = options.highWaterBytes ?? 2 * (FRAME_PREFIX_BYTES + options.maxHeaderBytes + options.maxPayloadBytes);
+    this.throttle = options.throttle;
     void this.pump();
   }
 
@@ -202,7 +215,7 @@ export class FrameReader implements AsyncIterable<Frame> {
       const frame = this.queue.shift();
       if (frame !== undefined) {
         this.queuedBytes -= frame.wireBytes;
-        if (this.paused && this.queuedBytes <= this.highWater / 2) this.setPaused(false);
+        if (this.queueFull && this.queuedBytes <= this.highWater / 2) { this.queueFull = false; this.applyPause(); }
         return frame;
       }
       if (this.failure !== undefined) throw this.failure;
@@ -223,15 +236,27 @@ export class FrameReader implements AsyncIterable<Frame> {
     try {
       for await (const chunk of this.stream) {
         const parts: Iterable<Uint8Array> = chunk instanceof Uint8Array ? [chunk] : chunk;
-        const now = performance.now();
         for (const part of parts) {
-          for (const frame of this.parser.push(part, now)) {
-            this.queue.push(frame);
-            this.queuedBytes += frame.wireBytes;
+          // With a throttle, bytes are paid for before they are parsed, in slices: a read can be as large as
+          // the muxer window (MiBs), and handing it over unpaid would run ahead of the cap by that much.
+          const slice = this.throttle ? THROTTLE_SLICE_BYTES : part.byteLength;
+          for (let off = 0; off < part.byteLength; off += slice) {
+            const piece = slice === part.byteLength ? part : part.subarray(off, off + slice);
+            const wait = this.throttle?.(piece.byteLength);
+            if (wait) {
+              this.rateHold = true;
+              this.applyPause();
+              await wait;
+            }
+            for (const frame of this.parser.push(piece, performance.now())) {
+              this.queue.push(frame);
+              this.queuedBytes += frame.wireBytes;
+            }
+            if (!this.queueFull && this.queuedBytes > this.highWater) { this.queueFull = true; this.applyPause(); }
+            this.notify();
           }
         }
-        if (!this.paused && this.queuedBytes > this.highWater) this.setPaused(true);
-        this.notify();
+        if (this.rateHold) { this.rateHold = false; this.applyPause(); }
       }
       if (this.parser.midFrame) throw new FrameProtocolError('stream ended in the middle of a frame');
       this.ended = true;
@@ -240,6 +265,11 @@ export class FrameReader implements AsyncIterable<Frame> {
       if (err instanceof FrameProtocolError) this.stream.abort(err);
     }
     this.notify();
+  }
+
+  private applyPause(): void {
+    const paused = this.queueFull || this.rateHold;
+    if (paused !== this.paused) this.setPaused(paused);
   }
 
   private setPaused(paused: boolean): void {

@@ -105,7 +105,7 @@ export async function startAgent(
       return JSON.parse(r.stdout);
     },
   };
-  // Generous: on a loaded 2-core machine a cold start (libp2p, level) has taken over 30 s.
+  // Generous: on a shared, loaded machine (load averages of 50 on 2 cores were seen) a start can take a minute.
   const deadline = Date.now() + 120_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`agent exited with ${proc.exitCode}: ${logs}`);

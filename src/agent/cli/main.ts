@@ -9,6 +9,8 @@ import { clientSocket, isPlaceholderConfig, loadConfig, renderConfig, DEFAULT_CO
 import { formatBytes, printable, ProgressBar, shortId, table } from './format.js';
 import { log, configureLog, errorText } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
+import { formatBinary, parseSize } from '../units.js';
+import { runInfo, runWait, splitSpec, waitArgs, WAIT_OPTIONS } from './operate.js';
 import { PackageError } from '../../runtime/types.js';
 import { generatePublisherKeys } from '../../store/manifest.js';
 import { generateFleetKey } from '../swarm/p2p-node.js';
@@ -24,8 +26,16 @@ commands:
           [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--fleet-key FILE]
           [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
           [--owner USER:GROUP] [--max-package-bytes N]
+          [--max-upload-rate RATE] [--max-download-rate RATE]
           [--http HOST:PORT|off] [--log-format text|json] [--log-level LEVEL]   run the agent in the foreground
-  publish PKG [--force] [--json]     ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
+  publish PKG [--force] [--no-install] [--json]
+          [--wait [--hosts N | --percent P] [--timeout DUR]]
+                                     ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
+                                     (not with --no-install: a build host that only serves it); with --wait,
+                                     return once the hosts that should install it have (exit 1 at the timeout)
+  wait    NAME@VERSION [--hosts N | --percent P] [--timeout DUR] [--json]
+                                     the same wait for an earlier publish (default: all such hosts, 10m)
+  info    NAME[@VERSION] [--json]    a runtime's metadata, size, manifest, and which hosts have it
   list    [--json]                   installed runtimes
   status  [--json] [--watch]         this agent, its store and its runtimes
   remove  NAME[@VERSION] [--json]    uninstall a runtime
@@ -53,6 +63,8 @@ const START_OPTIONS = {
   'no-mdns': { type: 'boolean' },
   owner: { type: 'string' },
   'max-package-bytes': { type: 'string' },
+  'max-upload-rate': { type: 'string' },
+  'max-download-rate': { type: 'string' },
   http: { type: 'string' },
   'log-format': { type: 'string' },
   'log-level': { type: 'string' },
@@ -84,10 +96,19 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
     maxPackageBytes = Number(v['max-package-bytes']);
     if (!Number.isSafeInteger(maxPackageBytes) || maxPackageBytes <= 0) throw new UsageError('--max-package-bytes must be a positive integer');
   }
+  const rate = (flag: string): number | undefined => {
+    if (v[flag] === undefined) return undefined;
+    const bytes = parseSize(v[flag]);
+    if (bytes === null) throw new UsageError(`--${flag} must be bytes per second like 20MiB or 50MB, got "${String(v[flag])}"`);
+    return bytes;
+  };
+  const upload = rate('max-upload-rate');
+  const download = rate('max-download-rate');
   if (typeof v.zone === 'string' && !ZONE_RE.test(v.zone)) {
     throw new UsageError(`--zone ${JSON.stringify(printable(v.zone))} is not a zone label: use 1-64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)`);
   }
   return {
+    bandwidth: upload === undefined && download === undefined ? undefined : { upload, download },
     dataDir: abs(v['data-dir']),
     runtimesDir: abs(v['runtimes-dir']),
     socket: abs(v.socket),
@@ -222,9 +243,13 @@ async function readFleetKey(file: string): Promise<string> {
 }
 
 async function cmdPublish(argv: string[]): Promise<void> {
-  const { values, positionals } = parse(argv, { ...CLIENT_OPTIONS, force: { type: 'boolean' } }, 1);
+  const { values, positionals } = parse(argv, {
+    ...CLIENT_OPTIONS, ...WAIT_OPTIONS, force: { type: 'boolean' }, 'no-install': { type: 'boolean' }, wait: { type: 'boolean' },
+  }, 1);
   if (positionals.length !== 1) throw new UsageError('publish needs exactly one package path');
   // Resolved here, with the client's view of the filesystem: the daemon follows no symlink on the way.
+  const waiting = waitArgs(values, (m) => new UsageError(m));
+  if (!values.wait && Object.keys(waiting).length) throw new UsageError('--hosts, --percent and --timeout go with --wait');
   // Checked here too so that a typo gets an answer without a daemon round trip.
   const pkg = await fs.realpath(path.resolve(positionals[0])).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') throw new UserError(`package ${path.resolve(positionals[0])} does not exist`);
@@ -234,21 +259,43 @@ async function cmdPublish(argv: string[]): Promise<void> {
   const bar = process.stderr.isTTY && !values.json ? new ProgressBar(process.stderr, 'publishing') : null;
   let result: Record<string, unknown>;
   try {
-    result = (await callDaemon(socket, { cmd: 'publish', args: { path: pkg, force: values.force === true } }, (p) => {
+    const args = { path: pkg, force: values.force === true, noInstall: values['no-install'] === true };
+    result = (await callDaemon(socket, { cmd: 'publish', args }, (p) => {
       bar?.update(Number(p.read), Number(p.total));
     })) as Record<string, unknown>;
   } finally {
     bar?.finish();
   }
-  if (values.json) {
-    console.log(JSON.stringify(result, null, 2));
-    return;
+  if (!values.json) {
+    console.log(`${result.unchanged ? 'unchanged' : 'published'} ${result.name}@${result.version}`);
+    console.log(`manifest  ${result.manifestId}`);
+    console.log(`path      ${result.path ?? (result.noInstall ? '(not installed here: --no-install)' : '(not installed here: this machine\'s architecture is excluded)')}`);
+    console.log(`chunks    ${result.chunks} (${result.newChunks} new, ${formatBytes(Number(result.storedNewBytes))} stored)`);
+    for (const w of (result.warnings as string[] | undefined) ?? []) console.error(`joblet-agent: warning: ${w}`);
   }
-  console.log(`${result.unchanged ? 'unchanged' : 'published'} ${result.name}@${result.version}`);
-  console.log(`manifest  ${result.manifestId}`);
-  console.log(`path      ${result.path ?? '(not installed here: this machine\'s architecture is excluded)'}`);
-  console.log(`chunks    ${result.chunks} (${result.newChunks} new, ${formatBytes(Number(result.storedNewBytes))} stored)`);
-  for (const w of (result.warnings as string[] | undefined) ?? []) console.error(`joblet-agent: warning: ${w}`);
+  if (values.wait) {
+    const wait = await runWait(socket, { manifestId: result.manifestId }, waiting, values.json === true);
+    if (values.json) console.log(JSON.stringify({ ...result, wait }, null, 2));
+  } else if (values.json) {
+    console.log(JSON.stringify(result, null, 2));
+  }
+}
+
+async function cmdWait(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, { ...CLIENT_OPTIONS, ...WAIT_OPTIONS }, 1);
+  if (positionals.length !== 1) throw new UsageError('wait needs NAME@VERSION');
+  const { name, version } = splitSpec(positionals[0], (m) => new UsageError(m));
+  if (version === undefined) throw new UsageError(`wait needs NAME@VERSION, got "${positionals[0]}"`);
+  const args = waitArgs(values, (m) => new UsageError(m));
+  const res = await runWait(await clientSocket(values.socket, values.config), { name, version }, args, values.json === true);
+  if (values.json) console.log(JSON.stringify(res, null, 2));
+}
+
+async function cmdInfo(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, CLIENT_OPTIONS, 1);
+  if (positionals.length !== 1) throw new UsageError('info needs NAME or NAME@VERSION');
+  const { name, version } = splitSpec(positionals[0], (m) => new UsageError(m));
+  await runInfo(await clientSocket(values.socket, values.config), name, version, values.json === true);
 }
 
 interface InstallRow { name: string; version: string; manifestId: string; path: string; sizeBytes: number; installedAt: string }
@@ -269,6 +316,12 @@ function short(peerId: string): string {
   return peerId.length > 16 ? `…${peerId.slice(-10)}` : peerId;
 }
 
+function renderBandwidth(b: Record<string, any>): string {
+  const one = (label: string, x: any) =>
+    `${label} ${formatBytes(x.rateBytesPerSecond)}/s (cap ${x.limitBytesPerSecond === null ? 'none' : `${formatBinary(x.limitBytesPerSecond)}/s`})`;
+  return `${one('up', b.upload)}, ${one('down', b.download)}`;
+}
+
 function renderStatus(s: Record<string, any>): string {
   const lines = [
     `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${printable(String(s.zone))}` : ''}, up ${s.uptimeSeconds}s)`,
@@ -278,6 +331,7 @@ function renderStatus(s: Record<string, any>): string {
     `publisher  ${s.publisher ?? '(none: this agent cannot publish)'}`,
     `http       ${s.http ? `${s.http} (dashboard; ${s.http}metrics for Prometheus)` : '(off)'}`,
     `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
+    `bandwidth  ${renderBandwidth(s.bandwidth)}`,
     '',
     runtimesTable(s.runtimes),
   ];
@@ -364,6 +418,7 @@ async function cmdVerify(argv: string[]): Promise<void> {
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   init: cmdInit, start: cmdStart, publish: cmdPublish, list: cmdList, status: cmdStatus, remove: cmdRemove, verify: cmdVerify,
+  wait: cmdWait, info: cmdInfo,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -4,7 +4,6 @@ import path from 'node:path';
 import type net from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { RuntimesDir, parseOwner } from '../../runtime/install.js';
-import { machineArch } from '../../runtime/runtime-yml.js';
 import { DEFAULT_LIMITS } from '../../runtime/types.js';
 import { Store } from '../../store/store.js';
 import { loadPrivateKey, manifestChunks, publicKeyOf } from '../../store/manifest.js';
@@ -19,6 +18,11 @@ import { fleetKeyFromFile, loadOrCreatePeerKey } from '../swarm/p2p-node.js';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { Swarm } from '../swarm/swarm.js';
 import { AGENT_VERSION } from '../version.js';
+import { RateLimiter } from '../../protocol/rate-limit.js';
+import { aloneView, waitForRollout, waitRequest } from './wait.js';
+import { pickManifest, runtimeInfo } from './info.js';
+import { machineArch } from '../../runtime/runtime-yml.js';
+import type { FleetHostView } from '../swarm/swarm.js';
 import { startHttp, type HttpEndpoint } from './http/server.js';
 
 
@@ -28,6 +32,11 @@ export class Agent {
   private http: HttpEndpoint | null = null;
   private readonly mutex = new Mutex();
   private readonly startedAt = Date.now();
+  /** Host-wide bandwidth caps; uncapped limiters still measure, for `status`. */
+  private readonly uploadLimit: RateLimiter;
+  private readonly downloadLimit: RateLimiter;
+  /** Ends long control requests (`wait`) when the daemon stops. */
+  private readonly stopping = new AbortController();
   private constructor(
     readonly config: AgentConfig,
     readonly store: Store,
@@ -35,7 +44,10 @@ export class Agent {
     private readonly publisherKey: KeyObject | null,
     private readonly owner: { uid: number; gid: number } | undefined,
     readonly peerId: string,
-  ) {}
+  ) {
+    this.uploadLimit = new RateLimiter(config.bandwidth.upload);
+    this.downloadLimit = new RateLimiter(config.bandwidth.download);
+  }
 
   static async start(config: AgentConfig): Promise<Agent> {
     for (const [what, dir, mode] of [['data dir', config.dataDir, 0o700], ['runtimes dir', config.runtimesDir, 0o755]] as const) {
@@ -84,7 +96,7 @@ export class Agent {
       peerKeyPath: path.join(c.dataDir, 'peer.key'), fleetKey, listen: c.listen, bootstrap: c.bootstrap, mdns: c.mdns,
       zone: c.zone, trust, publisherKey: this.publisherKey, maxUploads: c.maxUploads, store: this.store,
       install: { store: this.store, runtimes: this.runtimes, limits: this.limits(), owner: this.owner },
-      mutex: this.mutex, fault: testFault(),
+      mutex: this.mutex, fault: testFault(), uploadLimit: this.uploadLimit, downloadLimit: this.downloadLimit,
     });
     log.info('joined_fleet', { peer: this.swarm.peerId, addresses: this.swarm.addresses(), zone: c.zone });
   }
@@ -120,6 +132,9 @@ export class Agent {
     if (endpoint) await endpoint.close();
     const swarm = this.swarm;
     this.swarm = null;
+    this.stopping.abort();
+    this.uploadLimit.close();
+    this.downloadLimit.close();
     if (swarm) await swarm.stop().catch((err) => log.error('leave_failed', { error: errorText(err) }));
     const server = this.server;
     this.server = null;
@@ -136,7 +151,11 @@ export class Agent {
     const args = req.args ?? {};
     switch (req.cmd) {
       case 'publish':
-        return this.publish(String(args.path ?? ''), args.force === true, progress);
+        return this.publish(String(args.path ?? ''), args.force === true, progress, args.noInstall === true);
+      case 'wait':
+        return this.waitFor(args, progress);
+      case 'info':
+        return this.info(String(args.name ?? ''), typeof args.version === 'string' ? args.version : undefined);
       case 'list':
         return this.store.index.listInstalls();
       case 'status':
@@ -150,7 +169,7 @@ export class Agent {
     }
   }
 
-  private async publish(pkg: string, force: boolean, progress: (p: Record<string, unknown>) => void) {
+  private async publish(pkg: string, force: boolean, progress: (p: Record<string, unknown>) => void, noInstall = false) {
     if (!this.publisherKey) {
       throw new UserError('this agent has no publisher key; set publisherKey in its config or start it with --publisher-key FILE');
     }
@@ -164,6 +183,7 @@ export class Agent {
         pkg,
         {
           force,
+          noInstall,
           onProgress: (read, total) => {
             const now = Date.now();
             if (now - last >= 100 || read === total) { last = now; progress({ read, total }); }
@@ -181,6 +201,25 @@ export class Agent {
       if (!result.unchanged) void this.swarm?.announcePublished(signed);
       return rest;
     });
+  }
+
+  /** The fleet as seen from here; alone (no fleet key), just this host. */
+  private fleetView(): Promise<FleetHostView[]> {
+    return this.swarm ? this.swarm.fleetHosts() : aloneView(this.store, this.peerId, this.config.zone);
+  }
+
+  private async waitFor(args: Record<string, unknown>, progress: (p: Record<string, unknown>) => void) {
+    const { sm, goal, timeoutMs } = waitRequest(await this.store.index.listManifests(), args);
+    log.info('wait_started', { name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, manifestId: sm.id, timeoutSeconds: timeoutMs / 1000 });
+    return waitForRollout(sm, () => this.fleetView(), goal, timeoutMs, progress, this.stopping.signal);
+  }
+
+  private async info(name: string, version: string | undefined) {
+    if (!name) throw new UserError('info needs NAME or NAME@VERSION');
+    const all = await this.store.index.listManifests();
+    const sm = pickManifest(all, name, version);
+    const install = await this.store.index.getInstall(sm.manifest.runtime.name, sm.manifest.runtime.version);
+    return runtimeInfo(sm, all, await this.fleetView(), install);
   }
 
   private async remove(name: string, version: string | undefined) {
@@ -255,6 +294,7 @@ export class Agent {
       trust: this.config.trust,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       memory: memoryNow(),
+      bandwidth: { upload: this.uploadLimit.stats(), download: this.downloadLimit.stats() },
       store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length },
       runtimes,
     };

@@ -15,6 +15,7 @@ import type { Store } from '../../store/store.js';
 import { TreeIngest } from '../../store/ingest.js';
 import { buildManifest, manifestBytes, manifestChunks, publicKeyOf, signManifest } from '../../store/manifest.js';
 import type { ChunkRef, InstallRecord, Manifest, SignedManifest } from '../../store/types.js';
+import { markNotForThisHost, unmarkNotForThisHost } from '../install/no-install.js';
 
 export interface PublishContext {
   store: Store;
@@ -30,8 +31,10 @@ export interface PublishResult {
   name: string;
   version: string;
   manifestId: string;
-  /** Where it is installed here, or null when this machine's architecture is excluded. */
+  /** Where it is installed here, or null when this machine's architecture is excluded or with --no-install. */
   path: string | null;
+  /** Published with --no-install: kept and served here, never installed here. */
+  noInstall: boolean;
   /** True when the same content was already installed under this name and version. */
   unchanged: boolean;
   chunks: number;
@@ -43,10 +46,17 @@ export interface PublishResult {
   signed: SignedManifest;
 }
 
+export interface PublishOptions {
+  force?: boolean;
+  /** A build host: ingest, sign and serve, but do not extract or install here. */
+  noInstall?: boolean;
+  onProgress?: (read: number, total: number) => void;
+}
+
 export async function publishPackage(
   ctx: PublishContext,
   pkg: string,
-  opts: { force?: boolean; onProgress?: (read: number, total: number) => void },
+  opts: PublishOptions,
 ): Promise<PublishResult> {
   try {
     return await publishOnce(ctx, pkg, 'auto', opts);
@@ -61,44 +71,48 @@ async function publishOnce(
   ctx: PublishContext,
   pkg: string,
   strip: 'auto' | 'none',
-  opts: { force?: boolean; onProgress?: (read: number, total: number) => void },
+  opts: PublishOptions,
 ): Promise<PublishResult> {
-  const staging = await ctx.runtimes.createStaging();
+  // With --no-install there is nothing to extract: the package only feeds the chunk store (readPackage still
+  // applies every safety rule and limit to each entry).
+  const staging = opts.noInstall ? null : await ctx.runtimes.createStaging();
+  const discard = async () => { if (staging !== null) await ctx.runtimes.discard(staging); };
   const ingest = new TreeIngest(ctx.store.chunks);
-  const writer = new TreeWriter(staging, { limits: ctx.limits, owner: ctx.owner });
+  const writer = staging === null ? null : new TreeWriter(staging, { limits: ctx.limits, owner: ctx.owner });
   let created: string[] = [];
   let committed = false;
   try {
-    // One read of the package: each entry goes to the chunk store and into the staging dir.
+    // One read of the package: each entry goes to the chunk store and (unless --no-install) into the staging dir.
     let info;
     try {
-      info = await readPackage(pkg, new TeeSink([ingest, writer]), { limits: ctx.limits, strip, onProgress: opts.onProgress, access: ctx.access });
-      await writer.finish();
+      info = await readPackage(pkg, new TeeSink(writer === null ? [ingest] : [ingest, writer]), { limits: ctx.limits, strip, onProgress: opts.onProgress, access: ctx.access });
+      await writer?.finish();
     } catch (err) {
-      await writer.abort();
+      await writer?.abort();
       await ingest.abort();
       created = ingest.createdIds;
-      throw err instanceof StripGuessError ? err : writer.wrap(err);
+      throw err instanceof StripGuessError || writer === null ? err : writer.wrap(err);
     }
     const tree = await ingest.finish();
     created = tree.createdIds;
 
     const meta = info.meta;
-    const warnings = jobletWarnings({ ...info, symlinks: await findSymlinks(staging), installPath: ctx.runtimes.pathFor(meta.name, meta.version) });
+    const warnings = jobletWarnings({ ...info, symlinks: staging === null ? [] : await findSymlinks(staging), installPath: ctx.runtimes.pathFor(meta.name, meta.version) });
     const manifest = buildManifest(meta, tree, publicKeyOf(ctx.publisherKey));
     const signed = signManifest(manifest, ctx.publisherKey);
     const chunks = manifestChunks(manifest);
     const base = {
       name: meta.name, version: meta.version, chunks: chunks.length, newChunks: created.length,
       treeBytes: manifestBytes(manifest), storedNewBytes: storedBytesOf(chunks, created), warnings,
+      noInstall: opts.noInstall === true,
     };
 
     const existing = await ctx.store.index.getInstall(meta.name, meta.version);
     if (existing) {
       const old = await ctx.store.index.getManifest(existing.manifestId);
       if (old && sameTree(old.manifest, manifest)) {
-        await ctx.runtimes.discard(staging);
-        return { ...base, manifestId: old.id, path: existing.path, unchanged: true, signed: old };
+        await discard();
+        return { ...base, manifestId: old.id, path: existing.path, unchanged: true, signed: old, noInstall: false };
       }
       if (!opts.force) {
         throw new PackageError(`${meta.name}@${meta.version} is already installed with different content (manifest ${existing.manifestId}); publish with --force to replace it`);
@@ -106,9 +120,16 @@ async function publishOnce(
     }
 
     await ctx.store.index.putManifest(signed);
+    if (staging === null) {
+      // Marked before anything announces it, so the swarm never starts a download of it here.
+      await markNotForThisHost(ctx.store.index, signed.id);
+      committed = true;
+      return { ...base, manifestId: signed.id, path: null, unchanged: false, signed };
+    }
+    await unmarkNotForThisHost(ctx.store.index, signed.id);
     if (!archAllowed(meta)) {
       // Stored and signed for the fleet, but this host's architecture is excluded.
-      await ctx.runtimes.discard(staging);
+      await discard();
       committed = true;
       return { ...base, manifestId: signed.id, path: null, unchanged: false, signed };
     }
@@ -123,7 +144,7 @@ async function publishOnce(
     return { ...base, manifestId: signed.id, path: installedPath, unchanged: false, signed };
   } catch (err) {
     if (!committed) {
-      await ctx.runtimes.discard(staging).catch(() => {});
+      await discard().catch(() => {});
       for (const id of created) await ctx.store.chunks.delete(id).catch(() => {});
     }
     throw err;

@@ -12,8 +12,11 @@ import type { PeerId } from '@libp2p/interface';
 import { verifyRemoval, type SignedRemoval } from '../../protocol/removal.js';
 import { sanitizeZone } from './fleet-map.js';
 
-/** Largest announcement accepted: a state message with MAX_INSTALLED_IDS ids fits with room to spare. */
-export const MAX_GOSSIP_BYTES = 64 * 1024;
+/**
+ * Largest announcement accepted: a state message with MAX_INSTALLED_IDS ids plus full progress lists
+ * (fleet-state.ts: 64 downloads, failures and skip reasons) fits with room to spare.
+ */
+export const MAX_GOSSIP_BYTES = 128 * 1024;
 /** Manifest ids one host may announce installed; far more runtimes than any host keeps. */
 export const MAX_INSTALLED_IDS = 512;
 
@@ -74,7 +77,7 @@ export function parseAnnouncement(data: Uint8Array, author: string, trusted: rea
       return { t: 'published', id: o.id, name: o.name, version: o.version, publisher: o.publisher };
     }
     case 'state': {
-      if (!keysWithin(o, ['t', 'host', 'installed', 'zone', 'arch'], ['cluster', 'downloading', 'failed', 'skipped', 'hostname']) || typeof o.host !== 'string' ||
+      if (!keysWithin(o, ['t', 'host', 'installed', 'zone', 'arch'], ['cluster', 'downloading', 'failed', 'skipped', 'skipReasons', 'hostname']) || typeof o.host !== 'string' ||
         !Array.isArray(o.installed) || o.installed.length > MAX_INSTALLED_IDS ||
         !o.installed.every((x) => typeof x === 'string' && ID_RE.test(x)) ||
         !(o.zone === null || typeof o.zone === 'string') || typeof o.arch !== 'string' || !ARCH_RE.test(o.arch)) {

@@ -5,11 +5,12 @@ import os from 'node:os';
 import type { PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
-import { archAllowed, machineArch } from '../../runtime/runtime-yml.js';
+import { machineArch } from '../../runtime/runtime-yml.js';
 import type { Store } from '../../store/store.js';
 import { manifestChunks, verifySignedManifest } from '../../store/manifest.js';
 import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
 import { registerChunkServer, ChunkClient, type ChunkServer } from '../../protocol/chunk-exchange.js';
+import type { RateLimiter } from '../../protocol/rate-limit.js';
 import { serveCatalog, fetchDigest, fetchListing, fetchManifest, catalogDigest, MAX_LISTED_MANIFESTS, MAX_LISTED_REMOVALS, type CatalogListing } from '../../protocol/catalog.js';
 import { serveHave } from '../../protocol/have.js';
 import { encodeHaveBits } from '../../protocol/messages.js';
@@ -21,12 +22,14 @@ import { announcementValidator, isTrustedKey, parseAnnouncement, MAX_INSTALLED_I
 import { FleetMap } from './fleet-map.js';
 import { BoundedSet, WorkQueue } from './limits.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
+import { localSkipReason, unmarkNotForThisHost } from '../install/no-install.js';
+import { encodeNotes, noteText } from '../../protocol/host-notes.js';
 import { LiveChunkSource } from '../install/chunk-source.js';
 import type { Mutex } from '../mutex.js';
 import { log, errorText, printable } from '../log.js';
 import { UserError } from '../errors.js';
 import { metrics } from '../metrics.js';
-import { localProgress, manifestProgress, parseProgress, progressSignature, type HostProgress } from './fleet-state.js';
+import { localProgress, manifestProgress, parseProgress, progressFromNotes, progressSignature, wireProgress, type HostProgress } from './fleet-state.js';
 
 export const ANNOUNCE_TOPIC = '/joblet-agent/announce/1';
 /** Connections an agent keeps up by dialing peers it learned of; more may come in. */
@@ -68,12 +71,28 @@ export interface SwarmOptions {
   store: Store;
   install: InstallContext;
   mutex: Mutex;
+  /** Host-wide bandwidth caps (see rate-limit.ts), shared by every peer. */
+  uploadLimit?: RateLimiter;
+  downloadLimit?: RateLimiter;
   /** TEST ONLY, from JOBLET_AGENT_TEST_FAULT: serve corrupt chunks, or serve each chunk after a delay. */
   fault?: { corrupt?: boolean; delayMs?: number };
 }
 
 /** A removal kept as a tombstone; `signature` is null for a local-only removal on a non-publisher. */
 interface Tombstone { removal: Removal; signature: string | null }
+
+/** One host of the fleet as this agent sees it (itself included), for `wait` and `info`. */
+export interface FleetHostView {
+  peerId: string;
+  self: boolean;
+  arch: string;
+  zone: string | null;
+  /** When this agent last heard from the host (ms since the epoch; now for itself). */
+  seenAt: number;
+  installed: string[];
+  failed: Map<string, string>;
+  skipped: Map<string, string>;
+}
 
 export class Swarm implements DownloadHost {
   readonly store: Store;
@@ -107,6 +126,7 @@ export class Swarm implements DownloadHost {
   private digestCache: { value: string; at: number } | undefined;
   /** Manifests whose install failed: retried with a growing delay, not every maintenance round. */
   private readonly failures = new Map<string, { count: number; retryAt: number; error: string }>();
+  private stateTimer: NodeJS.Timeout | null = null;
   private readonly chunkWatchers = new Map<string, Set<() => void>>();
   private tombstones: Tombstone[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -147,6 +167,7 @@ export class Swarm implements DownloadHost {
     const fault = this.opts.fault;
     this.chunkServer = await registerChunkServer(this.node, this.store.chunks, {
       maxConcurrentUploads: this.opts.maxUploads,
+      uploadLimit: this.opts.uploadLimit,
       faultHook: fault && (fault.corrupt || fault.delayMs) ? async (_id, data) => {
         if (fault.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
         if (!fault.corrupt) return data;
@@ -202,6 +223,7 @@ export class Swarm implements DownloadHost {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.maintenanceTimer);
+    if (this.stateTimer) clearTimeout(this.stateTimer);
     for (const d of this.downloads.values()) d.stop();
     for (const c of this.clients.values()) await c.close().catch(() => {});
     await this.chunkServer.close().catch(() => {});
@@ -235,6 +257,9 @@ export class Swarm implements DownloadHost {
     await this.publishGossip({
       t: 'published', id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, publisher: sm.manifest.publisher,
     });
+    // Installed here already, or skipped (architecture, --no-install): returns at once, and records a skip so
+    // that status, the CI gate and this state message name it.
+    await this.consider(sm);
     await this.announceState();
   }
 
@@ -243,7 +268,16 @@ export class Swarm implements DownloadHost {
     const installed = (await this.store.index.listInstalls()).map((r) => r.manifestId).slice(0, MAX_INSTALLED_IDS);
     const progress = this.localProgress();
     this.lastProgressSig = progressSignature(progress);
-    await this.publishGossip({ t: 'state', host: this.peerId, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), ...progress });
+    await this.publishGossip({ t: 'state', host: this.peerId, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), ...wireProgress(progress) });
+  }
+
+  /** A failure or a skip to tell the fleet about (the CI gate waits on it): one state message soon, however many happen at once. */
+  private announceStateSoon(): void {
+    if (this.stateTimer || this.stopping) return;
+    this.stateTimer = setTimeout(() => {
+      this.stateTimer = null;
+      void this.announceState();
+    }, 500);
   }
 
   /** A validated `published` or `removed` announcement (state is handled inline, see init). */
@@ -274,7 +308,11 @@ export class Swarm implements DownloadHost {
       const addrs = stored?.addresses.map((a) => a.multiaddr.toString()) ?? [];
       if (addrs.length) peers.push({ id: p.toString(), addrs });
     }
-    return { manifests, removals, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), peers };
+    // Failures and skips with why (host-notes.ts), for a peer that missed our state gossip.
+    const progress = this.localProgress();
+    const failed = encodeNotes(progress.failed.map((f) => [f.id, f.error]));
+    const skipped = encodeNotes(progress.skipReasons);
+    return { manifests, removals, installed, zone: this.opts.zone, cluster: this.cluster, arch: machineArch(), peers, failed, skipped };
   }
 
   private signedRemovals(): SignedRemoval[] {
@@ -313,7 +351,8 @@ export class Swarm implements DownloadHost {
     } catch {
       return false;
     }
-    let news = this.fleet.set(peer.toString(), { installed: listing.installed, zone: listing.zone, cluster: parseCluster(listing.cluster), arch: listing.arch });
+    let news = this.fleet.set(peer.toString(), { installed: listing.installed, zone: listing.zone, cluster: parseCluster(listing.cluster), arch: listing.arch,
+      progress: progressFromNotes(this.fleet.get(peer.toString())?.progress, listing.failed, listing.skipped) });
     const tombstonesBefore = this.tombstones.length;
     for (const r of listing.removals) {
       const key = `removal:${String((r as Partial<SignedRemoval>)?.signature)}`;
@@ -426,7 +465,7 @@ export class Swarm implements DownloadHost {
       const st = d.status();
       return { id: st.manifestId, bytesHave: st.bytesHave, bytesTotal: st.bytesTotal };
     });
-    return localProgress(downloads, this.failures, this.skipped.keys(), os.hostname());
+    return localProgress(downloads, this.failures, this.skipped, os.hostname());
   }
 
   /**
@@ -531,11 +570,12 @@ export class Swarm implements DownloadHost {
     if ((this.failures.get(sm.id)?.retryAt ?? 0) > Date.now()) return;
     const { name, version } = sm.manifest.runtime;
     if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
-    if (!archAllowed(sm.manifest.runtime)) {
+    const skip = await localSkipReason(this.store.index, sm);
+    if (skip !== null) {
       if (!this.skipped.has(sm.id)) {
-        const reason = `requires ${sm.manifest.runtime.architectures?.join(' or ')}, this machine is ${machineArch()}`;
-        this.skipped.set(sm.id, reason);
-        log.info('skipped', { name, version, manifestId: sm.id, reason });
+        this.skipped.set(sm.id, skip);
+        log.info('skipped', { name, version, manifestId: sm.id, reason: skip });
+        this.announceStateSoon();
       }
       return;
     }
@@ -594,6 +634,7 @@ export class Swarm implements DownloadHost {
         metrics.installFinished(sm.id, 'failed');
         log.error('install_failed', { name, version, manifestId: sm.id, error: errorText(err), retryInS: Math.round(delayMs / 1000),
           hint: `retried automatically; if it keeps failing, check free space and permissions of ${this.opts.install.runtimes.root} and the data dir` });
+        this.announceStateSoon();
       }
     } finally {
       this.downloads.delete(sm.id);
@@ -664,7 +705,7 @@ export class Swarm implements DownloadHost {
   clientFor(peer: string): ChunkClient {
     let c = this.clients.get(peer);
     if (!c) {
-      c = new ChunkClient(this.node, peerIdFromString(peer), { maxInFlight: 4 });
+      c = new ChunkClient(this.node, peerIdFromString(peer), { maxInFlight: 4, downloadLimit: this.opts.downloadLimit });
       this.clients.set(peer, c);
     }
     return c;
@@ -759,6 +800,7 @@ export class Swarm implements DownloadHost {
           out.push({ name, version, path: inst.path });
         }
         await this.store.index.deleteManifest(sm.id);
+        await unmarkNotForThisHost(this.store.index, sm.id);
         this.digestCache = undefined;
       }
       const freedBytes = out.length ? (await this.store.gc({ chunkGraceMs: 0 })).bytes : 0;
@@ -771,6 +813,33 @@ export class Swarm implements DownloadHost {
   }
 
   // ---- visibility -----------------------------------------------------------------------------------
+
+  /**
+   * Every host this agent has heard from, and itself. Its own skips are worked out from the index rather
+   * than taken from the maintenance round, so a `wait` right after a publish sees them at once.
+   */
+  async fleetHosts(): Promise<FleetHostView[]> {
+    const skipped = new Map<string, string>();
+    for (const sm of await this.store.index.listManifests()) {
+      const reason = await localSkipReason(this.store.index, sm);
+      if (reason !== null) skipped.set(sm.id, reason);
+    }
+    const self: FleetHostView = {
+      peerId: this.peerId, self: true, arch: machineArch(), zone: this.zone, seenAt: Date.now(),
+      installed: (await this.store.index.listInstalls()).map((r) => r.manifestId),
+      failed: new Map([...this.failures].map(([id, f]) => [id, f.error])),
+      skipped,
+    };
+    const others = [...this.fleet.entries()].filter(([p]) => p !== this.peerId).map(([peerId, h]): FleetHostView => {
+      // A peer's texts reach the operator's terminal: one bounded line each, no control characters.
+      const skipped = new Map((h.progress?.skipped ?? []).map((id) => [id, noteText(h.progress?.skipReasons.get(id) ?? 'skipped by the host')]));
+      return {
+        peerId, self: false, arch: h.arch, zone: h.zone, seenAt: h.seenAt, installed: [...h.installed],
+        failed: new Map((h.progress?.failed ?? []).map((f) => [f.id, noteText(f.error)])), skipped,
+      };
+    });
+    return [self, ...others];
+  }
 
   async status() {
     const now = Date.now();
