@@ -3,7 +3,7 @@
 // peer, so every safety rule is applied again, files are created with O_NOFOLLOW|O_EXCL so that no
 // write can land outside destDir, and the only directories created implicitly are parents of paths
 // the rules have already shown to be free of symlinks.
-import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writeSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -247,19 +247,6 @@ class Extractor {
 
   private async writeSmallFile(path: string, mode: number, mtime: Date, data: Buffer): Promise<void> {
     const size = data.length;
-    if (process.env.JA_SYNC_SMALL) {
-      await this.creations.get(path);
-      const fd = openSync(this.abs(path), WRITE_FLAGS, mode);
-      try {
-        if (size > 0) writeSync(fd, data, 0, size, 0);
-        if (this.owner) fchownSync(fd, this.owner.uid, this.owner.gid);
-        if (this.owner || (mode & UMASK) !== 0) fchmodSync(fd, mode);
-        futimesSync(fd, mtime, mtime);
-      } finally {
-        closeSync(fd);
-      }
-      return;
-    }
     while (this.backgroundBytes > 0 && this.backgroundBytes + size > MAX_BACKGROUND_BYTES && this.background.size > 0) {
       await Promise.race(this.background);
     }
