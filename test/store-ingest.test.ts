@@ -1,13 +1,11 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ChunkStore } from '../src/store/chunk-store.js';
-import { ingestTar, readTar } from '../src/store/ingest.js';
-import { CorruptChunkError } from '../src/store/types.js';
+import { ingestTar } from '../src/store/ingest.js';
 import { seededBytes, sha256Hex, tempDir, textBytes } from './store-helpers.js';
 
 const run = promisify(execFile);
@@ -35,16 +33,6 @@ async function storeIn(t: Parameters<typeof tempDir>[0]): Promise<ChunkStore> {
   const store = new ChunkStore(join(await tempDir(t, 'ingest'), 'chunks'));
   await store.init();
   return store;
-}
-
-async function sha256OfStream(stream: AsyncIterable<Buffer>): Promise<{ hex: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const piece of stream) {
-    hash.update(piece);
-    bytes += piece.length;
-  }
-  return { hex: hash.digest('hex'), bytes };
 }
 
 test('two tars that differ in one small file share all but a few chunks', async (t) => {
@@ -79,56 +67,6 @@ test('two tars that differ in one small file share all but a few chunks', async 
   const newBytes = onlyInV2.reduce((sum, c) => sum + c.storedSize, 0);
   t.log(`v2: ${v2.chunks.length} chunks, ${onlyInV2.length} new, ${newBytes} new stored bytes of ${v2.size}`);
   t.true(newBytes < 0.2 * v2.size, `new stored bytes ${newBytes} of ${v2.size}`);
-});
-
-test('readTar reproduces the ingested tar byte for byte', async (t) => {
-  const work = await tempDir(t, 'readtar');
-  const tree = join(work, 'tree');
-  await makeTree(tree);
-  const tarPath = join(work, 'rt.tar');
-  await tarTree(tree, tarPath);
-  const store = await storeIn(t);
-  const result = await ingestTar(createReadStream(tarPath, { highWaterMark: 50_000 }), store, { putsInFlight: 2 });
-  t.true(result.chunks.some((c) => c.codec === 'brotli'), 'text parts compress');
-  t.true(result.chunks.some((c) => c.codec === 'raw'), 'random parts stay raw');
-
-  const back = await sha256OfStream(readTar(store, result.chunks));
-  t.is(back.bytes, result.size);
-  t.is(back.hex, result.sha256);
-  t.is(back.hex, sha256Hex(await readFile(tarPath)));
-});
-
-test('readTar fails with CorruptChunkError when a chunk on disk is damaged', async (t) => {
-  const store = await storeIn(t);
-  const data = Buffer.concat([seededBytes('corrupt-a', 6_000_000), textBytes(3_000_000)]);
-  const result = await ingestTar([data], store);
-  t.true(result.chunks.length >= 3);
-  const victim = result.chunks[result.chunks.length - 1]!;
-  const path = store.pathOf(victim.id);
-  const file = await readFile(path);
-  file[file.length - 10] = file[file.length - 10]! ^ 0xff;
-  await writeFile(path, file);
-
-  const err = await t.throwsAsync(sha256OfStream(readTar(store, result.chunks)), { instanceOf: CorruptChunkError });
-  t.is(err?.chunkId, victim.id);
-});
-
-test('readTar reads ahead only a couple of chunks when the consumer does not read', async (t) => {
-  const store = await storeIn(t);
-  const result = await ingestTar([seededBytes('readahead', 20_000_000)], store);
-  t.true(result.chunks.length >= 10);
-  let gets = 0;
-  const original = store.get.bind(store);
-  store.get = async (id: string) => {
-    gets++;
-    return original(id);
-  };
-  const stream = readTar(store, result.chunks, { readAhead: 2 });
-  stream.pause();
-  stream.once('readable', () => undefined); // start reading, then never consume
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  t.true(gets <= 4, `${gets} chunks fetched while nobody consumed`);
-  stream.destroy();
 });
 
 test('a failing source removes the chunks the ingest created, and keeps pre-existing ones', async (t) => {

@@ -32,6 +32,11 @@ export class RuntimesDir {
   }
 
   /** A new empty directory to extract into; pass it to commit() or discard(). */
+  /** Is anything at <root>/<name>/<version> (a tree, or whatever else was put there)? */
+  async occupied(name: string, version: string): Promise<boolean> {
+    return exists(this.pathFor(name, version));
+  }
+
   async createStaging(): Promise<string> {
     const tree = join(await this.newWorkDir(this.stagingRoot), 'tree');
     await mkdir(tree, { mode: 0o755 });

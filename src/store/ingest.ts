@@ -1,7 +1,6 @@
 // Turning a tree (entry list + file contents) or a byte stream into stored chunks, and chunks back into bytes.
 
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
 import type { ChunkStore } from './chunk-store.js';
 import { Chunker, chunkStream } from './chunker.js';
 import { encodeEntry, type TreeEntry, type TreeSink } from '../runtime/tree-entry.js';
@@ -175,50 +174,4 @@ export class TreeIngest implements TreeSink {
   get createdIds(): string[] {
     return this.content.createdIds;
   }
-}
-
-/**
- * The tar stream back from its chunks: each chunk is read, decoded and verified against its
- * id before its bytes are pushed. Reads ahead at most `readAhead` chunks, and only as fast as
- * the consumer drains, so memory stays at a few chunks whatever the tar size. A bad or missing
- * chunk ends the stream with CorruptChunkError / ChunkNotFoundError.
- */
-export function readTar(chunks: ChunkStore, refs: ChunkRef[], opts: { readAhead?: number } = {}): Readable {
-  const readAhead = Math.max(1, opts.readAhead ?? 2);
-  const pending: Promise<Buffer>[] = [];
-  let next = 0; // index of the next chunk to start reading
-
-  const fill = (): void => {
-    while (pending.length < readAhead && next < refs.length) {
-      const ref = refs[next++]!;
-      const read = chunks.get(ref.id).then((bytes) => {
-        if (bytes.length !== ref.size) {
-          throw new Error(`chunk ${ref.id} has ${bytes.length} bytes but the manifest says ${ref.size}`);
-        }
-        return bytes;
-      });
-      read.catch(() => undefined); // observed when its turn comes
-      pending.push(read);
-    }
-  };
-
-  return new Readable({
-    // One chunk buffered beyond what is being read ahead is plenty.
-    highWaterMark: 1,
-    read() {
-      fill();
-      const head = pending.shift();
-      if (!head) {
-        this.push(null);
-        return;
-      }
-      head.then(
-        (bytes) => {
-          fill();
-          this.push(bytes);
-        },
-        (err: Error) => this.destroy(err),
-      );
-    },
-  });
 }

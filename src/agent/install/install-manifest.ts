@@ -5,7 +5,6 @@
 // The chunks come from a ChunkSource: during a download, as they arrive (one pass from wire to tree);
 // otherwise from the store.
 import { createHash } from 'node:crypto';
-import { lstat } from 'node:fs/promises';
 import { TreeWriter } from '../../runtime/extract.js';
 import type { RuntimesDir } from '../../runtime/install.js';
 import { decodeEntries } from '../../runtime/tree-entry.js';
@@ -73,7 +72,7 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
       // A tree in place without an install record is what a kill between the rename and the record leaves
       // (or a copy put there by hand). The staged tree is fully verified, so it replaces that one: retrying an
       // interrupted install must converge, never fail with "already installed" for ever.
-      const orphan = now.existing === undefined && (await pathExists(ctx.runtimes.pathFor(name, version)));
+      const orphan = now.existing === undefined && (await ctx.runtimes.occupied(name, version));
       const installed = await ctx.runtimes.commit(staging, sm.manifest.runtime, { force: now.existing !== undefined || orphan });
       const record: InstallRecord = {
         name, version, manifestId: sm.id, path: installed,
@@ -170,12 +169,3 @@ async function extractInto(staging: string, sm: SignedManifest, source: ChunkSou
   }
 }
 
-async function pathExists(p: string): Promise<boolean> {
-  try {
-    await lstat(p);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
