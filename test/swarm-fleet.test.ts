@@ -88,7 +88,9 @@ test('a peer serving corrupt chunks does not stop others from installing correct
 
 test('an agent killed mid-transfer resumes from the chunks it holds', async (t) => {
   const root = await tmpDir(t);
-  const [a, b] = await startFleet(t, root, 2, { env: (i) => (i === 0 ? { JOBLET_AGENT_TEST_FAULT: 'slow:150' } : undefined) });
+  // b's download is capped at 4 MiB/s, so the 40 MiB take about 10 s and a status poll (a CLI process,
+  // slow on a loaded machine) cannot miss the partial state; the restarted b has no cap.
+  const [a, b] = await startFleet(t, root, 2, { extra: (i) => (i === 1 ? ['--max-download-rate', '4MiB'] : []) });
   const src = path.join(root, 'pkg');
   await makeRuntimeTree(src, { name: 'resume', version: '1.0.0', bulkBytes: 1024 });
   for (let i = 0; i < 40; i++) await fs.writeFile(path.join(src, `isolated/lib/blob${i}.bin`), seededBytes(1024 * 1024, `blob${i}`));

@@ -4,16 +4,13 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFileP } from './agent.js';
 
-/** Deterministic pseudo-random bytes, so runs are repeatable. */
+/**
+ * Deterministic pseudo-random bytes, so runs are repeatable: an AES-256-CTR keystream keyed by the seed
+ * (a sha256 per 32 bytes took 12 s for 40 MiB; this takes a few ms).
+ */
 export function seededBytes(size: number, seed: string): Buffer {
-  const out = Buffer.alloc(size);
-  let off = 0;
-  let counter = 0;
-  while (off < size) {
-    const block = crypto.createHash('sha256').update(`${seed}:${counter++}`).digest();
-    off += block.copy(out, off);
-  }
-  return out;
+  const cipher = crypto.createCipheriv('aes-256-ctr', crypto.createHash('sha256').update(seed).digest(), Buffer.alloc(16));
+  return Buffer.concat([cipher.update(Buffer.alloc(size)), cipher.final()]);
 }
 
 export const LONG_DIR = 'isolated/usr/share/' + 'a-rather-long-directory-name-to-pass-the-ustar-limit/'.repeat(3);

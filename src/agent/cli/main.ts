@@ -13,7 +13,7 @@ import { formatBinary, parseSize } from '../units.js';
 import { runInfo, runWait, splitSpec, waitArgs, WAIT_OPTIONS } from './operate.js';
 import { PackageError } from '../../runtime/types.js';
 import { generatePublisherKeys } from '../../store/manifest.js';
-import { generateFleetKey } from '../swarm/p2p-node.js';
+import { generateFleetKey } from '../swarm/fleet-key.js';
 import { COMMAND_HELP } from './help.js';
 
 const USAGE = `usage: joblet-agent <command> [options]

@@ -1,6 +1,6 @@
 import '../polyfill.js';
 
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
@@ -15,6 +15,7 @@ import { mdns } from '@libp2p/mdns';
 import { ping, type Ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
+import { fleetPrologue } from './fleet-key.js';
 import { pendingHandshakeGate } from './pending-gate.js';
 
 export type P2PServices = {
@@ -69,41 +70,7 @@ export interface P2PNodeOptions {
   fleetPrologue?: boolean;
 }
 
-const FLEET_KEY_BYTES = 32;
-const PROLOGUE_LABEL = 'joblet-agent fleet v1';
-
-/**
- * Noise prologue for a fleet. Both ends mix the prologue into the handshake transcript, so a peer holding a
- * different fleet key fails the handshake's first authenticated message and no connection is ever reported on
- * either side. The secret itself never goes on the wire, and unlike a pre-shared-key transport wrapper this
- * costs nothing once the connection is up.
- */
-export function fleetPrologue(fleetKey: Buffer): Uint8Array {
-  if (fleetKey.length !== FLEET_KEY_BYTES) {
-    throw new Error(`fleet key must be ${FLEET_KEY_BYTES} bytes, got ${fleetKey.length}`);
-  }
-  return createHmac('sha256', fleetKey).update(PROLOGUE_LABEL).digest();
-}
-
-/** A new random fleet key as 64 hex characters, the format `fleetKeyFromFile` reads. */
-export function generateFleetKey(): string {
-  return randomBytes(FLEET_KEY_BYTES).toString('hex');
-}
-
-/** Read a fleet key file holding 64 hex characters (surrounding whitespace allowed). */
-export async function fleetKeyFromFile(path: string): Promise<Buffer> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new Error(`cannot read fleet key file ${path}: ${(err as Error).message}`);
-  }
-  const hex = text.trim();
-  if (!/^[0-9a-fA-F]{64}$/.test(hex)) {
-    throw new Error(`fleet key file ${path} must hold exactly 64 hex characters (a 32-byte key)`);
-  }
-  return Buffer.from(hex, 'hex');
-}
+export { fleetPrologue, generateFleetKey, fleetKeyFromFile } from './fleet-key.js';
 
 /**
  * Load the node's identity key, or create an Ed25519 key there if the file does not exist, so the PeerId
