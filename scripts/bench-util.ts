@@ -198,6 +198,8 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
 export interface AgentOptions {
   /** Join the fleet of this agent: its fleet key, its publisher key as trusted, its address as bootstrap. */
   joinFleetOf?: Agent;
+  /** Run the daemon as `node NODE_ARGS main.js start` instead of bin/joblet-agent (e.g. --cpu-prof). */
+  nodeArgs?: string[];
 }
 
 /** One joblet-agent daemon in its own temp dir, started with `start` in the foreground. */
@@ -227,7 +229,7 @@ export class Agent {
       args.push('--fleet-key', path.join(first.etc, 'fleet.key'), '--trust', path.join(first.etc, 'publisher.pub'), '--bootstrap', address);
     }
     await agentCli(args);
-    await agent.start();
+    await agent.start(opts.nodeArgs);
     return agent;
   }
 
@@ -236,11 +238,14 @@ export class Agent {
     return this.child.pid;
   }
 
-  private async start(): Promise<void> {
+  private async start(nodeArgs?: string[]): Promise<void> {
     const log = createWriteStream(this.logFile);
     await new Promise((resolve) => log.once('open', resolve));
-    const child = spawn(BIN_PATH, ['start', '--config', path.join(this.etc, 'config.yml')],
-      { stdio: ['ignore', log, log] });
+    const startArgs = ['start', '--config', path.join(this.etc, 'config.yml')];
+    // bin/joblet-agent sets MALLOC_ARENA_MAX=2; the same here, so both ways measure the same daemon.
+    const child = nodeArgs
+      ? spawn(process.execPath, [...nodeArgs, CLI_PATH, ...startArgs], { stdio: ['ignore', log, log], env: { MALLOC_ARENA_MAX: '2', ...process.env } })
+      : spawn(BIN_PATH, startArgs, { stdio: ['ignore', log, log] });
     this.child = child;
     this.cleanup.process(child);
     child.once('exit', () => log.end());

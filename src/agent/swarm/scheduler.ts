@@ -325,11 +325,17 @@ export class DownloadScheduler {
 
     const cursor = this.opts.inOrderFrom?.();
     if (cursor !== undefined) {
+      // Only chunks that already have a second copy in the swarm (or any chunk when there is a single
+      // peer to ask anyway): if every host asked for the next chunks in order, they would all ask the
+      // publisher for the same few chunks at once, and the publisher would upload every chunk once per host.
+      let live = 0;
+      for (const p of this.peers.values()) if (p.connected && !p.banned) live++;
+      const minHolders = live <= 1 ? 1 : 2;
       let looked = 0;
       for (let index = Math.max(0, cursor); index < this.chunks.length && looked < IN_ORDER_WINDOW; index++) {
         if (this.local[index] === 1) continue;
         looked++;
-        if (this.holderCount[index] === 0 || this.servers[index]!.length > 0) continue;
+        if (this.holderCount[index]! < minHolders || this.servers[index]!.length > 0) continue;
         if (freeTotal <= 0 || open.length === 0) return out;
         const holder = this.bestHolder(index, open, now);
         if (holder === undefined) continue;

@@ -1,0 +1,95 @@
+/**
+ * Profile the receive side: agent A publishes a package, agents B (and with --peers 2, C) receive it on
+ * 127.0.0.1. B runs under `node --cpu-prof`, so its main-thread profile lands in --prof-dir for
+ * chrome://inspect or `speedscope`. Prints each receiver's CPU seconds (all threads, from /proc) and the
+ * `tar -xzf` CPU of the same file, measured in the same run.
+ *
+ *   node dist/scripts/profile-receive.js PACKAGE.tar.gz [--peers 1|2] [--prof-dir DIR]
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { Agent, agentCli, cpuSeconds, peakRssBytes, runBench, timeShell, waitFor } from './bench-util.js';
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    peers: { type: 'string', default: '1' }, 'prof-dir': { type: 'string', default: 'receive-profile' },
+    // Record B with `perf record -g` over the transfer instead of --cpu-prof: it sees the thread pool and the kernel.
+    perf: { type: 'boolean', default: false },
+    // Extra node flags for every receiver (e.g. --max-semi-space-size=16), to compare V8 settings; no profile then.
+    'node-args': { type: 'string' },
+  },
+});
+const pkg = positionals[0];
+if (!pkg) {
+  console.error('usage: profile-receive PACKAGE.tar.gz [--peers 1|2] [--prof-dir DIR]');
+  process.exit(2);
+}
+const peers = Number(values.peers);
+if (peers !== 1 && peers !== 2) {
+  console.error('--peers must be 1 or 2');
+  process.exit(2);
+}
+const profDir = path.resolve(values['prof-dir']!);
+
+runBench('profile-receive', async (cleanup) => {
+  const extractDir = await cleanup.tempDir('joblet-profile-tar-');
+  const tar = await timeShell('tar -xzf "$1" -C "$2"', [pkg, extractDir]);
+  console.log(`tar -xzf: wall ${tar.seconds.toFixed(2)} s, cpu ${tar.cpuSeconds.toFixed(2)} s`);
+
+  const a = await Agent.create(cleanup, 'a');
+  await fs.mkdir(profDir, { recursive: true });
+  const extra = values['node-args']?.split(' ').filter(Boolean);
+  const b = await Agent.create(cleanup, 'b', {
+    joinFleetOf: a, nodeArgs: extra ?? (values.perf ? ['--perf-basic-prof'] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`]),
+  });
+  const receivers = [b];
+  if (peers === 2) receivers.push(await Agent.create(cleanup, 'c', { joinFleetOf: a, nodeArgs: extra ?? [] }));
+  await new Promise((r) => setTimeout(r, 2000));
+
+  const cpu0 = await Promise.all(receivers.map((x) => cpuSeconds(x.pid)));
+  const perf = values.perf
+    ? spawn('perf', ['record', '-F', '499', '-g', '-p', String(b.pid), '-o', path.join(profDir, 'perf.data')], { stdio: 'ignore' })
+    : null;
+  if (perf) cleanup.process(perf);
+  const t0 = performance.now();
+  await agentCli(['publish', pkg, '--socket', a.socket, '--json']);
+  const tPublished = performance.now();
+  await waitFor('every receiver installs', async () => {
+    const lists = await Promise.all(receivers.map((x) => x.list()));
+    return lists.every((l) => l.length > 0) || undefined;
+  }, 10 * 60_000, 100);
+  const wall = (performance.now() - tPublished) / 1000;
+  if (perf) {
+    perf.kill('SIGINT');
+    await new Promise((r) => perf.once('exit', r));
+  }
+  for (const [i, x] of receivers.entries()) {
+    const cpu = (await cpuSeconds(x.pid)) - cpu0[i]!;
+    console.log(`${x.name}: installed ${wall.toFixed(2)} s after publish returned (publish ${((tPublished - t0) / 1000).toFixed(2)} s); ` +
+      `cpu ${cpu.toFixed(2)} s = ${(cpu / tar.cpuSeconds).toFixed(2)}x tar -xzf; peak RSS ${((await peakRssBytes(x.pid)) / 1e6).toFixed(0)} MB`);
+  }
+  console.log(`b's threads (cpu s over its life): ${(await threadCpu(b.pid)).map(([n, c]) => `${n} ${c.toFixed(2)}`).join(', ')}`);
+  await b.stop();
+  console.log(`B's profile: ${profDir}`);
+});
+
+/** CPU seconds per thread name of a process over its life, from /proc/PID/task/TID/stat. */
+async function threadCpu(pid: number): Promise<[string, number][]> {
+  const byName = new Map<string, number>();
+  const add = (name: string, cpu: number) => byName.set(name, (byName.get(name) ?? 0) + cpu);
+  for (const tid of await fs.readdir(`/proc/${pid}/task`)) {
+    const stat = await fs.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
+    const m = /\((.*)\) \S+ (.*)$/.exec(stat.trim());
+    if (!m) continue;
+    const f = m[2]!.split(' ');
+    // f starts at field 4 of proc_pid_stat(5) (ppid): utime (field 14) is f[10], stime (15) f[11], in clock ticks (100/s).
+    const name = Number(tid) === pid ? 'main' : m[1] === 'node' ? 'pool/other' : m[1]!;
+    add(`${name} user`, Number(f[10]) / 100);
+    add(`${name} sys`, Number(f[11]) / 100);
+  }
+  return [...byName].sort((x, y) => y[1] - x[1]);
+}
