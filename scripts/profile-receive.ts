@@ -74,7 +74,29 @@ runBench('profile-receive', async (cleanup) => {
   }
   console.log(`b's threads (cpu s over its life): ${(await threadCpu(b.pid)).map(([n, c]) => `${n} ${c.toFixed(2)}`).join(', ')}`);
   await b.stop();
-  console.log(`B's profile: ${profDir}`);
+  if (extra?.includes('--trace-gc')) {
+    const gcLog = await fs.readFile(b.logFile, 'utf8');
+    const count = (re: RegExp) => gcLog.split('\n').filter((l) => re.test(l)).length;
+    console.log(`b's GCs: ${count(/Scavenge/)} scavenges, ${count(/Mark-Compact|Mark-sweep/)} mark-compacts`);
+    const reasons = new Map<string, number>();
+    for (const l of gcLog.split('\n').filter((x) => /Mark-Compact|Mark-sweep/.test(x))) {
+      const r = (/current mu = [\d.]+\) (.*)$/.exec(l)?.[1] ?? l.slice(-60)).trim();
+      reasons.set(r, (reasons.get(r) ?? 0) + 1);
+    }
+    for (const [r, n] of reasons) console.log(`  ${n} x ${r}`);
+    const starts = new Map<string, number>();
+    for (const l of gcLog.split('\n').filter((x) => /Start marking/i.test(x))) {
+      const r = /reason: (.*)$/i.exec(l)?.[1] ?? l.slice(-60);
+      starts.set(r, (starts.get(r) ?? 0) + 1);
+    }
+    for (const [r, n] of starts) console.log(`  marking started ${n} x: ${r}`);
+    // "... MB, 12.3 / 0.0 ms ..." : the main-thread pause of each GC.
+    const pause = (re: RegExp) => gcLog.split('\n').filter((l) => re.test(l))
+      .reduce((sum, l) => sum + Number(/MB, ([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0), 0);
+    console.log(`  main-thread pauses: scavenges ${pause(/Scavenge/).toFixed(0)} ms, mark-compacts ${pause(/Mark-Compact|Mark-sweep/).toFixed(0)} ms`);
+  } else if (!extra) {
+    console.log(`B's profile: ${profDir}`);
+  }
 });
 
 /** CPU seconds per thread name of a process over its life, from /proc/PID/task/TID/stat. */
