@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import { runScenario, type ScenarioOptions, type ScenarioResult } from './sim/scenario.js';
 import { methodTable, installSvg, table } from './sim/report.js';
 import { parseSize } from '../src/agent/units.js';
+import { capRates } from './sim/cap-rates.js';
 import { BASELINE_NAMES, type BaselineName } from './sim/baselines.js';
 
 const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
@@ -110,6 +111,14 @@ export function describe(r: ScenarioResult): string {
       (r.baselineTreesIdentical === null ? '' : `; baseline trees identical: ${r.baselineTreesIdentical ? 'yes' : 'NO'}`),
   ];
   if (r.params.agentArgs?.length) lines.push(`agents started with ${r.params.agentArgs.join(' ')}`);
+  for (const [flag, direction] of [['--max-upload-rate', 'up'], ['--max-download-rate', 'down']] as const) {
+    const at = r.params.agentArgs?.indexOf(flag) ?? -1;
+    const cap = at >= 0 ? parseSize(r.params.agentArgs![at + 1]!) : null;
+    if (!cap) continue;
+    const rates = capRates(r.linkSamples, direction, cap).filter((x) => x.meanActiveBps > 0);
+    lines.push(`${direction === 'up' ? 'upload' : 'download'} against the cap (link bytes, so protocol overhead included): ` +
+      rates.map((x) => `host ${x.host} ${(x.meanActiveBps / cap).toFixed(2)}x over its transfer, ${(x.maxWindowBps / cap).toFixed(2)}x at most over 5 s`).join('; '));
+  }
   if (r.bitTorrent) lines.push(`BitTorrent: private torrent ${r.bitTorrent.infoHash} (${r.bitTorrent.torrentBytes} bytes), whitelisted on the tracker; DHT, LPD and PEX off`);
   if (r.zonesKnown) lines.push(`zone labels known for ${r.zonesKnown.known} of ${r.zonesKnown.peers} peer links when the publish began`);
   lines.push(`agent: commit ${r.agentVersion.commit}${r.agentVersion.modifiedSrc.length ? ` with modified ${r.agentVersion.modifiedSrc.join(', ')}` : ''}`);

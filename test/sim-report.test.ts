@@ -1,4 +1,5 @@
 import test from 'ava';
+import { capRates } from '../scripts/sim/cap-rates.js';
 import { median, summarize, fluidBoundS, table, installSvg, niceCeil, methodTable } from '../scripts/sim/report.js';
 
 test('median of odd and even counts', (t) => {
@@ -49,4 +50,21 @@ test('axis ends are 1, 2 or 5 times a power of ten', (t) => {
   t.is(niceCeil(11), 20);
   t.is(niceCeil(180), 200);
   t.is(niceCeil(0.3), 0.5);
+});
+
+test('cap rates: the mean while active leaves out the idle head and tail, the 5 s window catches a burst', (t) => {
+  const cap = 1_000_000;
+  // Host 0 runs at the cap for 10 s, with 2 MB extra in the second 8; host 1 idles 5 s, then runs at half.
+  const samples = Array.from({ length: 21 }, (_, k) => {
+    const tS = k * 0.5;
+    const h0 = tS * cap + (tS >= 8 ? 2_000_000 : 0);
+    const h1 = tS <= 5 ? 0 : (tS - 5) * cap / 2;
+    return { t: tS, up: [h0, h1], down: [0, 0] };
+  });
+  const [h0, h1] = capRates(samples, 'up', cap);
+  t.is(Math.round(h0!.meanActiveBps), 1_200_000);
+  t.is(Math.round(h0!.maxWindowBps), 1_400_000);
+  t.is(Math.round(h1!.meanActiveBps), cap / 2);
+  t.is(Math.round(h1!.maxWindowBps), cap / 2);
+  t.deepEqual(capRates(samples.slice(0, 1), 'up', cap), []);
 });
