@@ -19,6 +19,10 @@ const { values, positionals } = parseArgs({
     peers: { type: 'string', default: '1' }, 'prof-dir': { type: 'string', default: 'receive-profile' },
     // Record B with `perf record -g` over the transfer instead of --cpu-prof: it sees the thread pool and the kernel.
     perf: { type: 'boolean', default: false },
+    // With --perf: record a uprobe on libc's malloc (set up first with
+    // `perf probe -x /lib/x86_64-linux-gnu/libc.so.6 -a 'malloc size=%di:u64'`) for sizes of at least 64 KiB,
+    // to see which code allocates the big buffers that drive V8's external-memory GCs.
+    'perf-malloc': { type: 'boolean', default: false },
     // Extra node flags for every receiver (e.g. --max-semi-space-size=16), to compare V8 settings; no profile then.
     'node-args': { type: 'string' },
   },
@@ -52,7 +56,8 @@ runBench('profile-receive', async (cleanup) => {
 
   const cpu0 = await Promise.all(receivers.map((x) => cpuSeconds(x.pid)));
   const perf = values.perf
-    ? spawn('perf', ['record', '-F', '499', '-g', '-p', String(b.pid), '-o', path.join(profDir, 'perf.data')], { stdio: 'ignore' })
+    ? spawn('perf', ['record', ...(values['perf-malloc'] ? ['-e', 'probe_libc:malloc', '--filter', 'size >= 65536'] : ['-F', '499']),
+      '-g', '-p', String(b.pid), '-o', path.join(profDir, 'perf.data')], { stdio: 'ignore' })
     : null;
   if (perf) cleanup.process(perf);
   const t0 = performance.now();
@@ -84,6 +89,7 @@ runBench('profile-receive', async (cleanup) => {
       reasons.set(r, (reasons.get(r) ?? 0) + 1);
     }
     for (const [r, n] of reasons) console.log(`  ${n} x ${r}`);
+    for (const l of gcLog.split('\n').filter((x) => /Mark-Compact|Mark-sweep/.test(x)).slice(10, 13)) console.log(`  e.g. ${l.trim()}`);
     const starts = new Map<string, number>();
     for (const l of gcLog.split('\n').filter((x) => /Start marking/i.test(x))) {
       const r = /reason: (.*)$/i.exec(l)?.[1] ?? l.slice(-60);
