@@ -5,6 +5,9 @@ import type { SignedManifest } from '../../store/types.js';
 import { Download, type DownloadHost } from './download.js';
 import { log, errorText } from '../log.js';
 
+/** Seconds without any connected peer after which a refetch gives up. */
+const NO_PEER_TICKS = 5;
+
 export interface RefetchHooks {
   /** The download is running (the swarm lists it among its transfers, and no second one starts). */
   started(d: Download): void;
@@ -33,15 +36,18 @@ export async function fetchMissingChunks(host: DownloadHost, sm: SignedManifest,
   log.info('refetch_started', { name, version, manifestId: sm.id, chunks: wanted });
   let seen = d.status().chunksHave;
   let lastProgress = Date.now();
+  let alone = 0;
   const watchdog = setInterval(() => {
     const now = d.status().chunksHave;
+    // With no peer connected at all there is nobody to wait for: give up after a few seconds, not idleMs.
+    alone = host.usablePeers().length === 0 ? alone + 1 : 0;
     if (now !== seen) {
       seen = now;
       lastProgress = Date.now();
-    } else if (Date.now() - lastProgress > idleMs) {
+    } else if (Date.now() - lastProgress > idleMs || alone >= NO_PEER_TICKS) {
       d.stop();
     }
-  }, Math.min(1000, idleMs));
+  }, 1000);
   try {
     await d.run();
   } catch (err) {
@@ -53,7 +59,7 @@ export async function fetchMissingChunks(host: DownloadHost, sm: SignedManifest,
   const left = (await missingChunks(host, sm)).length;
   const st = d.status();
   if (left === 0) log.info('refetched', { name, version, manifestId: sm.id, chunks: st.fetchedChunks, bytes: st.fetchedBytes, peers: st.sources.length });
-  else log.warn('refetch_incomplete', { name, version, manifestId: sm.id, missing: left, waitedS: Math.round(idleMs / 1000),
+  else log.warn('refetch_incomplete', { name, version, manifestId: sm.id, missing: left, peers: host.usablePeers().length,
     hint: 'no reachable peer sent the missing chunks; they are asked for again when needed' });
   return left;
 }
