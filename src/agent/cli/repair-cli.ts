@@ -12,13 +12,18 @@ interface RepairOutcome {
   drift: Pick<RuntimeCheck, 'state' | 'changed' | 'added' | 'missing'>; error: string | null; at: string;
 }
 
+/** A path as found on disk may hold anything: control characters are shown escaped, not sent to the terminal. */
+function shown(p: string): string {
+  return p.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** The lines describing one runtime's drift, indented under its name. */
 function driftLines(d: Pick<RuntimeCheck, 'state' | 'changed' | 'added' | 'missing' | 'path'>): string[] {
   if (d.state === 'deleted') return [`  deleted  ${d.path} (the runtime dir is gone)`];
   return [
-    ...d.changed.map((c) => `  changed  ${c.path} (${c.what.join(', ')})`),
-    ...d.added.map((p) => `  added    ${p}`),
-    ...d.missing.map((p) => `  missing  ${p}`),
+    ...d.changed.map((c) => `  changed  ${shown(c.path)} (${c.what.join(', ')})`),
+    ...d.added.map((p) => `  added    ${shown(p)}`),
+    ...d.missing.map((p) => `  missing  ${shown(p)}`),
   ];
 }
 

@@ -14,6 +14,14 @@ import { UserError } from '../errors.js';
 import { log, errorText } from '../log.js';
 import { metrics } from '../metrics.js';
 
+/** Paths per list in a log event, and in each repair kept for status. */
+const LOG_PATHS = 20;
+const KEEP_PATHS = 100;
+
+function capped(paths: string[]): string[] {
+  return paths.length <= LOG_PATHS ? paths : [...paths.slice(0, LOG_PATHS), `(${paths.length - LOG_PATHS} more)`];
+}
+
 export type RepairMode = 'off' | 'auto';
 export const REPAIR_MODES: readonly RepairMode[] = ['off', 'auto'];
 
@@ -63,6 +71,11 @@ export class TreeKeeper {
     clearTimeout(this.refetchTimer);
   }
 
+  /** Resolves when no check or repair is running (the daemon waits for it before closing the store). */
+  idle(): Promise<void> {
+    return this.serial.run(async () => {});
+  }
+
   private schedule(): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => void this.round(), this.opts.intervalMs);
@@ -99,8 +112,8 @@ export class TreeKeeper {
       if (c.state === 'drifted' || c.state === 'deleted') {
         metrics.driftFound++;
         log.warn('drift_found', {
-          name: c.name, version: c.version, path: c.path, state: c.state, changed: c.changed.map((x) => `${x.path}(${x.what.join('+')})`),
-          added: c.added, missing: c.missing,
+          name: c.name, version: c.version, path: c.path, state: c.state,
+          changed: capped(c.changed.map((x) => `${x.path}(${x.what.join('+')})`)), added: capped(c.added), missing: capped(c.missing),
           hint: this.opts.mode === 'auto' ? 'repair: auto restores it now' : `run "joblet-agent repair ${c.name}@${c.version}" to restore it`,
         });
       } else if (c.state === 'unchecked') {
@@ -166,8 +179,10 @@ export class TreeKeeper {
       name: c.name, version: c.version, result, error, at: new Date().toISOString(),
       drift: { state: c.state, changed: c.changed, added: c.added, missing: c.missing },
     };
+    // Kept for status: bounded, however much of a tree was damaged.
+    const kept = { ...o, drift: { state: c.state, changed: c.changed.slice(0, KEEP_PATHS), added: c.added.slice(0, KEEP_PATHS), missing: c.missing.slice(0, KEEP_PATHS) } };
     if (result !== 'clean') {
-      this.recent.unshift(o);
+      this.recent.unshift(kept);
       this.recent.length = Math.min(this.recent.length, 10);
     }
     return o;

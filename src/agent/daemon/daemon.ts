@@ -154,6 +154,7 @@ export class Agent {
       await fs.rm(this.config.socket, { force: true });
     }
     // Let a publish in progress finish or fail before the store closes under it.
+    await this.keeper.idle();
     await this.mutex.run(async () => {});
     await this.store.close();
   }
