@@ -121,7 +121,7 @@ test('in a fleet: a corrupt chunk is deleted and fetched again, repair fetches w
   const root1 = path.join(a1.runtimesDir, 'fleetrt', '1.0.0');
   const root0 = pub.path as string;
   const chunks = await chunkIds(a1);
-  t.true(chunks.length >= 3);
+  t.true(chunks.length >= 4, 'three content chunks, and the small entry list last');
 
   // A chunk file on a1 goes bad: verify finds it, deletes it, and a1 fetches it again from a0.
   const victim = chunks[1]!;
@@ -143,6 +143,7 @@ test('in a fleet: a corrupt chunk is deleted and fetched again, repair fetches w
   t.is(st1.repair.recent[0].result, 'repaired');
   t.deepEqual(st1.repair.recent[0].drift.missing, ['isolated/usr/bin/tool']);
   t.truthy(st1.repair.lastCheck.at);
+  t.regex((await a1.run(['status'])).stdout, /repair {5}auto, every 2 s; last check .*; recent: fleetrt@1\.0\.0 repaired/);
 
   // a0 lost a chunk and its tree was edited: repair fetches the chunk from a1 and restores the tree.
   const lost = chunks[0]!;
@@ -158,6 +159,7 @@ test('in a fleet: a corrupt chunk is deleted and fetched again, repair fetches w
   const bad = chunks[2]!;
   await flipByte(chunkFile(a0, bad));
   await flipByte(chunkFile(a1, bad));
+  t.false([a0, a1].some((a) => a.logs().includes(victimLine(bad))), 'not found before anybody asks for it');
   const addr = (await a0.json(['status'])).addresses[0] as string;
   const a2 = await joinFleet(t, a0, path.join(dir, 'a2'), addr);
   await waitFor('a holder drops the damaged chunk on serving it', async () =>

@@ -330,6 +330,15 @@ function renderBandwidth(b: Record<string, any>): string {
   return `${one('up', b.upload)}, ${one('down', b.download)}`;
 }
 
+function renderRepair(r: Record<string, any> | undefined): string {
+  if (!r) return '-';
+  const mode = r.mode === 'auto' ? `auto, every ${r.intervalSeconds} s` : 'off (verify and repair on command)';
+  const c = r.lastCheck;
+  const last = c ? `; last check ${c.at}: ${c.runtimes} runtimes, ${c.drifted} differed` : '; no check yet';
+  const recent = r.recent.length ? `; recent: ${r.recent.slice(0, 3).map((o: any) => `${o.name}@${o.version} ${o.result}`).join(', ')}` : '';
+  return `${mode}${last}${recent}${r.chunksDropped ? `; ${r.chunksDropped} corrupt chunk files dropped` : ''}`;
+}
+
 function renderStatus(s: Record<string, any>): string {
   const lines = [
     `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${printable(String(s.zone))}` : ''}, up ${s.uptimeSeconds}s)`,
@@ -340,6 +349,7 @@ function renderStatus(s: Record<string, any>): string {
     `http       ${s.http ? `${s.http} (dashboard; ${s.http}metrics for Prometheus)` : '(off)'}`,
     `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
     `bandwidth  ${renderBandwidth(s.bandwidth)}`,
+    `repair     ${renderRepair(s.repair)}`,
     '',
     runtimesTable(s.runtimes),
   ];
