@@ -109,6 +109,10 @@ test('verify reports exactly the drift of an installed tree; repair restores it 
   const status = await agent.json(['status']);
   t.is(status.repair.mode, 'off');
   t.deepEqual(status.repair.recent.map((o: any) => o.result), ['failed', 'repaired', 'repaired']);
+  const metrics = await (await fetch(`${status.http}metrics`)).text();
+  t.regex(metrics, /joblet_agent_repairs_total\{result="repaired"\} 2\n/);
+  t.regex(metrics, /joblet_agent_repairs_total\{result="failed"\} 1\n/);
+  t.regex(metrics, /joblet_agent_drift_found_total [1-9]/);
 });
 
 test('in a fleet: a corrupt chunk is deleted and fetched again, repair fetches what the store lacks, repair: auto restores a deleted file', async (t) => {

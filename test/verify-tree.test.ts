@@ -28,7 +28,7 @@ async function installed(t: any, fill: (src: string) => Promise<void>) {
   await fs.mkdir(path.join(dir, 'runtimes'));
   const rec = await installManifest({ store, runtimes: new RuntimesDir(path.join(dir, 'runtimes')), limits: DEFAULT_LIMITS }, sm);
   const list = await readEntryList(store.chunks, sm.manifest);
-  return { root: rec!.path, list };
+  return { root: rec!.path, list, store, sm };
 }
 
 test('a broken hardlink and a directory replaced by a file are reported as such, the latter once', async (t) => {
@@ -74,7 +74,7 @@ test('the cheap check trusts an unchanged size and mtime; the full check hashes 
 });
 
 test('what a cheap check of a tree of 3000 files costs', async (t) => {
-  const { root, list } = await installed(t, async (src) => {
+  const { root, store, sm } = await installed(t, async (src) => {
     await fs.mkdir(src, { recursive: true });
     await fs.writeFile(path.join(src, 'runtime.yml'), 'name: many\nversion: "1.0.0"\n');
     for (let d = 0; d < 60; d++) {
@@ -86,7 +86,8 @@ test('what a cheap check of a tree of 3000 files costs', async (t) => {
   const measure = async (full: boolean) => {
     const cpu = process.cpuUsage();
     const wall = performance.now();
-    const c = await checkTree(root, list, { full });
+    // As the daemon does it: the entry list read (and verified) from the store, then the walk.
+    const c = await checkTree(root, await readEntryList(store.chunks, sm.manifest), { full });
     const used = process.cpuUsage(cpu);
     return { c, wallMs: performance.now() - wall, cpuMs: (used.user + used.system) / 1000 };
   };
@@ -97,6 +98,6 @@ test('what a cheap check of a tree of 3000 files costs', async (t) => {
   t.is(cheap.c.entries, 3000 + 60 + 2);
   t.is(cheap.c.hashedFiles, 0);
   t.is(full.c.hashedFiles, 3001);
-  t.log(`cheap check of ${cheap.c.entries} entries: ${cheap.cpuMs.toFixed(0)} ms CPU, ${cheap.wallMs.toFixed(0)} ms wall; ` +
+  t.log(`cheap check of ${cheap.c.entries} entries (entry list read from the store included): ${cheap.cpuMs.toFixed(0)} ms CPU, ${cheap.wallMs.toFixed(0)} ms wall; ` +
     `full check: ${full.cpuMs.toFixed(0)} ms CPU, ${full.wallMs.toFixed(0)} ms wall`);
 });

@@ -114,8 +114,8 @@ function checkChoices(c: AgentConfig, where: string): void {
   }
   if (!LOG_FORMATS.includes(c.logFormat)) throw new UserError(`invalid logFormat "${c.logFormat}" (from --log-format or ${where}): give ${LOG_FORMATS.join(' or ')}`);
   if (c.repair !== 'off' && c.repair !== 'auto') throw new UserError(`invalid repair "${c.repair}" (from --repair or ${where}): give off or auto`);
-  if (parseDuration(c.repairInterval) === null) {
-    throw new UserError(`invalid repairInterval "${c.repairInterval}" (from --repair-interval or ${where}): give a duration like 10m, 1h or 30s`);
+  if ((parseDuration(c.repairInterval) ?? 0) < 1000) {
+    throw new UserError(`invalid repairInterval "${c.repairInterval}" (from --repair-interval or ${where}): give a duration of at least 1s, like 10m, 1h or 30s`);
   }
   if (!LOG_LEVELS.includes(c.logLevel)) throw new UserError(`invalid logLevel "${c.logLevel}" (from --log-level or ${where}): give one of ${LOG_LEVELS.join(', ')}`);
 }
