@@ -166,7 +166,7 @@ test('--http off listens nowhere; a bad or busy address is one clear error; --lo
 });
 
 test('COMMAND --help prints that command\'s usage and exits 0', async (t) => {
-  for (const cmd of ['init', 'start', 'publish', 'list', 'status', 'remove', 'verify']) {
+  for (const cmd of ['init', 'start', 'publish', 'list', 'status', 'remove', 'verify', 'repair']) {
     const r = await cli([cmd, '--help']);
     t.is(r.code, 0, cmd);
     t.regex(r.stdout, new RegExp(`^usage: joblet-agent ${cmd}\\b`), cmd);

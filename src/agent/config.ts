@@ -6,7 +6,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { UserError } from './errors.js';
 import { DEFAULT_LIMITS } from '../runtime/types.js';
-import { parseSize } from './units.js';
+import { parseDuration, parseSize } from './units.js';
 import { DEFAULT_HTTP, parseHttpAddress } from './http-address.js';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js';
 
@@ -38,6 +38,10 @@ export interface AgentConfig {
   http: string;
   logFormat: LogFormat;
   logLevel: LogLevel;
+  /** 'auto': check installed trees every repairInterval and repair those that differ; 'off': only on command. */
+  repair: 'off' | 'auto';
+  /** A duration (30s, 10m, 1h) between the checks of repair: auto. */
+  repairInterval: string;
 }
 
 export interface Bandwidth { upload: number | null; download: number | null }
@@ -60,6 +64,8 @@ export const DEFAULTS: AgentConfig = {
   http: DEFAULT_HTTP,
   logFormat: 'text',
   logLevel: 'info',
+  repair: 'off',
+  repairInterval: '10m',
 };
 
 /** Flags as given on the command line; undefined means "not given". */
@@ -107,6 +113,10 @@ function checkChoices(c: AgentConfig, where: string): void {
     throw new UserError(`invalid http "${c.http}" (from --http or ${where}): give HOST:PORT (e.g. 127.0.0.1:7947, port 0 for any free port) or off`);
   }
   if (!LOG_FORMATS.includes(c.logFormat)) throw new UserError(`invalid logFormat "${c.logFormat}" (from --log-format or ${where}): give ${LOG_FORMATS.join(' or ')}`);
+  if (c.repair !== 'off' && c.repair !== 'auto') throw new UserError(`invalid repair "${c.repair}" (from --repair or ${where}): give off or auto`);
+  if ((parseDuration(c.repairInterval) ?? 0) < 1000) {
+    throw new UserError(`invalid repairInterval "${c.repairInterval}" (from --repair-interval or ${where}): give a duration of at least 1s, like 10m, 1h or 30s`);
+  }
   if (!LOG_LEVELS.includes(c.logLevel)) throw new UserError(`invalid logLevel "${c.logLevel}" (from --log-level or ${where}): give one of ${LOG_LEVELS.join(', ')}`);
 }
 

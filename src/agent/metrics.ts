@@ -12,6 +12,10 @@ class AgentMetrics {
   readonly downloadedBytes = { zone: 0, far: 0 };
   chunksReceived = 0;
   readonly installs: Record<InstallResult, number> = { installed: 0, failed: 0 };
+  /** Installed trees found to differ from their manifests, repairs by result, chunk files dropped as corrupt. */
+  driftFound = 0;
+  readonly repairs = { repaired: 0, failed: 0 };
+  chunksDropped = 0;
   /** Durations (seconds) observed since the exporter last took them. */
   private pendingDurations: number[] = [];
   private readonly learnedAt = new Map<string, number>();

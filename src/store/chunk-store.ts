@@ -15,11 +15,13 @@
 // fsynced: after a crash a chunk may be missing, which costs a re-fetch, never a wrong byte.
 
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { brotliCompress, brotliDecompress, constants as zlibConstants, inflateRaw } from 'node:zlib';
 import { CHUNK_MAX } from './chunker.js';
+import { VerifiedChunks } from './chunk-trust.js';
 import { CorruptChunkError, type ChunkRef, type Codec } from './types.js';
 
 const brotliCompressAsync = promisify(brotliCompress);
@@ -91,6 +93,9 @@ export function isChunkId(id: string): boolean {
 
 export class ChunkStore {
   private readonly madeDirs = new Set<string>();
+  private readonly verified = new VerifiedChunks();
+  /** Told when a chunk file failed verification and was deleted, so that it can be fetched again. */
+  onCorrupt?: (id: string, error: string) => void;
   private tempCounter = 0;
 
   constructor(
@@ -172,28 +177,71 @@ export class ChunkStore {
     return this.refIfPresent(id, false);
   }
 
-  /** The verified uncompressed bytes of a chunk. */
+  /** The verified uncompressed bytes of a chunk. A file that fails verification is deleted (see drop). */
   async get(id: string): Promise<Buffer> {
-    const path = this.pathOf(id);
-    const stored = await this.getStored(id);
-    return this.decodeAndVerify(id, stored.codec, stored.data, stored.size, `file ${path}`);
+    const { stored, info, path } = await this.readChunkFile(id);
+    const raw = await this.decodeAndVerify(id, stored.codec, stored.data, stored.size, `file ${path}`).catch((err) => this.drop(id, info, err));
+    this.verified.note(id, info);
+    return raw;
   }
 
-  /** The stored bytes and codec, as they go on the wire. Not verified: the receiver verifies. */
+  /**
+   * The stored bytes and codec, as they go on the wire. Verified unless this process verified the same file,
+   * unchanged, before (chunk-trust.ts): a host never serves bytes it has not checked since they were written.
+   * A file that fails is deleted (see drop).
+   */
   async getStored(id: string): Promise<StoredChunk> {
+    const { stored, info, path } = await this.readChunkFile(id);
+    if (!this.verified.has(id, info)) {
+      await this.decodeAndVerify(id, stored.codec, stored.data, stored.size, `file ${path}`).catch((err) => this.drop(id, info, err));
+      this.verified.note(id, info);
+    }
+    return stored;
+  }
+
+  private async readChunkFile(id: string): Promise<{ stored: StoredChunk; info: Stats; path: string }> {
     const path = this.pathOf(id);
-    let file: Buffer;
+    let handle;
     try {
-      file = await readFile(path);
+      handle = await open(path, 'r');
     } catch (err) {
       if (isNotFound(err)) throw new ChunkNotFoundError(id, path);
       throw err;
     }
-    const header = parseHeader(file, id, path);
-    return { codec: header.codec, size: header.size, data: file.subarray(CHUNK_HEADER_BYTES) };
+    let file: Buffer;
+    let info: Stats;
+    try {
+      info = await handle.stat();
+      file = await handle.readFile();
+    } finally {
+      await handle.close();
+    }
+    let header;
+    try {
+      header = parseHeader(file, id, path);
+    } catch (err) {
+      return this.drop(id, info, err);
+    }
+    return { stored: { codec: header.codec, size: header.size, data: file.subarray(CHUNK_HEADER_BYTES) }, info, path };
+  }
+
+  /**
+   * A chunk file failed verification: keeping it would make every later read fail and keep a good copy
+   * from being stored (put and receive skip a chunk that is present), so it is deleted, unless the file was
+   * replaced meanwhile, and onCorrupt is told so the chunk can be fetched again. Rethrows `err`.
+   */
+  private async drop(id: string, read: Stats, err: unknown): Promise<never> {
+    if (err instanceof CorruptChunkError) {
+      this.verified.forget(id);
+      const now = await stat(this.pathOf(id)).catch(() => null);
+      if (now && now.ino === read.ino && now.dev === read.dev) await unlink(this.pathOf(id)).catch(() => undefined);
+      this.onCorrupt?.(id, err.message);
+    }
+    throw err;
   }
 
   async delete(id: string): Promise<void> {
+    this.verified.forget(id);
     try {
       await unlink(this.pathOf(id));
     } catch (err) {
@@ -346,6 +394,9 @@ export class ChunkStore {
         await handle.close();
       }
       await rename(temp, path);
+      // Verified by the caller just before (put hashed it, receive checked it); the rename changed its ctime.
+      const info = await stat(path).catch(() => null);
+      if (info) this.verified.note(id, info);
     } catch (err) {
       await unlink(temp).catch(() => undefined);
       throw err;

@@ -21,7 +21,10 @@ const START_OPTIONS = `  --config FILE              config file (default /etc/jo
   --http HOST:PORT|off       read-only HTTP endpoint: /metrics, /healthz, /readyz and the dashboard at /
                              (default 127.0.0.1:7947; port 0 picks a free port; off disables it)
   --log-format text|json     one line per event on stderr (default text)
-  --log-level LEVEL          debug, info, warn or error (default info)`;
+  --log-level LEVEL          debug, info, warn or error (default info)
+  --repair off|auto          auto: check installed runtimes every --repair-interval and repair those that
+                             differ from their manifests (default off: only "verify" and "repair" do)
+  --repair-interval DUR      time between those checks (default 10m)`;
 
 export const COMMAND_HELP: Record<string, string> = {
   init: `usage: joblet-agent init [--dir DIR] [--fleet-key FILE] [--json] [start options]
@@ -79,7 +82,18 @@ ${CLIENT}`,
 
   verify: `usage: joblet-agent verify [options]
 
-Re-hashes every stored chunk that a manifest references; exits 1 if any is corrupt or missing.
+Re-hashes every stored chunk that a manifest references (a corrupt chunk file is deleted and fetched
+again from the fleet), and checks every installed runtime against its manifest: file contents, modes,
+mtimes, symlink targets, hardlinks, nothing added or missing, the runtime dir itself. Exits 1 if
+anything is corrupt, missing or different.
+
+options:
+${CLIENT}`,
+  repair: `usage: joblet-agent repair [NAME[@VERSION]] [options]
+
+Checks the installed runtimes (all, every version of NAME, or NAME@VERSION) against their manifests and
+restores those that differ: a fresh install from the chunks, fetched from the fleet where the store lacks
+them, renamed over the damaged tree at once. Exits 1 if one could not be repaired.
 
 options:
 ${CLIENT}`,

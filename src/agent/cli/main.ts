@@ -15,6 +15,7 @@ import { PackageError } from '../../runtime/types.js';
 import { generatePublisherKeys } from '../../store/manifest.js';
 import { generateFleetKey } from '../swarm/fleet-key.js';
 import { COMMAND_HELP } from './help.js';
+import { runRepair, runVerify } from './repair-cli.js';
 
 const USAGE = `usage: joblet-agent <command> [options]
 
@@ -27,7 +28,8 @@ commands:
           [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
           [--owner USER:GROUP] [--max-package-bytes N]
           [--max-upload-rate RATE] [--max-download-rate RATE]
-          [--http HOST:PORT|off] [--log-format text|json] [--log-level LEVEL]   run the agent in the foreground
+          [--http HOST:PORT|off] [--log-format text|json] [--log-level LEVEL]
+          [--repair off|auto] [--repair-interval DUR]   run the agent in the foreground
   publish PKG [--force] [--no-install] [--json]
           [--wait [--hosts N | --percent P] [--timeout DUR]]
                                      ingest a package (.tar.gz, .tgz, .tar, .zip or a directory), install it here
@@ -39,7 +41,9 @@ commands:
   list    [--json]                   installed runtimes
   status  [--json] [--watch]         this agent, its store and its runtimes
   remove  NAME[@VERSION] [--json]    uninstall a runtime
-  verify  [--json]                   re-hash every stored chunk; exit 1 if any is corrupt or missing
+  verify  [--json]                   re-hash every stored chunk and check every installed runtime against its
+                                     manifest; exit 1 if anything is corrupt, missing or different
+  repair  [NAME[@VERSION]] [--json]  restore installed runtimes that differ from their manifests, from the chunks
 
   --version                          the agent's version and the Node version it runs on
 
@@ -68,6 +72,8 @@ const START_OPTIONS = {
   http: { type: 'string' },
   'log-format': { type: 'string' },
   'log-level': { type: 'string' },
+  repair: { type: 'string' },
+  'repair-interval': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 const CLIENT_OPTIONS = {
@@ -124,6 +130,8 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
     http: v.http as string | undefined,
     logFormat: v['log-format'] as ConfigFlags['logFormat'],
     logLevel: v['log-level'] as ConfigFlags['logLevel'],
+    repair: v.repair as ConfigFlags['repair'],
+    repairInterval: v['repair-interval'] as string | undefined,
   };
 }
 
@@ -322,6 +330,15 @@ function renderBandwidth(b: Record<string, any>): string {
   return `${one('up', b.upload)}, ${one('down', b.download)}`;
 }
 
+function renderRepair(r: Record<string, any> | undefined): string {
+  if (!r) return '-';
+  const mode = r.mode === 'auto' ? `auto, every ${r.intervalSeconds} s` : 'off (verify and repair on command)';
+  const c = r.lastCheck;
+  const last = c ? `; last check ${c.at}: ${c.runtimes} runtimes, ${c.drifted} differed` : '; no check yet';
+  const recent = r.recent.length ? `; recent: ${r.recent.slice(0, 3).map((o: any) => `${o.name}@${o.version} ${o.result}`).join(', ')}` : '';
+  return `${mode}${last}${recent}${r.chunksDropped ? `; ${r.chunksDropped} corrupt chunk files dropped` : ''}`;
+}
+
 function renderStatus(s: Record<string, any>): string {
   const lines = [
     `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${printable(String(s.zone))}` : ''}, up ${s.uptimeSeconds}s)`,
@@ -332,6 +349,7 @@ function renderStatus(s: Record<string, any>): string {
     `http       ${s.http ? `${s.http} (dashboard; ${s.http}metrics for Prometheus)` : '(off)'}`,
     `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
     `bandwidth  ${renderBandwidth(s.bandwidth)}`,
+    `repair     ${renderRepair(s.repair)}`,
     '',
     runtimesTable(s.runtimes),
   ];
@@ -405,20 +423,18 @@ async function cmdRemove(argv: string[]): Promise<void> {
 
 async function cmdVerify(argv: string[]): Promise<void> {
   const { values } = parse(argv, CLIENT_OPTIONS, 0);
-  const res = (await callDaemon(await clientSocket(values.socket, values.config), { cmd: 'verify' })) as
-    { checked: number; corrupt: { id: string; error: string }[]; missing: string[] };
-  if (values.json) console.log(JSON.stringify(res, null, 2));
-  else {
-    console.log(`checked ${res.checked} chunks: ${res.corrupt.length} corrupt, ${res.missing.length} missing`);
-    for (const c of res.corrupt) console.log(`corrupt  ${c.error}`);
-    for (const id of res.missing) console.log(`missing  ${id}`);
-  }
-  if (res.corrupt.length || res.missing.length) process.exitCode = 1;
+  await runVerify(await clientSocket(values.socket, values.config), values.json === true);
+}
+
+async function cmdRepair(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, CLIENT_OPTIONS, 1);
+  const spec = positionals[0] === undefined ? undefined : splitSpec(positionals[0], (m) => new UsageError(m));
+  await runRepair(await clientSocket(values.socket, values.config), spec?.name, spec?.version, values.json === true);
 }
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   init: cmdInit, start: cmdStart, publish: cmdPublish, list: cmdList, status: cmdStatus, remove: cmdRemove, verify: cmdVerify,
-  wait: cmdWait, info: cmdInfo,
+  wait: cmdWait, info: cmdInfo, repair: cmdRepair,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -24,6 +24,8 @@ import { pickManifest, runtimeInfo } from './info.js';
 import { machineArch } from '../../runtime/runtime-yml.js';
 import type { FleetHostView } from '../swarm/swarm.js';
 import { startHttp, type HttpEndpoint } from './http/server.js';
+import { TreeKeeper } from './auto-repair.js';
+import { parseDuration } from '../units.js';
 
 
 export class Agent {
@@ -37,6 +39,8 @@ export class Agent {
   private readonly downloadLimit: RateLimiter;
   /** Ends long control requests (`wait`) when the daemon stops. */
   private readonly stopping = new AbortController();
+  /** verify of installed trees, repair, repair: auto, and fetching again chunks dropped as corrupt. */
+  private readonly keeper: TreeKeeper;
   private constructor(
     readonly config: AgentConfig,
     readonly store: Store,
@@ -47,6 +51,11 @@ export class Agent {
   ) {
     this.uploadLimit = new RateLimiter(config.bandwidth.upload);
     this.downloadLimit = new RateLimiter(config.bandwidth.download);
+    this.keeper = new TreeKeeper({
+      install: { store, runtimes, limits: this.limits(), owner }, lock: (fn) => this.mutex.run(fn), swarm: () => this.swarm,
+      mode: config.repair, intervalMs: parseDuration(config.repairInterval)!,
+    });
+    store.chunks.onCorrupt = (id, error) => this.keeper.chunkDropped(id, error);
   }
 
   static async start(config: AgentConfig): Promise<Agent> {
@@ -67,6 +76,7 @@ export class Agent {
       agent.server = await serveControl(config.socket, (req, progress) => agent.handle(req, progress));
       agent.http = await startHttp(config.http, agent); // before the swarm, so /readyz can say it is still joining
       await agent.startSwarm();
+      agent.keeper.start();
       return agent;
     } catch (err) {
       await agent.stop();
@@ -133,6 +143,7 @@ export class Agent {
     const swarm = this.swarm;
     this.swarm = null;
     this.stopping.abort();
+    this.keeper.stop();
     this.uploadLimit.close();
     this.downloadLimit.close();
     if (swarm) await swarm.stop().catch((err) => log.error('leave_failed', { error: errorText(err) }));
@@ -143,6 +154,7 @@ export class Agent {
       await fs.rm(this.config.socket, { force: true });
     }
     // Let a publish in progress finish or fail before the store closes under it.
+    await this.keeper.idle();
     await this.mutex.run(async () => {});
     await this.store.close();
   }
@@ -162,6 +174,8 @@ export class Agent {
         return this.status();
       case 'verify':
         return this.verify();
+      case 'repair':
+        return this.keeper.repair(typeof args.name === 'string' ? args.name : undefined, typeof args.version === 'string' ? args.version : undefined);
       case 'remove':
         return this.remove(String(args.name ?? ''), typeof args.version === 'string' ? args.version : undefined);
       default:
@@ -253,8 +267,12 @@ export class Agent {
     return { publisher: key, publisherTrusted: this.config.trust.includes(key) };
   }
 
-  /** Re-hash every chunk that a stored manifest references; report the corrupt and the missing. */
+  /**
+   * Re-hash every chunk that a stored manifest references (a corrupt one is deleted and fetched again), and
+   * check every installed tree against its manifest.
+   */
   private async verify() {
+    const runtimes = await this.keeper.verifyAll(true);
     const ids = new Set<string>();
     for (const sm of await this.store.index.listManifests()) for (const c of manifestChunks(sm.manifest)) ids.add(c.id);
     const corrupt: { id: string; error: string }[] = [];
@@ -270,9 +288,9 @@ export class Agent {
     }
     if (corrupt.length) {
       log.error('verify_corrupt', { count: corrupt.length, chunks: corrupt.map((c) => c.id),
-        hint: `check the disk holding ${this.config.dataDir}; an install that needs a corrupt chunk drops it and fetches it again` });
+        hint: `check the disk holding ${this.config.dataDir}; the corrupt chunk files were deleted and are fetched again from the fleet` });
     }
-    return { checked: ids.size, corrupt, missing };
+    return { checked: ids.size, corrupt, missing, runtimes };
   }
 
   async status() {
@@ -297,6 +315,7 @@ export class Agent {
       bandwidth: { upload: this.uploadLimit.stats(), download: this.downloadLimit.stats() },
       store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length },
       runtimes,
+      repair: this.keeper.status(),
     };
   }
 

@@ -28,14 +28,16 @@ export interface InstallOptions {
   lock?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** Asked under the lock, right before the rename: false = the runtime was removed meanwhile, skip it. */
   stillWanted?: () => boolean;
+  /** Install `sm` again over its own installed tree (a repair) instead of skipping it as already installed. */
+  reinstall?: boolean;
 }
 
 /** What decides whether `sm` should be installed: null = skip (already there, or a newer one is). */
-async function plan(ctx: InstallContext, sm: SignedManifest): Promise<{ existing: InstallRecord | undefined } | InstallRecord | null> {
+async function plan(ctx: InstallContext, sm: SignedManifest, reinstall = false): Promise<{ existing: InstallRecord | undefined } | InstallRecord | null> {
   const { name, version } = sm.manifest.runtime;
   const existing = await ctx.store.index.getInstall(name, version);
   if (existing) {
-    if (existing.manifestId === sm.id) return existing;
+    if (existing.manifestId === sm.id) return reinstall ? { existing } : existing;
     const current = await ctx.store.index.getManifest(existing.manifestId);
     if (current && Date.parse(current.manifest.createdAt) >= Date.parse(sm.manifest.createdAt)) return null;
   }
@@ -48,7 +50,7 @@ async function plan(ctx: InstallContext, sm: SignedManifest): Promise<{ existing
  */
 export async function installManifest(ctx: InstallContext, sm: SignedManifest, opts: InstallOptions = {}): Promise<InstallRecord | null> {
   const lock = opts.lock ?? ((fn) => fn());
-  const first = await plan(ctx, sm);
+  const first = await plan(ctx, sm, opts.reinstall);
   if (first === null || 'manifestId' in first) {
     opts.source?.close();
     return first;
@@ -64,7 +66,7 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
         return null;
       }
       // Looked at again: a publish or another install may have landed while this one was extracting.
-      const now = await plan(ctx, sm);
+      const now = await plan(ctx, sm, opts.reinstall);
       if (now === null || 'manifestId' in now) {
         await ctx.runtimes.discard(staging);
         return now;
@@ -79,7 +81,7 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
         sizeBytes: await ctx.runtimes.treeSize(installed), installedAt: new Date().toISOString(),
       };
       await ctx.store.index.putInstall(record);
-      if (now.existing) await ctx.store.index.deleteManifest(now.existing.manifestId);
+      if (now.existing && now.existing.manifestId !== sm.id) await ctx.store.index.deleteManifest(now.existing.manifestId);
       return record;
     });
   } catch (err) {

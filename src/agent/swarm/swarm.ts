@@ -25,6 +25,7 @@ import { installManifest, type InstallContext } from '../install/install-manifes
 import { localSkipReason, unmarkNotForThisHost } from '../install/no-install.js';
 import { encodeNotes, noteText } from '../../protocol/host-notes.js';
 import { LiveChunkSource } from '../install/chunk-source.js';
+import { fetchMissingChunks, missingChunks } from './refetch.js';
 import type { Mutex } from '../mutex.js';
 import { log, errorText, printable } from '../log.js';
 import { UserError } from '../errors.js';
@@ -641,6 +642,29 @@ export class Swarm implements DownloadHost {
       this.recent.unshift({ ...d.status(), finishedAt: new Date().toISOString() } as ReturnType<Download['status']>);
       this.recent.length = Math.min(this.recent.length, 10);
     }
+  }
+
+  private readonly refetches = new Map<string, Promise<number>>();
+
+  /**
+   * Fetch the chunks of `sm` that the store lacks, without installing anything (a repair; a chunk file that
+   * failed verification and was dropped). Returns how many are still missing once no peer sent one for `idleMs`.
+   */
+  fetchChunks(sm: SignedManifest, idleMs = 60_000): Promise<number> {
+    let p = this.refetches.get(sm.id);
+    if (!p) {
+      p = (async () => {
+        // A download of the same manifest (with its install) fetches the same chunks: let it, then look.
+        for (const until = Date.now() + idleMs; this.downloads.has(sm.id) && Date.now() < until;) await new Promise((r) => setTimeout(r, 500));
+        if (this.stopping || this.downloads.has(sm.id)) return (await missingChunks(this, sm)).length;
+        return fetchMissingChunks(this, sm, idleMs, {
+          started: (d) => this.downloads.set(sm.id, d),
+          ended: (d) => { if (this.downloads.get(sm.id) === d) this.downloads.delete(sm.id); },
+        });
+      })().finally(() => this.refetches.delete(sm.id));
+      this.refetches.set(sm.id, p);
+    }
+    return p;
   }
 
   // ---- what Download needs --------------------------------------------------------------------------

@@ -55,6 +55,22 @@ export class PrometheusExporter {
         for (const [result, n] of Object.entries(metrics.installs)) this.inc({ result }, n);
       },
     });
+    new Counter({
+      name: 'joblet_agent_repairs_total', registers: r, labelNames: ['result'] as const,
+      help: 'Repairs of installed runtimes (repair command or repair: auto); result="repaired" or "failed".',
+      collect() {
+        this.reset();
+        for (const [result, n] of Object.entries(metrics.repairs)) this.inc({ result }, n);
+      },
+    });
+    new Counter({
+      name: 'joblet_agent_drift_found_total', registers: r, help: 'Checks that found an installed tree differing from its manifest.',
+      collect() { this.reset(); this.inc(metrics.driftFound); },
+    });
+    new Counter({
+      name: 'joblet_agent_chunks_dropped_total', registers: r, help: 'Chunk files that failed verification here and were deleted (then fetched again).',
+      collect() { this.reset(); this.inc(metrics.chunksDropped); },
+    });
     new Histogram({
       name: 'joblet_agent_install_duration_seconds', registers: r, buckets: [...INSTALL_DURATION_BUCKETS],
       help: 'Seconds from learning of a manifest to having it installed.',
