@@ -24,6 +24,7 @@ import { pickManifest, runtimeInfo } from './info.js';
 import { machineArch } from '../../runtime/runtime-yml.js';
 import type { FleetHostView } from '../swarm/swarm.js';
 import { startHttp, type HttpEndpoint } from './http/server.js';
+import { DiskBudget } from '../swarm/disk-budget.js';
 
 
 export class Agent {
@@ -35,6 +36,8 @@ export class Agent {
   /** Host-wide bandwidth caps; uncapped limiters still measure, for `status`. */
   private readonly uploadLimit: RateLimiter;
   private readonly downloadLimit: RateLimiter;
+  /** store.maxBytes and the watermarks: admits downloads, runs GC, reports usage. */
+  readonly budget: DiskBudget;
   /** Ends long control requests (`wait`) when the daemon stops. */
   private readonly stopping = new AbortController();
   private constructor(
@@ -47,6 +50,7 @@ export class Agent {
   ) {
     this.uploadLimit = new RateLimiter(config.bandwidth.upload);
     this.downloadLimit = new RateLimiter(config.bandwidth.download);
+    this.budget = new DiskBudget(store, config.runtimesDir, config.store, (fn) => this.mutex.run(fn));
   }
 
   static async start(config: AgentConfig): Promise<Agent> {
@@ -97,6 +101,7 @@ export class Agent {
       zone: c.zone, trust, publisherKey: this.publisherKey, maxUploads: c.maxUploads, store: this.store,
       install: { store: this.store, runtimes: this.runtimes, limits: this.limits(), owner: this.owner },
       mutex: this.mutex, fault: testFault(), uploadLimit: this.uploadLimit, downloadLimit: this.downloadLimit,
+      budget: this.budget,
     });
     log.info('joined_fleet', { peer: this.swarm.peerId, addresses: this.swarm.addresses(), zone: c.zone });
   }
@@ -135,6 +140,7 @@ export class Agent {
     this.stopping.abort();
     this.uploadLimit.close();
     this.downloadLimit.close();
+    this.budget.stop();
     if (swarm) await swarm.stop().catch((err) => log.error('leave_failed', { error: errorText(err) }));
     const server = this.server;
     this.server = null;
@@ -199,6 +205,12 @@ export class Agent {
       for (const w of result.warnings) log.warn('publish_warning', { name: result.name, version: result.version, warning: w });
       const { signed, ...rest } = result;
       if (!result.unchanged) void this.swarm?.announcePublished(signed);
+      return rest;
+    }).then(async (rest) => {
+      // After the lock: GC takes it. A forced publish leaves the replaced version's chunks as garbage.
+      if (rest.unchanged) return rest;
+      const protect = this.swarm ? await this.swarm.protectedManifests() : new Set((await this.store.index.listInstalls()).map((r) => r.manifestId));
+      await this.budget.tidy(protect.add(rest.manifestId), `published ${rest.name}@${rest.version}`);
       return rest;
     });
   }
@@ -295,7 +307,7 @@ export class Agent {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       memory: memoryNow(),
       bandwidth: { upload: this.uploadLimit.stats(), download: this.downloadLimit.stats() },
-      store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length },
+      store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length, ...(await this.budget.status()) },
       runtimes,
     };
   }
