@@ -348,7 +348,7 @@ function renderBandwidth(b: Record<string, any>): string {
 /** The disk budget lines of `status`: usage against the budget and the watermarks, GC, what waits for space. */
 function renderDisk(st: Record<string, any>): string[] {
   const fsLine = st.filesystem
-    ? `; filesystem ${st.filesystem.usedPercent} % used (GC above ${st.highWatermarkPercent} %, down to ${st.lowWatermarkPercent} %${st.highWatermarkPercent >= 100 ? ': off' : ''})`
+    ? `; the store is ${st.filesystem.storePercent} % of its filesystem (${st.filesystem.usedPercent} % used; watermarks ${st.highWatermarkPercent >= 100 ? 'off' : `${st.highWatermarkPercent} % / ${st.lowWatermarkPercent} %`})`
     : '';
   const lines = [`disk       ${formatBytes(st.usageBytes ?? 0)} used of ${st.maxBytes === null ? 'no budget' : `a budget of ${formatBinary(st.maxBytes)}`}${fsLine}`];
   const last = st.gc.lastRun;

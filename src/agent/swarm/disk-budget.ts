@@ -1,5 +1,5 @@
-// The disk budget: how much the store may take (store.maxBytes) and how full its filesystem may get (the
-// high and low watermarks), counted on the agent's own files only. Three jobs:
+// The disk budget: how much the store may take, as bytes (store.maxBytes) and as a share of the filesystem
+// holding the data dir (the high and low watermarks), counted on the agent's own files only. Three jobs:
 //
 //  - admit(): before a download starts, check that it fits, after what GC can free (src/store/gc.ts). A
 //    download that does not fit is refused with one sentence and waits; it is not retried in a loop.
@@ -81,45 +81,42 @@ export class DiskBudget {
     const treeNeed = manifestBytes(sm.manifest);
     const credit = ctx.replaces ? await this.freedByReplacing(ctx.replaces, sm) : 0;
 
-    // The budget: the store's own bytes.
-    const max = this.budget.maxBytes;
-    if (max !== null) {
-      let usage = await this.usage();
-      const over = () => usage + ctx.reservedBytes + storeNeed - credit;
-      if (over() > max) {
-        usage = (await this.collect(ctx.protect, max - ctx.reservedBytes - storeNeed + credit, `budget, for ${label}`)).after.bytes;
-      }
-      if (over() > max) {
-        return {
-          ok: false, kind: 'budget', retryWhen: { storeShrinks: true },
-          sentence: `${label} needs ${formatBinary(storeNeed)} more in the store, but the store budget is ${formatBinary(max)} ` +
-            `(store.maxBytes or --store-max-bytes) and ${formatBinary(usage + ctx.reservedBytes)} of it stay in use after GC ` +
-            `(runtimes installed here, transfers in progress, runtimes kept for the fleet); it is retried when the store shrinks or the budget is raised`,
-        };
-      }
+    // The budget and the high watermark, both on the agent's own bytes: the watermarks are shares of the
+    // filesystem holding the data dir, so other programs' files there never make the agent evict or refuse.
+    let fs = await this.fsView(this.store.chunks.dir);
+    const fsSize = fs.usedBytes + fs.availBytes;
+    const max = this.budget.maxBytes ?? Infinity;
+    const high = this.budget.highWatermark;
+    const highBytes = high < 100 ? fsSize * (high / 100) : Infinity;
+    const lowBytes = high < 100 ? fsSize * (this.budget.lowWatermark / 100) : Infinity;
+    const adds = ctx.reservedBytes + storeNeed - credit;
+    let usage = await this.usage();
+    if (usage + adds > Math.min(max, highBytes)) {
+      // Past the high watermark GC goes down to the low one, so that it does not run again at the next download.
+      const target = Math.min(max, usage + adds > highBytes ? lowBytes : Infinity) - adds;
+      usage = (await this.collect(ctx.protect, target, `${usage + adds > max ? 'budget' : 'high watermark'}, for ${label}`)).after.bytes;
+    }
+    if (usage + adds > max) {
+      return {
+        ok: false, kind: 'budget', retryWhen: { storeShrinks: true },
+        sentence: `${label} needs ${formatBinary(storeNeed)} more in the store, but the store budget is ${formatBinary(max)} ` +
+          `(store.maxBytes or --store-max-bytes) and ${formatBinary(usage + ctx.reservedBytes)} of it stay in use after GC ` +
+          `(runtimes installed here, transfers in progress, runtimes kept for the fleet); it is retried when the store shrinks or the budget is raised`,
+      };
+    }
+    if (usage + adds > highBytes) {
+      const pct = Math.round((100 * (usage + adds)) / fsSize);
+      return {
+        ok: false, kind: 'watermark', retryWhen: { storeShrinks: true },
+        sentence: `${label} would bring the store to ${formatBinary(usage + adds)}, ${pct} % of the filesystem holding ${this.store.dataDir}, ` +
+          `over its high watermark of ${high} % (store.highWatermark) even after GC; it is retried when the store shrinks or the watermark is raised`,
+      };
     }
 
-    // The filesystems: the store's (with the tree, when the runtimes dir shares it), then the runtimes dir's.
+    // Real space: the store's filesystem (with the tree, when the runtimes dir shares it), then the runtimes dir's.
     const sameFs = await this.sameFilesystem();
     const fsNeed = storeNeed + ctx.reservedBytes + (sameFs ? treeNeed : 0);
-    let fs = await this.fsView(this.store.chunks.dir);
-    const high = this.budget.highWatermark;
-    const highBytes = (fs.usedBytes + fs.availBytes) * (high / 100);
-    if (high < 100 && fs.usedBytes + fsNeed > highBytes) {
-      const lowBytes = (fs.usedBytes + fs.availBytes) * (this.budget.lowWatermark / 100);
-      const usage = await this.usage();
-      await this.collect(ctx.protect, usage - (fs.usedBytes + fsNeed - lowBytes), `high watermark, for ${label}`);
-      fs = await this.fsView(this.store.chunks.dir);
-      if (fs.usedBytes + fsNeed > highBytes) {
-        const pct = Math.round((100 * (fs.usedBytes + fsNeed)) / (fs.usedBytes + fs.availBytes));
-        return {
-          ok: false, kind: 'watermark',
-          retryWhen: { path: this.store.chunks.dir, availAtLeast: fs.availBytes + (fs.usedBytes + fsNeed - highBytes) },
-          sentence: `${label} needs ${formatBinary(fsNeed)} on the filesystem holding ${this.store.dataDir}, which would fill it to ${pct} %, ` +
-            `over its high watermark of ${high} % (store.highWatermark) even after GC; it is retried when space frees up`,
-        };
-      }
-    } else if (fsNeed > fs.availBytes) {
+    if (fsNeed > fs.availBytes) {
       await this.collect(ctx.protect, Infinity, `disk space, for ${label}`);
       fs = await this.fsView(this.store.chunks.dir);
     }
@@ -146,18 +143,18 @@ export class DiskBudget {
    * manifests when the budget or the high watermark is crossed, down to the budget and the low watermark.
    */
   async tidy(protect: Set<string>, reason: string): Promise<EvictionResult | null> {
-    let target = this.budget.maxBytes ?? Infinity;
-    if (this.budget.highWatermark < 100) {
-      const fs = await this.fsView(this.store.chunks.dir).catch(() => null);
-      if (fs && fs.usedPercent > this.budget.highWatermark) {
-        const lowBytes = (fs.usedBytes + fs.availBytes) * (this.budget.lowWatermark / 100);
-        target = Math.min(target, (await this.usage()) - (fs.usedBytes - lowBytes));
+    try {
+      let target = this.budget.maxBytes ?? Infinity;
+      if (this.budget.highWatermark < 100) {
+        const fs = await this.fsView(this.store.chunks.dir);
+        const fsSize = fs.usedBytes + fs.availBytes;
+        if ((await this.usage()) > fsSize * (this.budget.highWatermark / 100)) target = Math.min(target, fsSize * (this.budget.lowWatermark / 100));
       }
-    }
-    return this.collect(protect, target, reason).catch((err) => {
+      return await this.collect(protect, target, reason);
+    } catch (err) {
       log.warn('gc_failed', { error: errorText(err) });
       return null;
-    });
+    }
   }
 
   /** Runs GC under the daemon's lock; logs and counts what it freed. */
@@ -295,13 +292,15 @@ export class DiskBudget {
   /** For `status`: usage, budget, watermarks, the filesystem, what GC freed, what waits for space. */
   async status() {
     const fs = await this.fsView(this.store.chunks.dir).catch(() => null);
+    const usageBytes = await this.usage().catch(() => this.lastUsage);
     return {
-      usageBytes: await this.usage().catch(() => this.lastUsage),
+      usageBytes,
       maxBytes: this.budget.maxBytes,
       highWatermarkPercent: this.budget.highWatermark,
       lowWatermarkPercent: this.budget.lowWatermark,
       filesystem: fs && { path: this.store.dataDir, totalBytes: fs.totalBytes, usedBytes: fs.usedBytes, availableBytes: fs.availBytes,
-        usedPercent: Math.round(fs.usedPercent * 10) / 10 },
+        usedPercent: Math.round(fs.usedPercent * 10) / 10,
+        storePercent: usageBytes === null ? null : Math.round((1000 * usageBytes) / Math.max(1, fs.usedBytes + fs.availBytes)) / 10 },
       gc: { runs: this.totals.runs, files: this.totals.files, freedBytes: this.totals.bytes, evictedManifests: this.totals.manifests, lastRun: this.lastRun },
       waitingForSpace: [...this.waiting.values()].map((w) => ({
         manifestId: w.manifestId, name: w.name, version: w.version, kind: w.kind, reason: w.reason, since: new Date(w.since).toISOString(),
