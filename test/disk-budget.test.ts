@@ -238,3 +238,58 @@ asRoot('a full disk stops the transfer with nothing half-written, and it resumes
   const v = await b.json(['verify']);
   t.deepEqual([v.missing, v.corrupt], [[], []]);
 });
+
+asRoot('a full runtimes dir stops the install with its staging dir removed, and it installs once space returns', async (t) => {
+  const root = await tmpDir(t);
+  const [a] = await startFleet(t, root, 1);
+  const addr = (await a.json(['status'])).addresses[0] as string;
+  // b's runtimes dir is a 24 MiB tmpfs: the tree is extracted there while the chunks arrive.
+  const bDir = path.join(root, 'a1');
+  const runtimes = path.join(bDir, 'runtimes');
+  await fs.mkdir(runtimes, { recursive: true });
+  await execFileP('mount', ['-t', 'tmpfs', '-o', 'size=24m,mode=0755', 'tmpfs', runtimes]);
+  t.teardown(() => execFileP('umount', [runtimes]).catch(() => execFileP('umount', ['-l', runtimes])).then(() => {}, () => {}));
+  const b = await joinFleet(t, a, bDir, addr, ['--max-download-rate', '2MiB']);
+
+  const src = path.join(root, 'fulltree');
+  await makeRuntimeTree(src, { name: 'fulltree', version: '1.0.0', bulkBytes: 12 * MiB });
+  const pub = await a.json(['publish', src]);
+  await waitFor('b extracts part of fulltree', async () => {
+    const tr = (await b.json(['status'])).swarm.transfers.find((x: any) => x.name === 'fulltree');
+    return tr && tr.installedChunks >= 2;
+  }, 120_000, 100);
+
+  const filler = path.join(runtimes, 'filler');
+  const fh = await fs.open(filler, 'w');
+  for (const piece of [MiB, 64 * 1024, 4096]) {
+    const buf = Buffer.alloc(piece, 1);
+    for (;;) {
+      try {
+        if ((await fh.write(buf)).bytesWritten < piece) break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+        break;
+      }
+    }
+  }
+  await fh.close();
+
+  const s = await waitFor('b reports the full runtimes dir', async () => {
+    const st = await b.json(['status']);
+    return st.store.waitingForSpace.find((w: any) => w.kind === 'disk-full') && !st.swarm.transfers.length ? st : null;
+  }, 120_000, 300);
+  t.is(s.store.waitingForSpace[0].manifestId, pub.manifestId);
+  t.regex(s.store.waitingForSpace[0].reason, /^fulltree@1\.0\.0 stopped: the disk is full \(ENOSPC: /);
+  t.deepEqual(await listAll(path.join(runtimes, '.joblet-agent', 'staging')), [], 'the staging dir is gone');
+  t.false(await fs.access(path.join(runtimes, 'fulltree')).then(() => true, () => false));
+  t.deepEqual((await listAll(b.dataDir)).filter((p) => p.includes('.tmp-')), []);
+  await new Promise((r) => setTimeout(r, 8_000));
+  t.is(count(b.logs(), 'disk_full name=fulltree'), 1);
+  t.is(count(b.logs(), 'install_failed name=fulltree'), 0);
+  t.is(count(b.logs(), 'fetch_failed name=fulltree'), 0);
+
+  await fs.rm(filler);
+  await waitFor('b installs fulltree after space returned', async () => (await installedManifest(b, 'fulltree')) === pub.manifestId, 180_000, 300);
+  t.deepEqual(await comparable(path.join(runtimes, 'fulltree', '1.0.0')), await comparable(path.join(a.runtimesDir, 'fulltree', '1.0.0')));
+  t.deepEqual(await listAll(path.join(runtimes, '.joblet-agent', 'staging')), []);
+});
