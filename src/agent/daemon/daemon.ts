@@ -210,7 +210,14 @@ export class Agent {
       // After the lock: GC takes it. A forced publish leaves the replaced version's chunks as garbage.
       if (rest.unchanged) return rest;
       const protect = this.swarm ? await this.swarm.protectedManifests() : new Set((await this.store.index.listInstalls()).map((r) => r.manifestId));
-      await this.budget.tidy(protect.add(rest.manifestId), `published ${rest.name}@${rest.version}`);
+      const gc = await this.budget.tidy(protect.add(rest.manifestId), `published ${rest.name}@${rest.version}`);
+      const max = this.budget.budget.maxBytes;
+      if (gc && max !== null && gc.after.bytes > max) {
+        // A publish is not refused for the budget (the package is already read): say that the store is over it.
+        const w = `the store now takes ${gc.after.bytes} bytes, over its budget of ${max} (store.maxBytes): GC could not evict enough, since installed and published runtimes are kept`;
+        rest.warnings.push(w);
+        log.warn('publish_warning', { name: rest.name, version: rest.version, warning: w });
+      }
       return rest;
     });
   }

@@ -378,9 +378,17 @@ export class Swarm implements DownloadHost {
       }
     }
     let asked = 0;
+    // The newest createdAt held here per name@version: a peer's older manifest of it is not fetched (GC may
+    // have evicted it here; fetching it again each round would be a loop).
+    const newest = new Map<string, number>();
+    for (const sm of await this.store.index.listManifests()) {
+      const k = `${sm.manifest.runtime.name}@${sm.manifest.runtime.version}`;
+      newest.set(k, Math.max(newest.get(k) ?? -Infinity, Date.parse(sm.manifest.createdAt)));
+    }
     for (const e of listing.manifests) {
       if (asked >= MAX_NEW_PER_SYNC) break;
       if (this.isTombstoned(e.name, e.version, e.createdAt) || this.refused.has(e.id)) continue;
+      if (Date.parse(e.createdAt) < (newest.get(`${e.name}@${e.version}`) ?? -Infinity)) continue;
       // A listed publisher we do not trust: its manifest would be refused after the fetch, so do not fetch.
       if (e.publisher !== undefined && !isTrustedKey(e.publisher, this.trusted())) {
         if (!this.untrustedLogged.has(e.id)) {
