@@ -37,7 +37,7 @@ async function versionTree(dir: string, name: string, seed: string, bulkBytes: n
   await fs.writeFile(path.join(dir, 'isolated/lib/a-shared.so'), seededBytes(3 * MiB, 'shared'));
 }
 
-test.serial('store budget and watermarks come from the config and the flags; bad values are refused by name', async (t) => {
+test('store budget and watermarks come from the config and the flags; bad values are refused by name', async (t) => {
   const root = await tmpDir(t);
   const dir = path.join(root, 'a');
   const etc = path.join(dir, 'etc');
@@ -132,7 +132,7 @@ test.serial('a package larger than the budget is refused once with one sentence,
   await waitFor('b refuses toobig', async () => b.logs().includes('download_refused name=toobig'), 60_000, 300);
   // Maintenance rounds (every 5 s while the fleet is busy) and anti-entropy look at the manifest again and again:
   // none of them may try again while nothing changed.
-  await new Promise((r) => setTimeout(r, 16_000));
+  await new Promise((r) => setTimeout(r, 11_000));
   t.is(count(b.logs(), 'download_refused name=toobig'), 1, 'refused once, not in a loop');
   t.is(count(b.logs(), 'download_started name=toobig'), 0);
   t.is(count(b.logs(), 'install_failed name=toobig'), 0);
@@ -217,7 +217,7 @@ asRoot('a full disk stops the transfer with nothing half-written, and it resumes
   t.false(await fs.access(path.join(b.runtimesDir, 'fullrt')).then(() => true, () => false));
 
   // A local condition, not a peer's fault: no peer error, no failed install, no retry while the disk stays full.
-  await new Promise((r) => setTimeout(r, 12_000));
+  await new Promise((r) => setTimeout(r, 8_000));
   t.is(count(b.logs(), 'disk_full name=fullrt'), 1, 'stopped once, not fetched again and again');
   t.is(count(b.logs(), 'fetch_failed name=fullrt'), 0);
   t.is(count(b.logs(), 'install_failed name=fullrt'), 0);
