@@ -147,7 +147,9 @@ test.serial('a package larger than the budget is refused once with one sentence,
   const entry = s.swarm.fleet.find((f: any) => f.manifestId === pub.manifestId);
   t.is(entry.waitingForSpaceHere.kind, 'budget');
   t.false(entry.installedHere);
-  t.true((await b.run(['status'])).stdout.includes(`waiting    toobig@1.0.0: ${w.reason}`));
+  const human = (await b.run(['status'])).stdout;
+  t.true(human.includes(`waiting    toobig@1.0.0: ${w.reason}`));
+  t.regex(human, /toobig +1\.0\.0 +\d+ +waiting for space \(budget\)/);
   const m = await scrape(b);
   t.true(m.includes('joblet_agent_downloads_refused_total{reason="budget"} 1'));
   t.is(series(m, 'joblet_agent_downloads_waiting_for_space'), 1);

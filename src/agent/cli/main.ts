@@ -392,7 +392,7 @@ function renderStatus(s: Record<string, any>): string {
   lines.push('', `fleet (${w.fleetHostsSeen} hosts seen)`);
   if (w.fleet.length) {
     lines.push(table(['NAME', 'VERSION', 'HOSTS', 'HERE', 'MANIFEST'], w.fleet.map((f: any) => [
-      f.name, f.version, String(f.hosts.length), f.installedHere ? 'installed' : f.skippedHere ? `skipped: ${f.skippedHere}` : 'not yet', shortId(f.manifestId),
+      f.name, f.version, String(f.hosts.length), f.installedHere ? 'installed' : f.skippedHere ? `skipped: ${f.skippedHere}` : f.waitingForSpaceHere ? `waiting for space (${f.waitingForSpaceHere.kind})` : 'not yet', shortId(f.manifestId),
     ])));
   }
   lines.push('', `uploads    ${w.uploads.chunksServed} chunks, ${formatBytes(w.uploads.bytesServed)} served; ${w.uploads.active} active`);

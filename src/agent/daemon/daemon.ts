@@ -295,8 +295,8 @@ export class Agent {
   }
 
   async status() {
-    const [usage, runtimes, manifests] = await Promise.all([
-      this.store.chunks.usage(), this.store.index.listInstalls(), this.store.index.listManifests(),
+    const [disk, runtimes, manifests] = await Promise.all([
+      this.budget.status(), this.store.index.listInstalls(), this.store.index.listManifests(),
     ]);
     return {
       version: AGENT_VERSION,
@@ -314,7 +314,7 @@ export class Agent {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       memory: memoryNow(),
       bandwidth: { upload: this.uploadLimit.stats(), download: this.downloadLimit.stats() },
-      store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length, ...(await this.budget.status()) },
+      store: { ...disk, manifests: manifests.length },
       runtimes,
     };
   }

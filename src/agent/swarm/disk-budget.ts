@@ -90,7 +90,8 @@ export class DiskBudget {
     const highBytes = high < 100 ? fsSize * (high / 100) : Infinity;
     const lowBytes = high < 100 ? fsSize * (this.budget.lowWatermark / 100) : Infinity;
     const adds = ctx.reservedBytes + storeNeed - credit;
-    let usage = await this.usage();
+    // Neither a budget nor a watermark: nothing to count (the scan stats every chunk file).
+    let usage = max === Infinity && highBytes === Infinity ? 0 : await this.usage();
     if (usage + adds > Math.min(max, highBytes)) {
       // Past the high watermark GC goes down to the low one, so that it does not run again at the next download.
       const target = Math.min(max, usage + adds > highBytes ? lowBytes : Infinity) - adds;
@@ -292,8 +293,13 @@ export class DiskBudget {
   /** For `status`: usage, budget, watermarks, the filesystem, what GC freed, what waits for space. */
   async status() {
     const fs = await this.fsView(this.store.chunks.dir).catch(() => null);
-    const usageBytes = await this.usage().catch(() => this.lastUsage);
+    // One scan for both the budget's count and the chunk count of `status` (a scan stats every chunk file).
+    const usage = await ownUsage(this.store);
+    this.lastUsage = usage.bytes;
+    const usageBytes = usage.bytes;
     return {
+      chunks: usage.chunks,
+      bytes: usage.chunkBytes,
       usageBytes,
       maxBytes: this.budget.maxBytes,
       highWatermarkPercent: this.budget.highWatermark,
