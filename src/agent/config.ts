@@ -36,6 +36,8 @@ export interface AgentConfig {
   bandwidth: Bandwidth;
   /** HOST:PORT of the read-only HTTP endpoint (metrics, health, dashboard), or 'off'. */
   http: string;
+  /** The disk budget of the store and the watermarks of its filesystem (see swarm/disk-budget.ts). */
+  store: StoreBudget;
   logFormat: LogFormat;
   logLevel: LogLevel;
   /** 'auto': check installed trees every repairInterval and repair those that differ; 'off': only on command. */
@@ -45,6 +47,13 @@ export interface AgentConfig {
 }
 
 export interface Bandwidth { upload: number | null; download: number | null }
+
+/**
+ * maxBytes: what the agent's own files in the data dir may take (null = no budget). The watermarks are
+ * percentages of the filesystem holding the data dir: above `highWatermark` GC runs until `lowWatermark`
+ * is reached, and a download that would cross it is refused; 100 turns the watermark off.
+ */
+export interface StoreBudget { maxBytes: number | null; highWatermark: number; lowWatermark: number }
 
 export const DEFAULTS: AgentConfig = {
   dataDir: '/var/lib/joblet-agent',
@@ -62,6 +71,7 @@ export const DEFAULTS: AgentConfig = {
   maxUploads: 8,
   bandwidth: { upload: null, download: null },
   http: DEFAULT_HTTP,
+  store: { maxBytes: null, highWatermark: 85, lowWatermark: 75 },
   logFormat: 'text',
   logLevel: 'info',
   repair: 'off',
@@ -69,7 +79,7 @@ export const DEFAULTS: AgentConfig = {
 };
 
 /** Flags as given on the command line; undefined means "not given". */
-export type ConfigFlags = Partial<{ [K in keyof AgentConfig]: K extends 'bandwidth' ? Partial<Bandwidth> : AgentConfig[K] }>;
+export type ConfigFlags = Partial<{ [K in keyof AgentConfig]: K extends 'bandwidth' ? Partial<Bandwidth> : K extends 'store' ? Partial<StoreBudget> : AgentConfig[K] }>;
 
 const KEYS = new Set(Object.keys(DEFAULTS));
 const PATH_KEYS = ['dataDir', 'runtimesDir', 'socket', 'fleetKey', 'publisherKey'] as const;
@@ -93,6 +103,7 @@ export async function loadConfig(configPath: string | undefined, flags: ConfigFl
     for (const [k, v] of Object.entries(src)) {
       // bandwidth is merged per direction: --max-upload-rate must not drop the config's download cap.
       if (k === 'bandwidth' && v) merged.bandwidth = { ...merged.bandwidth, ...stripUndefined(v as Partial<Bandwidth>) };
+      else if (k === 'store' && v) merged.store = { ...merged.store, ...stripUndefined(v as Partial<StoreBudget>) };
       else if (v !== undefined) (merged as unknown as Record<string, unknown>)[k] = v;
     }
   }
@@ -117,6 +128,9 @@ function checkChoices(c: AgentConfig, where: string): void {
   if ((parseDuration(c.repairInterval) ?? 0) < 1000) {
     throw new UserError(`invalid repairInterval "${c.repairInterval}" (from --repair-interval or ${where}): give a duration of at least 1s, like 10m, 1h or 30s`);
   }
+  if (c.store.lowWatermark > c.store.highWatermark) {
+    throw new UserError(`store.lowWatermark ${c.store.lowWatermark} % is above store.highWatermark ${c.store.highWatermark} % (from the flags or ${where}): the low watermark is where GC stops, so it must not be above the high one`);
+  }
   if (!LOG_LEVELS.includes(c.logLevel)) throw new UserError(`invalid logLevel "${c.logLevel}" (from --log-level or ${where}): give one of ${LOG_LEVELS.join(', ')}`);
 }
 
@@ -136,6 +150,7 @@ function parseConfigFile(text: string, file: string): ConfigFlags {
     const want = DEFAULTS[k as keyof AgentConfig];
     const bad = () => new UserError(`invalid config file ${file}: "${k}" must be ${describe(k)}`);
     if (k === 'bandwidth') { out[k] = parseBandwidth(v, file); continue; }
+    if (k === 'store') { out[k] = parseStoreBudget(v, file); continue; }
     if (v === null) { out[k] = k === 'fleetKey' || k === 'publisherKey' || k === 'zone' || k === 'owner' ? null : want; continue; }
     if (Array.isArray(want)) {
       if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw bad();
@@ -174,6 +189,39 @@ function parseBandwidth(v: unknown, file: string): Partial<Bandwidth> {
     out[dir] = bytes;
   }
   return out;
+}
+
+/** `store: { maxBytes: 400MiB, highWatermark: 85%, lowWatermark: 75% }`; every key optional. */
+function parseStoreBudget(v: unknown, file: string): Partial<StoreBudget> {
+  if (v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) {
+    throw new UserError(`invalid config file ${file}: "store" must be a mapping like { maxBytes: 400MiB, highWatermark: 85%, lowWatermark: 75% }`);
+  }
+  const out: Partial<StoreBudget> = {};
+  for (const [key, value] of Object.entries(v as Record<string, unknown>)) {
+    if (key === 'maxBytes') {
+      if (value === null) { out.maxBytes = null; continue; }
+      const bytes = parseSize(value);
+      if (bytes === null) throw new UserError(`invalid config file ${file}: "store.maxBytes" must be a size like 400MiB or 2GB, got ${JSON.stringify(value)}`);
+      out.maxBytes = bytes;
+    } else if (key === 'highWatermark' || key === 'lowWatermark') {
+      const pct = parsePercent(value);
+      if (pct === null) throw new UserError(`invalid config file ${file}: "store.${key}" must be a percentage of the filesystem from 1 to 100 like 85%, got ${JSON.stringify(value)}`);
+      out[key] = pct;
+    } else {
+      throw new UserError(`invalid config file ${file}: unknown key "store.${key}"`);
+    }
+  }
+  return out;
+}
+
+/** 85, "85" or "85%" -> 85; null unless 1..100. */
+export function parsePercent(value: unknown): number | null {
+  const text = typeof value === 'number' ? String(value) : typeof value === 'string' ? value.trim() : '';
+  const m = /^(\d+(?:\.\d+)?)\s*%?$/.exec(text);
+  if (!m) return null;
+  const n = Number(m[1]);
+  return n >= 1 && n <= 100 ? n : null;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

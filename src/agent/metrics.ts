@@ -40,6 +40,21 @@ class AgentMetrics {
     if (this.pendingDurations.length < 10_000) this.pendingDurations.push((Date.now() - since) / 1000);
   }
 
+  /** Disk budget (swarm/disk-budget.ts): what GC freed, downloads refused for space, transfers a full disk stopped. */
+  readonly gc = { runs: 0, files: 0, bytes: 0 };
+  readonly refusedForSpace: Record<string, number> = {};
+  diskFullStops = 0;
+
+  gcFreed(files: number, bytes: number): void {
+    this.gc.runs++;
+    this.gc.files += files;
+    this.gc.bytes += bytes;
+  }
+
+  downloadRefused(kind: string): void {
+    this.refusedForSpace[kind] = (this.refusedForSpace[kind] ?? 0) + 1;
+  }
+
   /** Hand the observed durations to the exporter (each is observed once). */
   takeDurations(): number[] {
     const out = this.pendingDurations;

@@ -387,7 +387,8 @@ export class ChunkStore {
       try {
         const { bytesWritten } = await handle.writev([header, stored]);
         if (bytesWritten !== header.length + stored.length) {
-          throw new Error(`short write to ${temp}: ${bytesWritten} of ${header.length + stored.length} bytes`);
+          // A regular file takes a short write only when its disk or quota is full: say so, so callers treat it as such.
+          throw Object.assign(new Error(`short write to ${temp}: ${bytesWritten} of ${header.length + stored.length} bytes (ENOSPC: no space left)`), { code: 'ENOSPC' });
         }
         await handle.sync();
       } finally {

@@ -18,6 +18,9 @@ const START_OPTIONS = `  --config FILE              config file (default /etc/jo
   --no-mdns                  do not look for peers on the local network
   --owner USER:GROUP         owner of installed runtimes (default: the daemon's user)
   --max-package-bytes N      refuse runtimes that unpack to more than N bytes
+  --store-max-bytes SIZE     disk budget of the store (e.g. 400MiB); GC evicts what the fleet no longer needs
+  --store-high-watermark PCT GC runs when the data dir's filesystem is fuller than this (default 85%; 100 = off)
+  --store-low-watermark PCT  where GC stops (default 75%)
   --http HOST:PORT|off       read-only HTTP endpoint: /metrics, /healthz, /readyz and the dashboard at /
                              (default 127.0.0.1:7947; port 0 picks a free port; off disables it)
   --log-format text|json     one line per event on stderr (default text)

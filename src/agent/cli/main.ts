@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { callDaemon, UserError } from '../control.js';
-import { clientSocket, isPlaceholderConfig, loadConfig, renderConfig, DEFAULT_CONFIG_PATH, ZONE_RE, type ConfigFlags } from '../config.js';
+import { clientSocket, isPlaceholderConfig, loadConfig, parsePercent, renderConfig, DEFAULT_CONFIG_PATH, ZONE_RE, type ConfigFlags } from '../config.js';
 import { formatBytes, printable, ProgressBar, shortId, table } from './format.js';
 import { log, configureLog, errorText } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
@@ -28,6 +28,7 @@ commands:
           [--trust PUBKEY-or-FILE]... [--publisher-key FILE] [--zone NAME] [--no-mdns]
           [--owner USER:GROUP] [--max-package-bytes N]
           [--max-upload-rate RATE] [--max-download-rate RATE]
+          [--store-max-bytes SIZE] [--store-high-watermark PCT] [--store-low-watermark PCT]
           [--http HOST:PORT|off] [--log-format text|json] [--log-level LEVEL]
           [--repair off|auto] [--repair-interval DUR]   run the agent in the foreground
   publish PKG [--force] [--no-install] [--json]
@@ -69,6 +70,9 @@ const START_OPTIONS = {
   'max-package-bytes': { type: 'string' },
   'max-upload-rate': { type: 'string' },
   'max-download-rate': { type: 'string' },
+  'store-max-bytes': { type: 'string' },
+  'store-high-watermark': { type: 'string' },
+  'store-low-watermark': { type: 'string' },
   http: { type: 'string' },
   'log-format': { type: 'string' },
   'log-level': { type: 'string' },
@@ -110,11 +114,13 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
   };
   const upload = rate('max-upload-rate');
   const download = rate('max-download-rate');
+  const store = storeFlags(v);
   if (typeof v.zone === 'string' && !ZONE_RE.test(v.zone)) {
     throw new UsageError(`--zone ${JSON.stringify(printable(v.zone))} is not a zone label: use 1-64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)`);
   }
   return {
     bandwidth: upload === undefined && download === undefined ? undefined : { upload, download },
+    store,
     dataDir: abs(v['data-dir']),
     runtimesDir: abs(v['runtimes-dir']),
     socket: abs(v.socket),
@@ -133,6 +139,23 @@ function startFlags(v: Record<string, unknown>): ConfigFlags {
     repair: v.repair as ConfigFlags['repair'],
     repairInterval: v['repair-interval'] as string | undefined,
   };
+}
+
+/** --store-max-bytes 400MiB, --store-high-watermark 85%, --store-low-watermark 75%; undefined when none is given. */
+function storeFlags(v: Record<string, unknown>): ConfigFlags['store'] {
+  const out: NonNullable<ConfigFlags['store']> = {};
+  if (v['store-max-bytes'] !== undefined) {
+    const bytes = parseSize(v['store-max-bytes']);
+    if (bytes === null) throw new UsageError(`--store-max-bytes must be a size like 400MiB or 2GB, got "${String(v['store-max-bytes'])}"`);
+    out.maxBytes = bytes;
+  }
+  for (const [flag, key] of [['store-high-watermark', 'highWatermark'], ['store-low-watermark', 'lowWatermark']] as const) {
+    if (v[flag] === undefined) continue;
+    const pct = parsePercent(v[flag]);
+    if (pct === null) throw new UsageError(`--${flag} must be a percentage of the filesystem from 1 to 100 like 85%, got "${String(v[flag])}"`);
+    out[key] = pct;
+  }
+  return Object.keys(out).length ? out : undefined;
 }
 
 async function cmdStart(argv: string[]): Promise<void> {
@@ -339,6 +362,19 @@ function renderRepair(r: Record<string, any> | undefined): string {
   return `${mode}${last}${recent}${r.chunksDropped ? `; ${r.chunksDropped} corrupt chunk files dropped` : ''}`;
 }
 
+/** The disk budget lines of `status`: usage against the budget and the watermarks, GC, what waits for space. */
+function renderDisk(st: Record<string, any>): string[] {
+  const fsLine = st.filesystem
+    ? `; the store is ${st.filesystem.storePercent} % of its filesystem (${st.filesystem.usedPercent} % used; watermarks ${st.highWatermarkPercent >= 100 ? 'off' : `${st.highWatermarkPercent} % / ${st.lowWatermarkPercent} %`})`
+    : '';
+  const lines = [`disk       ${formatBytes(st.usageBytes ?? 0)} used of ${st.maxBytes === null ? 'no budget' : `a budget of ${formatBinary(st.maxBytes)}`}${fsLine}`];
+  const last = st.gc.lastRun;
+  lines.push(`gc         ${st.gc.files} files, ${formatBytes(st.gc.freedBytes)} freed in ${st.gc.runs} runs, ${st.gc.evictedManifests} superseded manifests evicted` +
+    (last ? `; last ${last.at} (${last.reason}): ${formatBytes(last.bytes)}` : ''));
+  for (const w of st.waitingForSpace) lines.push(`waiting    ${w.name}@${w.version}: ${w.reason}`);
+  return lines;
+}
+
 function renderStatus(s: Record<string, any>): string {
   const lines = [
     `agent      ${s.peerId} (joblet-agent ${s.version}, ${s.arch}${s.zone ? `, zone ${printable(String(s.zone))}` : ''}, up ${s.uptimeSeconds}s)`,
@@ -350,6 +386,7 @@ function renderStatus(s: Record<string, any>): string {
     `store      ${s.store.chunks} chunks, ${formatBytes(s.store.bytes)}, ${s.store.manifests} manifests`,
     `bandwidth  ${renderBandwidth(s.bandwidth)}`,
     `repair     ${renderRepair(s.repair)}`,
+    ...renderDisk(s.store),
     '',
     runtimesTable(s.runtimes),
   ];
@@ -373,7 +410,7 @@ function renderStatus(s: Record<string, any>): string {
   lines.push('', `fleet (${w.fleetHostsSeen} hosts seen)`);
   if (w.fleet.length) {
     lines.push(table(['NAME', 'VERSION', 'HOSTS', 'HERE', 'MANIFEST'], w.fleet.map((f: any) => [
-      f.name, f.version, String(f.hosts.length), f.installedHere ? 'installed' : f.skippedHere ? `skipped: ${f.skippedHere}` : 'not yet', shortId(f.manifestId),
+      f.name, f.version, String(f.hosts.length), f.installedHere ? 'installed' : f.skippedHere ? `skipped: ${f.skippedHere}` : f.waitingForSpaceHere ? `waiting for space (${f.waitingForSpaceHere.kind})` : 'not yet', shortId(f.manifestId),
     ])));
   }
   lines.push('', `uploads    ${w.uploads.chunksServed} chunks, ${formatBytes(w.uploads.bytesServed)} served; ${w.uploads.active} active`);

@@ -26,6 +26,7 @@ import type { FleetHostView } from '../swarm/swarm.js';
 import { startHttp, type HttpEndpoint } from './http/server.js';
 import { TreeKeeper } from './auto-repair.js';
 import { parseDuration } from '../units.js';
+import { DiskBudget } from '../swarm/disk-budget.js';
 
 
 export class Agent {
@@ -37,6 +38,8 @@ export class Agent {
   /** Host-wide bandwidth caps; uncapped limiters still measure, for `status`. */
   private readonly uploadLimit: RateLimiter;
   private readonly downloadLimit: RateLimiter;
+  /** store.maxBytes and the watermarks: admits downloads, runs GC, reports usage. */
+  readonly budget: DiskBudget;
   /** Ends long control requests (`wait`) when the daemon stops. */
   private readonly stopping = new AbortController();
   /** verify of installed trees, repair, repair: auto, and fetching again chunks dropped as corrupt. */
@@ -56,6 +59,7 @@ export class Agent {
       mode: config.repair, intervalMs: parseDuration(config.repairInterval)!,
     });
     store.chunks.onCorrupt = (id, error) => this.keeper.chunkDropped(id, error);
+    this.budget = new DiskBudget(store, config.runtimesDir, config.store, (fn) => this.mutex.run(fn));
   }
 
   static async start(config: AgentConfig): Promise<Agent> {
@@ -107,6 +111,7 @@ export class Agent {
       zone: c.zone, trust, publisherKey: this.publisherKey, maxUploads: c.maxUploads, store: this.store,
       install: { store: this.store, runtimes: this.runtimes, limits: this.limits(), owner: this.owner },
       mutex: this.mutex, fault: testFault(), uploadLimit: this.uploadLimit, downloadLimit: this.downloadLimit,
+      budget: this.budget,
     });
     log.info('joined_fleet', { peer: this.swarm.peerId, addresses: this.swarm.addresses(), zone: c.zone });
   }
@@ -146,6 +151,7 @@ export class Agent {
     this.keeper.stop();
     this.uploadLimit.close();
     this.downloadLimit.close();
+    this.budget.stop();
     if (swarm) await swarm.stop().catch((err) => log.error('leave_failed', { error: errorText(err) }));
     const server = this.server;
     this.server = null;
@@ -213,6 +219,19 @@ export class Agent {
       for (const w of result.warnings) log.warn('publish_warning', { name: result.name, version: result.version, warning: w });
       const { signed, ...rest } = result;
       if (!result.unchanged) void this.swarm?.announcePublished(signed);
+      return rest;
+    }).then(async (rest) => {
+      // After the lock: GC takes it. A forced publish leaves the replaced version's chunks as garbage.
+      if (rest.unchanged) return rest;
+      const protect = this.swarm ? await this.swarm.protectedManifests() : new Set((await this.store.index.listInstalls()).map((r) => r.manifestId));
+      const gc = await this.budget.tidy(protect.add(rest.manifestId), `published ${rest.name}@${rest.version}`);
+      const max = this.budget.budget.maxBytes;
+      if (gc && max !== null && gc.after.bytes > max) {
+        // A publish is not refused for the budget (the package is already read): say that the store is over it.
+        const w = `the store now takes ${gc.after.bytes} bytes, over its budget of ${max} (store.maxBytes): GC could not evict enough, since installed and published runtimes are kept`;
+        rest.warnings.push(w);
+        log.warn('publish_warning', { name: rest.name, version: rest.version, warning: w });
+      }
       return rest;
     });
   }
@@ -294,8 +313,8 @@ export class Agent {
   }
 
   async status() {
-    const [usage, runtimes, manifests] = await Promise.all([
-      this.store.chunks.usage(), this.store.index.listInstalls(), this.store.index.listManifests(),
+    const [disk, runtimes, manifests] = await Promise.all([
+      this.budget.status(), this.store.index.listInstalls(), this.store.index.listManifests(),
     ]);
     return {
       version: AGENT_VERSION,
@@ -313,7 +332,7 @@ export class Agent {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       memory: memoryNow(),
       bandwidth: { upload: this.uploadLimit.stats(), download: this.downloadLimit.stats() },
-      store: { chunks: usage.chunks, bytes: usage.bytes, manifests: manifests.length },
+      store: { ...disk, manifests: manifests.length },
       runtimes,
       repair: this.keeper.status(),
     };

@@ -12,6 +12,7 @@ import type { ChunkClient } from '../../protocol/chunk-exchange.js';
 import type { P2PNode } from './p2p-node.js';
 import { log } from '../log.js';
 import { metrics } from '../metrics.js';
+import { diskFullCode } from './disk-full.js';
 
 /** Sources per download: the nearest few plus some random ones, whatever the fleet size. */
 const NEAR_SOURCES = 8;
@@ -51,6 +52,8 @@ export class Download {
   private readonly sources = new Map<string, SourceStats>();
   private wake: (() => void) | null = null;
   private stopped = false;
+  /** Why the download stopped itself: a full disk here (see halt). */
+  private haltedBy: unknown = null;
   /** Chunks already on disk when this download started (a restart resumes from them). */
   readonly resumedChunks: number;
   fetchedChunks = 0;
@@ -110,7 +113,7 @@ export class Download {
   /** Resolves when every chunk is in the store; rejects only when stopped. */
   async run(): Promise<void> {
     while (!this.sched.isDone()) {
-      if (this.stopped) throw new Error('download stopped');
+      if (this.stopped) throw this.haltedBy ?? new Error('download stopped');
       const now = Date.now();
       if (now - this.lastPeerScan > 2000 || this.subs.size === 0) {
         this.lastPeerScan = now;
@@ -134,6 +137,15 @@ export class Download {
     this.stopped = true;
     this.closeSubs();
     this.wake?.();
+  }
+
+  /**
+   * Stop for a reason of this host (the disk is full): run() rejects with `err`. Nothing is charged to a
+   * peer, and no chunk is asked for again: another peer's copy would not fit either.
+   */
+  halt(err: unknown): void {
+    if (this.haltedBy === null) this.haltedBy = err;
+    this.stop();
   }
 
   peerGone(peer: string): void {
@@ -289,7 +301,10 @@ export class Download {
       }
       this.sched.delivered(peer, index, got.data.length, Math.max(1, performance.now() - started));
     } catch (err) {
-      if (err instanceof CorruptChunkError) {
+      if (diskFullCode(err) !== null) {
+        // This host's disk, not the peer: stop here rather than fetch the chunk again and again.
+        this.halt(err);
+      } else if (err instanceof CorruptChunkError) {
         this.swarm.peerSentCorrupt(peer, err);
       } else if (this.tokens.get(key) !== token) {
         // stale: this request was superseded; its failure says nothing about the current one

@@ -8,7 +8,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { machineArch } from '../../runtime/runtime-yml.js';
 import type { Store } from '../../store/store.js';
 import { manifestChunks, verifySignedManifest } from '../../store/manifest.js';
-import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
+import { CorruptChunkError, type ChunkRef, type SignedManifest } from '../../store/types.js';
 import { registerChunkServer, ChunkClient, type ChunkServer } from '../../protocol/chunk-exchange.js';
 import type { RateLimiter } from '../../protocol/rate-limit.js';
 import { serveCatalog, fetchDigest, fetchListing, fetchManifest, catalogDigest, MAX_LISTED_MANIFESTS, MAX_LISTED_REMOVALS, type CatalogListing } from '../../protocol/catalog.js';
@@ -30,6 +30,8 @@ import type { Mutex } from '../mutex.js';
 import { log, errorText, printable } from '../log.js';
 import { UserError } from '../errors.js';
 import { metrics } from '../metrics.js';
+import type { Admission, DiskBudget } from './disk-budget.js';
+import { diskFullCode } from './disk-full.js';
 import { localProgress, manifestProgress, parseProgress, progressFromNotes, progressSignature, wireProgress, type HostProgress } from './fleet-state.js';
 
 export const ANNOUNCE_TOPIC = '/joblet-agent/announce/1';
@@ -75,6 +77,8 @@ export interface SwarmOptions {
   /** Host-wide bandwidth caps (see rate-limit.ts), shared by every peer. */
   uploadLimit?: RateLimiter;
   downloadLimit?: RateLimiter;
+  /** The disk budget and watermarks: downloads are admitted by it, and wait on it when space runs out. */
+  budget?: DiskBudget;
   /** TEST ONLY, from JOBLET_AGENT_TEST_FAULT: serve corrupt chunks, or serve each chunk after a delay. */
   fault?: { corrupt?: boolean; delayMs?: number };
 }
@@ -119,6 +123,8 @@ export class Swarm implements DownloadHost {
   private readonly fetchesByPeer = new Map<string, number>();
   private readonly gossipRejected = { count: 0 };
   private maintaining = false;
+  /** Downloads whose space check is running (consider() may be called twice at once). */
+  private readonly admitting = new Set<string>();
   private maintenanceTimer: NodeJS.Timeout | undefined;
   private maintenanceDueAt = 0;
   private maintenanceDelay = MAINTENANCE_MIN_MS;
@@ -164,6 +170,12 @@ export class Swarm implements DownloadHost {
 
   private async init(): Promise<void> {
     this.updateCluster();
+    if (this.opts.budget) {
+      this.opts.budget.onEvicted = (ids) => {
+        this.digestCache = undefined; // the catalog no longer lists them
+        for (const id of ids) void unmarkNotForThisHost(this.store.index, id).catch(() => {});
+      };
+    }
     this.tombstones = (await this.store.index.getMeta<Tombstone[]>('tombstones')) ?? [];
     const fault = this.opts.fault;
     this.chunkServer = await registerChunkServer(this.node, this.store.chunks, {
@@ -222,6 +234,7 @@ export class Swarm implements DownloadHost {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.opts.budget?.stop();
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.maintenanceTimer);
     if (this.stateTimer) clearTimeout(this.stateTimer);
@@ -366,9 +379,17 @@ export class Swarm implements DownloadHost {
       }
     }
     let asked = 0;
+    // The newest createdAt held here per name@version: a peer's older manifest of it is not fetched (GC may
+    // have evicted it here; fetching it again each round would be a loop).
+    const newest = new Map<string, number>();
+    for (const sm of await this.store.index.listManifests()) {
+      const k = `${sm.manifest.runtime.name}@${sm.manifest.runtime.version}`;
+      newest.set(k, Math.max(newest.get(k) ?? -Infinity, Date.parse(sm.manifest.createdAt)));
+    }
     for (const e of listing.manifests) {
       if (asked >= MAX_NEW_PER_SYNC) break;
       if (this.isTombstoned(e.name, e.version, e.createdAt) || this.refused.has(e.id)) continue;
+      if (Date.parse(e.createdAt) < (newest.get(`${e.name}@${e.version}`) ?? -Infinity)) continue;
       // A listed publisher we do not trust: its manifest would be refused after the fetch, so do not fetch.
       if (e.publisher !== undefined && !isTrustedKey(e.publisher, this.trusted())) {
         if (!this.untrustedLogged.has(e.id)) {
@@ -556,6 +577,9 @@ export class Swarm implements DownloadHost {
       if (sm.id !== id) return;
       const { name, version } = sm.manifest.runtime;
       if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
+      // An older manifest of a name@version known here in a newer one: the fleet no longer needs it, and GC
+      // may have evicted it; keeping it again would only bring it back into the catalog.
+      if (await this.supersededHere(name, version, sm.manifest.createdAt)) return;
       await this.store.index.putManifest(sm);
       this.digestCache = undefined;
       this.nudge();
@@ -565,10 +589,87 @@ export class Swarm implements DownloadHost {
     }
   }
 
+  /** Is there a manifest of name@version in the index newer than `createdAt`? */
+  private async supersededHere(name: string, version: string, createdAt: string): Promise<boolean> {
+    const t = Date.parse(createdAt);
+    return (await this.store.index.listManifests()).some((o) =>
+      o.manifest.runtime.name === name && o.manifest.runtime.version === version && Date.parse(o.manifest.createdAt) > t);
+  }
+
+  /** Manifests whose chunks GC must keep: installed here, in transfer, waiting to resume. */
+  async protectedManifests(): Promise<Set<string>> {
+    const ids = new Set((await this.store.index.listInstalls()).map((r) => r.manifestId));
+    for (const id of this.downloads.keys()) ids.add(id);
+    for (const id of this.opts.budget?.waitingIds() ?? []) ids.add(id);
+    return ids;
+  }
+
+  /**
+   * Does the download of `sm` fit in the disk budget and on the disks, after GC? If not, it is refused with one
+   * sentence (log, status, metrics) and waits: the budget calls consider() again when space returns.
+   */
+  private async admit(sm: SignedManifest, missing: ChunkRef[], replacesId: string | null): Promise<boolean> {
+    const budget = this.opts.budget;
+    if (!budget) return true;
+    this.admitting.add(sm.id);
+    try {
+      const protect = await this.protectedManifests();
+      protect.add(sm.id);
+      let reservedBytes = 0;
+      for (const d of this.downloads.values()) {
+        const st = d.status();
+        reservedBytes += Math.max(0, st.bytesTotal - st.bytesHave);
+      }
+      const replaces = replacesId === null ? null : (await this.store.index.getManifest(replacesId)) ?? null;
+      const verdict = await budget.admit(sm, missing, { protect, reservedBytes, replaces });
+      if (verdict.ok) return true;
+      const { name, version } = sm.manifest.runtime;
+      metrics.downloadRefused(verdict.kind);
+      log.warn('download_refused', { name, version, manifestId: sm.id, kind: verdict.kind, reason: verdict.sentence });
+      budget.wait(sm, verdict.kind, verdict.sentence, verdict.retryWhen, () => void this.consider(sm));
+      return false;
+    } catch (err) {
+      log.warn('space_check_failed', { manifestId: sm.id, error: errorText(err) });
+      return true; // the disk itself will say no if it has to
+    } finally {
+      this.admitting.delete(sm.id);
+    }
+  }
+
+  /**
+   * The disk (or quota) filled during the download or the install of `sm`: a local condition, not a peer's
+   * fault. The transfer has stopped, its temp files and staging dir are gone, the verified chunks stay; GC
+   * frees what it can, and the download resumes by itself once the space it still needs is there.
+   */
+  private async waitForSpace(sm: SignedManifest, err: unknown, d: Download): Promise<void> {
+    const budget = this.opts.budget!;
+    const { name, version } = sm.manifest.runtime;
+    const code = diskFullCode(err)!;
+    metrics.diskFullStops++;
+    await budget.tidy(await this.protectedManifests(), `disk full, for ${name}@${version}`);
+    const refs = manifestChunks(sm.manifest);
+    const have = await Promise.all(refs.map((c) => this.store.chunks.has(c.id)));
+    const installed = await this.store.index.getInstall(name, version);
+    const replaces = installed && installed.manifestId !== sm.id ? (await this.store.index.getManifest(installed.manifestId)) ?? null : null;
+    const protect = await this.protectedManifests();
+    protect.add(sm.id);
+    const verdict = await budget.admit(sm, refs.filter((_, i) => !have[i]), { protect, reservedBytes: 0, replaces })
+      .catch((): Admission => ({ ok: false, kind: 'space', sentence: '', retryWhen: { storeShrinks: true } }));
+    const st = d.status();
+    const sentence = `${name}@${version} stopped: the disk is full (${code}: ${errorText(err)}); ` +
+      `${have.filter(Boolean).length} of ${refs.length} chunks are kept, nothing half-written is left, and it resumes by itself when space returns`;
+    log.error('disk_full', { name, version, manifestId: sm.id, code, chunksHave: st.chunksHave, chunks: st.chunks, reason: sentence,
+      hint: `free space on the filesystems holding ${this.store.dataDir} and ${this.opts.install.runtimes.root}, or lower what other programs keep there` });
+    // Space may already be back (GC freed enough): then the next check retries at once.
+    budget.wait(sm, 'disk-full', sentence, verdict.ok ? { path: this.store.chunks.dir, availAtLeast: 0 } : verdict.retryWhen, () => void this.consider(sm));
+  }
+
   /** Start downloading `sm` unless it is installed, superseded, removed or not for this machine. */
   private async consider(sm: SignedManifest): Promise<void> {
     if (this.stopping || this.downloads.has(sm.id)) return;
     if ((this.failures.get(sm.id)?.retryAt ?? 0) > Date.now()) return;
+    // Refused for space, or stopped by a full disk: the budget calls consider() again when space returns.
+    if (this.opts.budget?.isWaiting(sm.id) || this.admitting.has(sm.id)) return;
     const { name, version } = sm.manifest.runtime;
     if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
     const skip = await localSkipReason(this.store.index, sm);
@@ -590,6 +691,8 @@ export class Swarm implements DownloadHost {
     const refs = manifestChunks(sm.manifest);
     const have = await Promise.all(refs.map((c) => this.store.chunks.has(c.id)));
     if (this.downloads.has(sm.id) || this.stopping) return;
+    if (!(await this.admit(sm, refs.filter((_, i) => !have[i]), installed?.manifestId ?? null))) return;
+    if (this.downloads.has(sm.id) || this.stopping) return;
     // The install runs alongside the download and takes each chunk as it arrives (one pass from wire to tree).
     const feed = new LiveChunkSource(this.store.chunks, refs, (i) => have[i]!);
     metrics.manifestLearned(sm.id);
@@ -604,6 +707,8 @@ export class Swarm implements DownloadHost {
         stillWanted: () => !this.isTombstoned(name, version, sm.manifest.createdAt),
       }).catch((err: unknown) => {
         installError = err;
+        // A full disk stops the download too: more chunks would not fit either.
+        if (diskFullCode(err) !== null) d.halt(err);
         return null;
       });
       try {
@@ -611,6 +716,8 @@ export class Swarm implements DownloadHost {
         await d.run();
       } catch (err) {
         feed.close(); // stopped: the install gives up too
+        // Its staging dir is gone before a full disk is reported: nothing half-written stays behind.
+        if (diskFullCode(err) !== null) await installing;
         throw err;
       }
       const record = await installing;
@@ -622,13 +729,17 @@ export class Swarm implements DownloadHost {
         log.info('installed', { name, version, manifestId: sm.id, path: record.path, chunks: st.fetchedChunks, bytes: st.fetchedBytes,
           peers: st.sources.length, ms: Date.now() - d.startedAt });
         await this.announceState();
+        // A replaced version's chunks are garbage now; over the budget or the high watermark, GC evicts more.
+        await this.opts.budget?.tidy(await this.protectedManifests(), `installed ${name}@${version}`);
       }
     } catch (err) {
       if (err instanceof CorruptChunkError) {
         // A chunk went bad on disk after it was verified on arrival: drop it so the retry fetches it again.
         await this.store.chunks.delete(err.chunkId).catch(() => {});
       }
-      if (!this.stopping) {
+      if (!this.stopping && diskFullCode(err) !== null && this.opts.budget) {
+        await this.waitForSpace(sm, err, d);
+      } else if (!this.stopping) {
         const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
         const delayMs = Math.min(10 * 60_000, 5_000 * 2 ** (count - 1));
         this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs, error: errorText(err) });
@@ -824,10 +935,12 @@ export class Swarm implements DownloadHost {
           out.push({ name, version, path: inst.path });
         }
         await this.store.index.deleteManifest(sm.id);
+        this.opts.budget?.forget(sm.id);
         await unmarkNotForThisHost(this.store.index, sm.id);
         this.digestCache = undefined;
       }
       const freedBytes = out.length ? (await this.store.gc({ chunkGraceMs: 0 })).bytes : 0;
+      if (freedBytes > 0) this.opts.budget?.storeShrank();
       return { out, freedBytes };
     });
     const removed = done.out;
@@ -888,6 +1001,7 @@ export class Swarm implements DownloadHost {
         publisher: sm.manifest.publisher, createdAt: sm.manifest.createdAt, installedHere: installedHere.has(sm.id),
         architectures: sm.manifest.runtime.architectures ?? null,
         skippedHere: this.skipped.get(sm.id) ?? null, hosts, ...manifestProgress(sm.id, progressOf()),
+        waitingForSpaceHere: this.opts.budget?.waitingFor(sm.id) ?? null,
       };
     });
     const uploads = this.chunkServer.stats();

@@ -76,6 +76,22 @@ export class PrometheusExporter {
       help: 'Seconds from learning of a manifest to having it installed.',
       collect() { for (const d of metrics.takeDurations()) this.observe(d); },
     });
+    new Counter({
+      name: 'joblet_agent_gc_freed_bytes_total', registers: r, help: 'Bytes of chunk and temp files the disk-budget GC deleted.',
+      collect() { this.reset(); this.inc(metrics.gc.bytes); },
+    });
+    new Counter({
+      name: 'joblet_agent_downloads_refused_total', registers: r, labelNames: ['reason'] as const,
+      help: 'Downloads refused before they started because they did not fit; reason="budget", "watermark" or "space".',
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(metrics.refusedForSpace)) this.inc({ reason }, n);
+      },
+    });
+    new Counter({
+      name: 'joblet_agent_disk_full_total', registers: r, help: 'Transfers stopped by a full disk or quota (ENOSPC, EDQUOT); each resumes when space returns.',
+      collect() { this.reset(); this.inc(metrics.diskFullStops); },
+    });
     const gauge = (name: string, help: string, value: (s: AgentStatus) => number) => new Gauge({
       name, help, registers: r,
       collect() { if (self.current) this.set(value(self.current)); },
@@ -83,6 +99,9 @@ export class PrometheusExporter {
     gauge('joblet_agent_transfers_active', 'Runtimes being downloaded now.', (s) => s.swarm?.transfers.length ?? 0);
     gauge('joblet_agent_peers', 'Peers connected now.', (s) => new Set(s.swarm?.peers.map((p) => p.peerId) ?? []).size);
     gauge('joblet_agent_store_bytes', 'Bytes of chunk files in the store.', (s) => s.store.bytes);
+    gauge('joblet_agent_store_budget_bytes', 'The store budget (store.maxBytes); 0 when there is none.', (s) => s.store.maxBytes ?? 0);
+    gauge('joblet_agent_store_usage_bytes', 'Bytes of the agent\'s own files in the data dir (chunks, temp files, index): what the budget counts.', (s) => s.store.usageBytes ?? 0);
+    gauge('joblet_agent_downloads_waiting_for_space', 'Downloads refused or stopped for lack of space, waiting for it to return.', (s) => s.store.waitingForSpace.length);
     gauge('joblet_agent_runtimes_installed', 'Runtime versions installed on this host.', (s) => s.runtimes.length);
   }
 
