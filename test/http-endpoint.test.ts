@@ -166,7 +166,11 @@ test('--http off listens nowhere; a bad or busy address is one clear error; --lo
 });
 
 test('COMMAND --help prints that command\'s usage and exits 0', async (t) => {
-  for (const cmd of ['init', 'start', 'publish', 'list', 'status', 'remove', 'verify', 'repair']) {
+  // Every command the general usage lists, so a new command without its own help fails here.
+  const listed = [...new Set([...(await cli(['--help'])).stdout.matchAll(/^  ([a-z]+) /gm)].map((m) => m[1]!))];
+  t.true(listed.length >= 10, listed.join(' '));
+  for (const cmd of ['init', 'start', 'publish', 'wait', 'info', 'list', 'status', 'remove', 'verify', 'repair']) t.true(listed.includes(cmd), cmd);
+  for (const cmd of listed) {
     const r = await cli([cmd, '--help']);
     t.is(r.code, 0, cmd);
     t.regex(r.stdout, new RegExp(`^usage: joblet-agent ${cmd}\\b`), cmd);

@@ -5,6 +5,10 @@ const CLIENT = `  --socket PATH        the daemon's control socket (default: fro
   --config FILE        read the socket path from this config file
   --json               machine-readable output (see README.md for the fields)`;
 
+const WAIT_HELP = `  --hosts N            wait for N such hosts (default: all of them)
+  --percent P          wait for P % of them
+  --timeout DUR        give up after DUR, like 90s, 15m or 1h (default 10m)`;
+
 const START_OPTIONS = `  --config FILE              config file (default /etc/joblet-agent/config.yml); flags override it
   --data-dir DIR             chunk store, index and peer key (default /var/lib/joblet-agent)
   --runtimes-dir DIR         where runtimes are installed (default /opt/joblet/runtimes)
@@ -18,6 +22,8 @@ const START_OPTIONS = `  --config FILE              config file (default /etc/jo
   --no-mdns                  do not look for peers on the local network
   --owner USER:GROUP         owner of installed runtimes (default: the daemon's user)
   --max-package-bytes N      refuse runtimes that unpack to more than N bytes
+  --max-upload-rate RATE     host-wide cap on what this agent serves to peers (e.g. 20MiB, per second)
+  --max-download-rate RATE   host-wide cap on what this agent fetches from peers (e.g. 50MiB, per second)
   --store-max-bytes SIZE     disk budget of the store (e.g. 400MiB); GC evicts what the fleet no longer needs
   --store-high-watermark PCT GC runs when the data dir's filesystem is fuller than this (default 85%; 100 = off)
   --store-low-watermark PCT  where GC stops (default 75%)
@@ -50,13 +56,34 @@ trusted publishers publish, serves chunks to its peers and answers the client co
 options:
 ${START_OPTIONS}`,
 
-  publish: `usage: joblet-agent publish PKG [--force] [options]
+  publish: `usage: joblet-agent publish PKG [--force] [--no-install] [--wait [--hosts N | --percent P] [--timeout DUR]] [options]
 
 Ingests a runtime package (.tar.gz, .tgz, .tar, .zip or a directory holding runtime.yml), installs it
 on this host, signs its manifest with this agent's publisher key and announces it to the fleet.
 
 options:
   --force              replace an installed NAME@VERSION with different content
+  --no-install         store, sign, announce and serve it, but do not install it here (a build host)
+  --wait               return once the hosts that should install it (architecture counted) have it;
+                       exit 1 at the timeout with one line per host that does not, and why
+${WAIT_HELP}
+${CLIENT}`,
+
+  wait: `usage: joblet-agent wait NAME@VERSION [--hosts N | --percent P] [--timeout DUR] [options]
+
+Waits, as "publish --wait" does, for an earlier publish: exit 0 once enough of the hosts that should
+install NAME@VERSION announce it installed, exit 1 at the timeout with each missing host and its reason.
+
+options:
+${WAIT_HELP}
+${CLIENT}`,
+
+  info: `usage: joblet-agent info NAME[@VERSION] [options]
+
+Shows a runtime known to this agent: its runtime.yml metadata, size, manifest id, publisher, creation
+time, and which hosts of the fleet have it installed and which do not (with their reason).
+
+options:
 ${CLIENT}`,
 
   list: `usage: joblet-agent list [options]
