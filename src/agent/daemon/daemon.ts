@@ -24,6 +24,8 @@ import { pickManifest, runtimeInfo } from './info.js';
 import { machineArch } from '../../runtime/runtime-yml.js';
 import type { FleetHostView } from '../swarm/swarm.js';
 import { startHttp, type HttpEndpoint } from './http/server.js';
+import { markRunning, markStopped } from './clean-stop.js';
+import { recoverAtStart } from '../install/recover-at-start.js';
 
 
 export class Agent {
@@ -37,6 +39,8 @@ export class Agent {
   private readonly downloadLimit: RateLimiter;
   /** Ends long control requests (`wait`) when the daemon stops. */
   private readonly stopping = new AbortController();
+  /** The start-time recovery finished (recover-at-start.ts); only then may a stop count as clean. */
+  private recovered = false;
   private constructor(
     readonly config: AgentConfig,
     readonly store: Store,
@@ -62,7 +66,9 @@ export class Agent {
     const store = await openStore(config.dataDir);
     const agent = new Agent(config, store, new RuntimesDir(config.runtimesDir), publisherKey, owner, peerId);
     try {
-      await agent.runtimes.cleanupLeftovers();
+      const unclean = await markRunning(config.dataDir);
+      await recoverAtStart({ store, runtimes: agent.runtimes, limits: agent.limits(), owner }, { unclean });
+      agent.recovered = true;
       await agent.forgetVanishedInstalls();
       agent.server = await serveControl(config.socket, (req, progress) => agent.handle(req, progress));
       agent.http = await startHttp(config.http, agent); // before the swarm, so /readyz can say it is still joining
@@ -145,6 +151,8 @@ export class Agent {
     // Let a publish in progress finish or fail before the store closes under it.
     await this.mutex.run(async () => {});
     await this.store.close();
+    // A start that failed before its recovery finished leaves the marker: the next start checks again.
+    if (this.recovered) await markStopped(this.config.dataDir);
   }
 
   private async handle(req: ControlRequest, progress: (p: Record<string, unknown>) => void): Promise<unknown> {

@@ -13,6 +13,7 @@ import { manifestChunks } from '../../store/manifest.js';
 import type { Store } from '../../store/store.js';
 import type { InstallRecord, SignedManifest } from '../../store/types.js';
 import { StoreChunkSource, type ChunkSource } from './chunk-source.js';
+import { recordInstall } from './record-install.js';
 
 export interface InstallContext {
   store: Store;
@@ -73,14 +74,15 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
       // (or a copy put there by hand). The staged tree is fully verified, so it replaces that one: retrying an
       // interrupted install must converge, never fail with "already installed" for ever.
       const orphan = now.existing === undefined && (await ctx.runtimes.occupied(name, version));
-      const installed = await ctx.runtimes.commit(staging, sm.manifest.runtime, { force: now.existing !== undefined || orphan });
-      const record: InstallRecord = {
-        name, version, manifestId: sm.id, path: installed,
-        sizeBytes: await ctx.runtimes.treeSize(installed), installedAt: new Date().toISOString(),
-      };
-      await ctx.store.index.putInstall(record);
-      if (now.existing) await ctx.store.index.deleteManifest(now.existing.manifestId);
-      return record;
+      let record: InstallRecord | null = null;
+      await ctx.runtimes.commit(staging, sm.manifest.runtime, {
+        force: now.existing !== undefined || orphan,
+        tag: sm.id,
+        onPlaced: async (installed) => {
+          record = await recordInstall(ctx.store, sm, installed, ctx.runtimes);
+        },
+      });
+      return record!;
     });
   } catch (err) {
     await ctx.runtimes.discard(staging).catch(() => {});
