@@ -85,10 +85,12 @@ export class RuntimesDir {
       work = await this.newWorkDir(this.commitsRoot);
       const fresh = join(work, 'new');
       const aside = join(work, 'old');
+      // Kill points (tests only) are named by what the commit does: a first install or a replace.
+      const kind = installed ? 'replace' : 'install';
       await rename(staging, fresh);
-      killPoint('commit-staged');
+      killPoint(`${kind}-staged`);
       await writeIntent(work, { name: meta.name, version: meta.version, tag: opts.tag ?? null });
-      killPoint('commit-intent');
+      killPoint(`${kind}-intent`);
       if (installed) {
         await rename(target, aside);
         killPoint('replace-aside');
@@ -107,13 +109,13 @@ export class RuntimesDir {
       }
       // The rename durable before the install record can claim it.
       await syncPath(dirname(target));
-      killPoint(installed ? 'replace-renamed' : 'install-renamed');
+      killPoint(`${kind}-renamed`);
       if (installed) {
         await removeTree(aside);
         killPoint('replace-old-removed');
       }
       await opts.onPlaced?.(target);
-      killPoint('commit-recorded');
+      killPoint(`${kind}-recorded`);
       return target;
     } finally {
       if (work !== null) await removeTree(work);
