@@ -62,7 +62,7 @@ export class RuntimesDir {
   async commit(
     staging: string,
     meta: RuntimeMeta,
-    opts: { force?: boolean; tag?: string; onPlaced?: (target: string) => Promise<void> } = {},
+    opts: { force?: boolean; tag?: string; onPlaced?: (target: string) => Promise<void>; synced?: boolean } = {},
   ): Promise<string> {
     this.assertStaging(staging);
     let work: string | null = null;
@@ -80,8 +80,9 @@ export class RuntimesDir {
       }
       const installed = await exists(target);
       if (installed && !opts.force) throw new PackageError(`${meta.name}@${meta.version} is already installed at ${target}`);
-      // Bytes and directory entries of the staged tree on disk before any rename can publish it.
-      await syncTreeFilesystem(staging);
+      // Bytes and directory entries of the staged tree on disk before any rename can publish it (`synced`:
+      // the caller did so already, outside its lock).
+      if (!opts.synced) await syncTreeFilesystem(staging);
       work = await this.newWorkDir(this.commitsRoot);
       const fresh = join(work, 'new');
       const aside = join(work, 'old');

@@ -6,6 +6,7 @@
 // otherwise from the store.
 import { createHash } from 'node:crypto';
 import { TreeWriter } from '../../runtime/extract.js';
+import { syncTreeFilesystem } from '../../runtime/durable.js';
 import type { RuntimesDir } from '../../runtime/install.js';
 import { decodeEntries } from '../../runtime/tree-entry.js';
 import { PackageError, type PackageLimits } from '../../runtime/types.js';
@@ -59,6 +60,8 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
   const staging = await ctx.runtimes.createStaging();
   try {
     await extractInto(staging, sm, source, ctx);
+    // On disk before the rename (power-loss safety, durable.ts), and before the lock: other installs need not wait for it.
+    await syncTreeFilesystem(staging);
     return await lock(async () => {
       if (opts.stillWanted && !opts.stillWanted()) {
         await ctx.runtimes.discard(staging);
@@ -78,6 +81,7 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
       await ctx.runtimes.commit(staging, sm.manifest.runtime, {
         force: now.existing !== undefined || orphan,
         tag: sm.id,
+        synced: true,
         onPlaced: async (installed) => {
           record = await recordInstall(ctx.store, sm, installed, ctx.runtimes);
         },
