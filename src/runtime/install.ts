@@ -119,7 +119,7 @@ export class RuntimesDir {
       killPoint(`${kind}-recorded`);
       return target;
     } finally {
-      if (work !== null) await removeTree(work);
+      if (work !== null) await this.removeCommitDir(work);
       await removeTree(dirname(staging));
     }
   }
@@ -176,6 +176,13 @@ export class RuntimesDir {
       await onPlaced({ ...intent, path: target, step });
       await removeTree(work);
     }
+    await this.removeCommitDir(null);
+  }
+
+  /** Removes a finished commit dir, and the commits dir once empty: an idle runtimes dir looks as before. */
+  private async removeCommitDir(work: string | null): Promise<void> {
+    if (work !== null) await removeTree(work);
+    await rmdir(this.commitsRoot).catch(() => {});
   }
 
   /** Throws away a staged tree (and its parent work dir). */
