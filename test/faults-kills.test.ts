@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { exists, snapshot, startAgent, tmpDir, waitFor, type AgentHandle } from './helpers/agent.js';
+import { exists, snapshot, startAgent, startFleet, tmpDir, waitFor, type AgentHandle } from './helpers/agent.js';
 import { makeRuntimeTree } from './helpers/fixtures.js';
 import { Store } from '../src/store/store.js';
 
@@ -107,6 +107,25 @@ for (const point of REPLACE_POINTS) {
     t.is(await picture(target), fresh);
   });
 }
+
+test('a kill between the renames of an update in place from the fleet: the restarted receiver finishes it', async (t) => {
+  const root = await tmpDir(t);
+  const { v1, v2 } = await trees(root);
+  // Only the receiver is armed; its first install of v1 passes no replace-* point.
+  const [pub, recv] = await startFleet(t, root, 2, { env: (i) => (i === 1 ? { JOBLET_AGENT_TEST_KILL_AT: 'replace-aside' } : undefined) });
+  await pub!.json(['publish', v1]);
+  const target = path.join(recv!.runtimesDir, 'rt', '1.0.0');
+  await waitFor('the receiver installs v1', async () => (await records(recv!)).length === 1, 120_000);
+  const updated = await pub!.json(['publish', v2, '--force']);
+  await waitFor('the receiver kills itself with the old tree moved aside', async () => recv!.proc.signalCode === 'SIGKILL', 120_000);
+  t.false(await exists(target), 'the kill left no tree in place');
+
+  const again = await startAgent(t, recv!.dir);
+  t.regex(again.logs(), /commit_recovered .*name=rt .*step=after-aside/);
+  t.is(await picture(target), await picture(v2));
+  t.is((await records(again))[0]?.manifestId, updated.manifestId);
+  t.deepEqual(await leftovers(again.runtimesDir), []);
+});
 
 test('a kill between the rename of a first install and its record: the next start writes the record', async (t) => {
   const root = await tmpDir(t);
