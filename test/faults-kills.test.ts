@@ -108,6 +108,21 @@ for (const point of REPLACE_POINTS) {
   });
 }
 
+test('a kill during the recovery itself (old tree moved aside again) is recovered from by the next start', async (t) => {
+  const s = await setup(t, { JOBLET_AGENT_TEST_KILL_AT: 'replace-intent' });
+  t.not((await s.a.run(['publish', s.v2, '--force'])).code, 0);
+  await waitFor('the daemon kills itself at replace-intent', async () => s.a.proc.signalCode === 'SIGKILL');
+  const target = path.join(s.a.runtimesDir, 'rt', '1.0.0');
+  // The restart that recovers dies halfway through its recovery, with no tree in place.
+  const recovering = await startAgent(t, s.a.dir, [], { env: { JOBLET_AGENT_TEST_KILL_AT: 'recover-aside' } }).catch((err: Error) => err);
+  t.true(recovering instanceof Error, 'the recovering start died');
+  t.false(await exists(target));
+  const alone = await startAlone(t, s.a);
+  t.is(await picture(target), await picture(s.v2));
+  t.true((await alone.json(['publish', s.v2])).unchanged);
+  t.deepEqual(await leftovers(s.a.runtimesDir), []);
+});
+
 test('a kill between the renames of an update in place from the fleet: the restarted receiver finishes it', async (t) => {
   const root = await tmpDir(t);
   const { v1, v2 } = await trees(root);

@@ -99,8 +99,14 @@ export class RuntimesDir {
       try {
         await rename(fresh, target);
       } catch (err) {
-        // Put the old version back: a failed replace must leave what was installed.
-        if (installed) await rename(aside, target);
+        // Put the old version back: a failed replace must leave what was installed. If even that fails, the
+        // commit dir (old tree, new tree, intent) stays for recoverCommits() at the next start.
+        if (installed) {
+          await rename(aside, target).catch((restoreErr: unknown) => {
+            work = null;
+            throw restoreErr;
+          });
+        }
         const code = (err as NodeJS.ErrnoException).code;
         // Someone installed the same version between our check and the rename.
         if (!installed && (code === 'ENOTEMPTY' || code === 'EEXIST')) {
@@ -155,6 +161,7 @@ export class RuntimesDir {
         if (await exists(target)) {
           await removeTree(aside);
           await rename(target, aside);
+          killPoint('recover-aside');
         }
         await mkdir(dirname(target), { recursive: true, mode: 0o755 });
         await rename(fresh, target);
