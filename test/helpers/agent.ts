@@ -108,7 +108,7 @@ export async function startAgent(
   // Generous: on a shared, loaded machine (load averages of 50 on 2 cores were seen) a start can take a minute.
   const deadline = Date.now() + 120_000;
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`agent exited with ${proc.exitCode}: ${logs}`);
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`agent exited with ${proc.exitCode ?? proc.signalCode}: ${logs}`);
     const r = await run(['status', '--json']);
     if (r.code === 0) return handle;
     if (Date.now() > deadline) throw new Error(`agent did not answer on ${socket}: ${logs}`);

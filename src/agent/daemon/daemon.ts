@@ -27,6 +27,8 @@ import { startHttp, type HttpEndpoint } from './http/server.js';
 import { TreeKeeper } from './auto-repair.js';
 import { parseDuration } from '../units.js';
 import { DiskBudget } from '../swarm/disk-budget.js';
+import { markRunning, markStopped } from './clean-stop.js';
+import { recoverAtStart } from '../install/recover-at-start.js';
 
 
 export class Agent {
@@ -44,6 +46,8 @@ export class Agent {
   private readonly stopping = new AbortController();
   /** verify of installed trees, repair, repair: auto, and fetching again chunks dropped as corrupt. */
   private readonly keeper: TreeKeeper;
+  /** The start-time recovery finished (recover-at-start.ts); only then may a stop count as clean. */
+  private recovered = false;
   private constructor(
     readonly config: AgentConfig,
     readonly store: Store,
@@ -75,7 +79,9 @@ export class Agent {
     const store = await openStore(config.dataDir);
     const agent = new Agent(config, store, new RuntimesDir(config.runtimesDir), publisherKey, owner, peerId);
     try {
-      await agent.runtimes.cleanupLeftovers();
+      const unclean = await markRunning(config.dataDir);
+      await recoverAtStart({ store, runtimes: agent.runtimes, limits: agent.limits(), owner }, { unclean });
+      agent.recovered = true;
       await agent.forgetVanishedInstalls();
       agent.server = await serveControl(config.socket, (req, progress) => agent.handle(req, progress));
       agent.http = await startHttp(config.http, agent); // before the swarm, so /readyz can say it is still joining
@@ -163,6 +169,8 @@ export class Agent {
     await this.keeper.idle();
     await this.mutex.run(async () => {});
     await this.store.close();
+    // A start that failed before its recovery finished leaves the marker: the next start checks again.
+    if (this.recovered) await markStopped(this.config.dataDir);
   }
 
   private async handle(req: ControlRequest, progress: (p: Record<string, unknown>) => void): Promise<unknown> {

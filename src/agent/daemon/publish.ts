@@ -14,8 +14,9 @@ import type { ReadAccess } from '../../runtime/no-follow.js';
 import type { Store } from '../../store/store.js';
 import { TreeIngest } from '../../store/ingest.js';
 import { buildManifest, manifestBytes, manifestChunks, publicKeyOf, signManifest } from '../../store/manifest.js';
-import type { ChunkRef, InstallRecord, Manifest, SignedManifest } from '../../store/types.js';
+import type { ChunkRef, Manifest, SignedManifest } from '../../store/types.js';
 import { markNotForThisHost, unmarkNotForThisHost } from '../install/no-install.js';
+import { recordInstall } from '../install/record-install.js';
 
 export interface PublishContext {
   store: Store;
@@ -133,14 +134,15 @@ async function publishOnce(
       committed = true;
       return { ...base, manifestId: signed.id, path: null, unchanged: false, signed };
     }
-    const installedPath = await ctx.runtimes.commit(staging, meta, { force: opts.force });
+    const installedPath = await ctx.runtimes.commit(staging, meta, {
+      force: opts.force,
+      tag: signed.id,
+      onPlaced: async (installed) => {
+        committed = true;
+        await recordInstall(ctx.store, signed, installed, ctx.runtimes);
+      },
+    });
     committed = true;
-    const record: InstallRecord = {
-      name: meta.name, version: meta.version, manifestId: signed.id, path: installedPath,
-      sizeBytes: await ctx.runtimes.treeSize(installedPath), installedAt: new Date().toISOString(),
-    };
-    await ctx.store.index.putInstall(record);
-    if (existing && existing.manifestId !== signed.id) await ctx.store.index.deleteManifest(existing.manifestId);
     return { ...base, manifestId: signed.id, path: installedPath, unchanged: false, signed };
   } catch (err) {
     if (!committed) {

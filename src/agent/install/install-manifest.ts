@@ -6,6 +6,7 @@
 // otherwise from the store.
 import { createHash } from 'node:crypto';
 import { TreeWriter } from '../../runtime/extract.js';
+import { syncTreeFilesystem } from '../../runtime/durable.js';
 import type { RuntimesDir } from '../../runtime/install.js';
 import { decodeEntries } from '../../runtime/tree-entry.js';
 import { PackageError, type PackageLimits } from '../../runtime/types.js';
@@ -13,6 +14,7 @@ import { manifestChunks } from '../../store/manifest.js';
 import type { Store } from '../../store/store.js';
 import type { InstallRecord, SignedManifest } from '../../store/types.js';
 import { StoreChunkSource, type ChunkSource } from './chunk-source.js';
+import { recordInstall } from './record-install.js';
 
 export interface InstallContext {
   store: Store;
@@ -60,6 +62,8 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
   const staging = await ctx.runtimes.createStaging();
   try {
     await extractInto(staging, sm, source, ctx);
+    // On disk before the rename (power-loss safety, durable.ts), and before the lock: other installs need not wait for it.
+    await syncTreeFilesystem(staging);
     return await lock(async () => {
       if (opts.stillWanted && !opts.stillWanted()) {
         await ctx.runtimes.discard(staging);
@@ -75,14 +79,16 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
       // (or a copy put there by hand). The staged tree is fully verified, so it replaces that one: retrying an
       // interrupted install must converge, never fail with "already installed" for ever.
       const orphan = now.existing === undefined && (await ctx.runtimes.occupied(name, version));
-      const installed = await ctx.runtimes.commit(staging, sm.manifest.runtime, { force: now.existing !== undefined || orphan });
-      const record: InstallRecord = {
-        name, version, manifestId: sm.id, path: installed,
-        sizeBytes: await ctx.runtimes.treeSize(installed), installedAt: new Date().toISOString(),
-      };
-      await ctx.store.index.putInstall(record);
-      if (now.existing && now.existing.manifestId !== sm.id) await ctx.store.index.deleteManifest(now.existing.manifestId);
-      return record;
+      let record: InstallRecord | null = null;
+      await ctx.runtimes.commit(staging, sm.manifest.runtime, {
+        force: now.existing !== undefined || orphan,
+        tag: sm.id,
+        synced: true,
+        onPlaced: async (installed) => {
+          record = await recordInstall(ctx.store, sm, installed, ctx.runtimes);
+        },
+      });
+      return record!;
     });
   } catch (err) {
     await ctx.runtimes.discard(staging).catch(() => {});
