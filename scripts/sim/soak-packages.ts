@@ -46,7 +46,7 @@ export async function makeSoakPackage(workDir: string, seed: number, name: strin
   const src = path.join(workDir, 'src', `${name}-${version}-b${revision}`);
   const root = path.join(src, top);
   await fs.rm(src, { recursive: true, force: true });
-  for (const d of ['isolated/usr/lib', 'isolated/usr/bin', 'isolated/usr/share/doc']) await fs.mkdir(path.join(root, d), { recursive: true });
+  for (const d of ['isolated/usr/lib/version', 'isolated/usr/bin', 'isolated/usr/share/doc']) await fs.mkdir(path.join(root, d), { recursive: true });
   await fs.writeFile(path.join(root, 'runtime.yml'),
     `name: ${name}\nversion: "${version}"\nlanguage: none\ndescription: soak runtime, build ${revision}\n` +
     'mounts:\n  - source: isolated/usr\n    target: /usr\n    readonly: true\n');
@@ -54,7 +54,7 @@ export async function makeSoakPackage(workDir: string, seed: number, name: strin
     await fs.writeFile(path.join(root, `isolated/usr/lib/libshared${i}.so`), seededBytes(`${seed}/${name}/shared${i}`, sizes.sharedFileBytes));
   }
   const own = Math.round(sizes.buildFileBytes * (0.75 + 0.5 * (seededBytes(`${seed}/${name}/${version}/${revision}/size`, 1)[0] / 255)));
-  await fs.writeFile(path.join(root, `isolated/usr/lib/${name}-${version.replace(/\./g, '_')}.so`),
+  await fs.writeFile(path.join(root, `isolated/usr/lib/version/${name}-${version.replace(/\./g, '_')}.so`),
     seededBytes(`${seed}/${name}/${version}/${revision}`, own));
   await fs.writeFile(path.join(root, 'isolated/usr/bin/tool'), `#!/bin/sh\necho ${name} ${version} build ${revision}\n`);
   await fs.chmod(path.join(root, 'isolated/usr/bin/tool'), 0o755);
