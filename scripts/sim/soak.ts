@@ -50,7 +50,7 @@ export interface SoakHost {
   treeMismatches: string[];
   /** Staging or trash dirs, stray dirs in the runtimes dir, temp files in the store. */
   leftovers: string[];
-  /** Manifests in the host's index beyond the ones installed (superseded or skipped ones kept). */
+  /** Manifests in the host's index beyond the ones installed (superseded or removed ones kept): a failure. */
   extraManifests: string[];
   /** Chunk files no manifest in the index references, after the agent stopped. */
   unreferencedChunks: number;
@@ -209,7 +209,8 @@ async function soakInside(opts: SoakOptions, res: Resources): Promise<Omit<SoakR
   const expected = new Map([...expectedSteps].map(([k, step]) => [k, manifestOf.get(step)!]));
   log(`expected on every host: ${[...expected.keys()].sort().join(', ') || 'nothing'}`);
 
-  // Converged = every live host holds exactly the expected name@version -> manifest map.
+  // Converged = every live host holds exactly the expected name@version -> manifest map, and its index keeps
+  // no other manifest (a superseded or removed one would hold its chunks and come back through the catalog).
   const live = agents.map((_, i) => i).filter((i) => !dead.has(i));
   const convergedAt: (number | null)[] = agents.map(() => null);
   const lists: ListEntry[][] = agents.map(() => []);
@@ -218,7 +219,8 @@ async function soakInside(opts: SoakOptions, res: Resources): Promise<Omit<SoakR
   for (;;) {
     await Promise.all(live.map(async (i) => {
       lists[i] = await call<ListEntry[]>(agents[i].socket, 'list').catch(() => lists[i]);
-      const ok = sameSet(lists[i], expected);
+      const known = await call<StatusView>(agents[i].socket, 'status').then((st) => st.swarm?.fleet ?? null, () => null);
+      const ok = sameSet(lists[i], expected) && known !== null && known.length === expected.size;
       if (ok && convergedAt[i] === null) convergedAt[i] = Date.now();
       if (!ok) convergedAt[i] = null;
     }));
@@ -277,6 +279,7 @@ async function soakInside(opts: SoakOptions, res: Resources): Promise<Omit<SoakR
     if (f.missing.length || f.unexpected.length) failures.push(`host ${f.host} did not converge: missing or different ${f.missing.join(', ') || 'none'}; unexpected ${f.unexpected.join(', ') || 'none'}`);
     if (f.treeMismatches.length) failures.push(`host ${f.host}: installed trees differ from their packages: ${f.treeMismatches.join(', ')}`);
     if (f.leftovers.length) failures.push(`host ${f.host} left behind: ${f.leftovers.join(', ')}`);
+    if (f.extraManifests.length) failures.push(`host ${f.host} keeps manifests it will never install: ${f.extraManifests.join(', ')}`);
     const peak = Math.max(...f.peakRssMB);
     if (peak > opts.maxRssMB) failures.push(`host ${f.host}: peak RSS ${peak} MB is above the bound of ${opts.maxRssMB} MB`);
   }

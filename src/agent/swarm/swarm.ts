@@ -24,6 +24,7 @@ import { BoundedSet, WorkQueue } from './limits.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
 import { localSkipReason, unmarkNotForThisHost } from '../install/no-install.js';
 import { encodeNotes, noteText } from '../../protocol/host-notes.js';
+import { dropSuperseded, supersededHere } from './superseded.js';
 import { LiveChunkSource } from '../install/chunk-source.js';
 import type { Mutex } from '../mutex.js';
 import { log, errorText, printable } from '../log.js';
@@ -134,6 +135,8 @@ export class Swarm implements DownloadHost {
   private stopping = false;
   /** What the last state message said about downloads, failures and skips (see fleet-state.ts). */
   private lastProgressSig = '';
+  /** An install or publish may have left chunks that no manifest references (see collectSuperseded). */
+  private gcDue = false;
   corruptChunksReceived = 0;
 
   private constructor(readonly node: P2PNode, private readonly opts: SwarmOptions) {
@@ -253,6 +256,7 @@ export class Swarm implements DownloadHost {
   /** Called by the daemon after a local publish. */
   async announcePublished(sm: SignedManifest): Promise<void> {
     this.digestCache = undefined;
+    this.gcDue = true; // a --force publish replaced a manifest
     this.nudge();
     await this.publishGossip({
       t: 'published', id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, publisher: sm.manifest.publisher,
@@ -368,6 +372,7 @@ export class Swarm implements DownloadHost {
     for (const e of listing.manifests) {
       if (asked >= MAX_NEW_PER_SYNC) break;
       if (this.isTombstoned(e.name, e.version, e.createdAt) || this.refused.has(e.id)) continue;
+      if (await supersededHere(this.store.index, e.name, e.version, e.createdAt)) continue;
       // A listed publisher we do not trust: its manifest would be refused after the fetch, so do not fetch.
       if (e.publisher !== undefined && !isTrustedKey(e.publisher, this.trusted())) {
         if (!this.untrustedLogged.has(e.id)) {
@@ -445,6 +450,7 @@ export class Swarm implements DownloadHost {
       }));
       for (const id of this.rtt.keys()) if (!peers.some((p) => p.toString() === id)) this.rtt.delete(id);
       if (peers.length > 0 && (await this.syncWith(peers[Math.floor(Math.random() * peers.length)], true))) changed = true;
+      if (await this.collectSuperseded()) changed = true;
       for (const sm of await this.store.index.listManifests()) void this.consider(sm);
       if (this.downloads.size > 0) changed = true;
       // Download progress (in PROGRESS_STEP steps), failures and skips reach the fleet's dashboards.
@@ -458,6 +464,24 @@ export class Swarm implements DownloadHost {
       const retryIn = Math.min(...[...this.failures.values()].map((f) => f.retryAt - Date.now()), Infinity);
       this.scheduleMaintenance(Math.max(1000, Math.min(this.maintenanceDelay, retryIn)));
     }
+  }
+
+  /**
+   * Drop the manifests superseded here (superseded.ts) and collect the chunks that installs, publishes and
+   * drops left unreferenced. Returns true when a manifest was dropped (the catalog changed).
+   */
+  private async collectSuperseded(): Promise<boolean> {
+    return this.opts.mutex.run(async () => {
+      const dropped = await dropSuperseded(this.store.index, (id) => this.downloads.has(id));
+      if (dropped.length === 0 && !this.gcDue) return false;
+      this.gcDue = false;
+      this.digestCache = undefined;
+      const gc = await this.store.gc({ chunkGraceMs: 0 });
+      if (dropped.length) {
+        log.info('superseded_dropped', { manifests: dropped.map((sm) => `${sm.manifest.runtime.name}@${sm.manifest.runtime.version} ${sm.id}`), freedBytes: gc.bytes });
+      }
+      return dropped.length > 0;
+    });
   }
 
   private localProgress(): HostProgress {
@@ -555,6 +579,7 @@ export class Swarm implements DownloadHost {
       if (sm.id !== id) return;
       const { name, version } = sm.manifest.runtime;
       if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
+      if (await supersededHere(this.store.index, name, version, sm.manifest.createdAt)) return;
       await this.store.index.putManifest(sm);
       this.digestCache = undefined;
       this.nudge();
@@ -616,6 +641,7 @@ export class Swarm implements DownloadHost {
       if (installError !== null) throw installError;
       this.failures.delete(sm.id);
       if (record) {
+        this.gcDue = true; // it may have replaced an older manifest of the same name@version
         metrics.installFinished(sm.id, 'installed');
         const st = d.status();
         log.info('installed', { name, version, manifestId: sm.id, path: record.path, chunks: st.fetchedChunks, bytes: st.fetchedBytes,
