@@ -23,6 +23,8 @@ export function describeSoak(r: SoakResult): string {
         h.extraManifests.length, `${h.unreferencedChunks} (${(h.unreferencedBytes / 1e6).toFixed(1)} MB)`,
         h.peakRssMB.join(' / '), h.finalRssMB ?? '-'])]),
   ];
+  const errs = r.hosts.filter((h) => Object.keys(h.errorsLogged).length);
+  lines.push('', errs.length ? `errors in the agents' logs: ${errs.map((h) => `host ${h.host}: ${Object.entries(h.errorsLogged).map(([k, n]) => `${n} ${k}`).join(', ')}`).join('; ')}` : 'errors in the agents\' logs: none');
   const extra = r.hosts.filter((h) => h.extraManifests.length);
   if (extra.length) lines.push('', 'manifests kept beyond the installed ones:', ...extra.map((h) => `  host ${h.host}: ${h.extraManifests.join(', ')}`));
   lines.push('', `agent: commit ${r.agentVersion.commit}${r.agentVersion.modifiedSrc.length ? ` with modified ${r.agentVersion.modifiedSrc.join(', ')}` : ''}`);

@@ -55,6 +55,8 @@ export interface SoakHost {
   /** Chunk files no manifest in the index references, after the agent stopped. */
   unreferencedChunks: number;
   unreferencedBytes: number;
+  /** ERROR lines of its log (all incarnations), by event name: reported, not a failure (a partition can cause some). */
+  errorsLogged: Record<string, number>;
 }
 
 export interface SoakResult {
@@ -237,7 +239,7 @@ async function soakInside(opts: SoakOptions, res: Resources): Promise<Omit<SoakR
       host: i, rack: a.host.rack, incarnations: peaks[i].length + (dead.has(i) ? 0 : 1), peakRssMB: [...peaks[i]], finalRssMB: null,
       convergedS: convergedAt[i] === null ? null : round(Math.max(0, convergedAt[i]! - lastEventAt) / 1000, 1),
       installed: lists[i].map((r) => `${r.name}@${r.version}`).sort(), missing: [], unexpected: [], treeMismatches: [], leftovers: [],
-      extraManifests: [], unreferencedChunks: 0, unreferencedBytes: 0,
+      extraManifests: [], unreferencedChunks: 0, unreferencedBytes: 0, errorsLogged: await errorEvents(a.logFile),
     };
     figures.push(f);
     if (dead.has(i)) continue;
@@ -292,6 +294,16 @@ async function soakInside(opts: SoakOptions, res: Resources): Promise<Omit<SoakR
     plan, timeline, expected: Object.fromEntries([...expected].sort()), lastEventS, convergedS, killsMidTransfer: midTransfer,
     hosts: figures, failures, agentVersion,
   };
+}
+
+/** Count the ERROR lines of an agent log by event name (text format: `ERROR event key=value ...`). */
+async function errorEvents(file: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const line of (await fs.readFile(file, 'utf8').catch(() => '')).split('\n')) {
+    const m = /^ERROR (\S+)/.exec(line);
+    if (m) out[m[1]] = (out[m[1]] ?? 0) + 1;
+  }
+  return out;
 }
 
 /** The target of the partition that the heal at step `at` ends. */

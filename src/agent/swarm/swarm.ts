@@ -653,7 +653,11 @@ export class Swarm implements DownloadHost {
         // A chunk went bad on disk after it was verified on arrival: drop it so the retry fetches it again.
         await this.store.chunks.delete(err.chunkId).catch(() => {});
       }
-      if (!this.stopping) {
+      if (!this.stopping && this.isTombstoned(name, version, sm.manifest.createdAt)) {
+        // A removal stopped it (applyRemoval): nothing failed, nothing to retry or report as a failure.
+        this.failures.delete(sm.id);
+        log.info('download_cancelled', { name, version, manifestId: sm.id, reason: 'removed' });
+      } else if (!this.stopping) {
         const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
         const delayMs = Math.min(10 * 60_000, 5_000 * 2 ** (count - 1));
         this.failures.set(sm.id, { count, retryAt: Date.now() + delayMs, error: errorText(err) });

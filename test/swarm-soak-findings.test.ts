@@ -1,13 +1,15 @@
-// Found by the fleet soak: a manifest replaced by `publish --force` came back. A host that was down during
+// What the fleet soak found. 1) A manifest replaced by `publish --force` came back. A host that was down during
 // the forced publish still offered the old manifest when it returned; the others learned it again and kept
 // it (with its chunks) for ever, next to the newer one installed, and offered it on in their catalogs.
 // Now a host never learns a manifest older than the one it has installed of that name@version, drops such
 // manifests in its maintenance rounds, and collects the chunks that nothing references any more.
+// 2) A removal arriving while a host downloads the runtime was logged as a failed install (ERROR, "retried
+// automatically", announced to the fleet as a failure); now it is a cancelled download and no failure.
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { tmpDir, startFleet, startAgent, waitFor, type AgentHandle } from './helpers/agent.js';
-import { makeRuntimeTree, tarGzWithTopDir } from './helpers/fixtures.js';
+import { makeRuntimeTree, tarGzWithTopDir, seededBytes } from './helpers/fixtures.js';
 
 interface Known { name: string; version: string; manifestId: string; installedHere: boolean }
 const known = async (a: AgentHandle) => ((await a.json(['status'])).swarm.fleet as Known[]).map((m) => m.manifestId).sort();
@@ -56,4 +58,28 @@ test('a manifest superseded by publish --force does not come back from a host th
   // A round later, still nobody holds build one (it did not come back through a catalog).
   await new Promise((r) => setTimeout(r, 12_000));
   for (const x of [a, b, c2]) t.deepEqual(await known(x), [v2]);
+});
+
+test('a removal that stops a download in progress is a cancelled download, not a failed install', async (t) => {
+  t.timeout(300_000);
+  const root = await tmpDir(t);
+  // b's download is capped at 2 MiB/s, so the 24 MiB take about 12 s: the removal lands mid-transfer.
+  const [a, b] = await startFleet(t, root, 2, { extra: (i) => (i === 1 ? ['--max-download-rate', '2MiB'] : []) });
+  const src = path.join(root, 'pkg');
+  await makeRuntimeTree(src, { name: 'gone', version: '1.0.0', bulkBytes: 1024 });
+  for (let i = 0; i < 24; i++) await fs.writeFile(path.join(src, `isolated/lib/blob${i}.bin`), seededBytes(1024 * 1024, `gone${i}`));
+  await a.json(['publish', src]);
+  await waitFor('a partial download on b', async () => {
+    const tr = (await b.json(['status'])).swarm.transfers[0];
+    return tr && tr.chunksHave >= 2 && tr.chunksHave < tr.chunks;
+  }, 120_000, 50);
+  const r = await a.json(['remove', 'gone']);
+  t.true(r.signed);
+  await waitFor('b cancels the download', async () => /download_cancelled name=gone/.test(b.logs()), 120_000);
+  const s = await b.json(['status']);
+  t.deepEqual(s.swarm.transfers, []);
+  t.deepEqual(s.swarm.fleet, []);
+  t.deepEqual(await installedId(b), []);
+  t.notRegex(b.logs(), /install_failed/);
+  t.false(await fs.stat(path.join(b.runtimesDir, 'gone')).then(() => true, () => false));
 });
