@@ -26,7 +26,8 @@ async function chunkFiles(a: AgentHandle): Promise<number> {
   return n;
 }
 
-test('a manifest superseded by publish --force does not come back from a host that was away, and its chunks go', async (t) => {
+// One fleet for both findings: agent start-ups are what costs time on a loaded machine.
+test('a superseded manifest does not come back from a host that was away and its chunks go; a removal mid-download is no failure', async (t) => {
   t.timeout(300_000);
   const root = await tmpDir(t);
   const [a, b, c] = await startFleet(t, root, 3);
@@ -47,7 +48,8 @@ test('a manifest superseded by publish --force does not come back from a host th
   await waitFor('b installs build two', async () => (await installedId(b)).includes(v2), 120_000);
 
   // c comes back offering build one in its catalog; a and b sync with it at once.
-  const c2 = await startAgent(t, c.dir);
+  // (c comes back with its download capped at 2 MiB/s, for the second part.)
+  const c2 = await startAgent(t, c.dir, ['--max-download-rate', '2MiB']);
   await waitFor('c installs build two', async () => (await installedId(c2)).includes(v2), 120_000);
   for (const x of [a, b, c2]) {
     await waitFor('only build two is kept', async () => JSON.stringify(await known(x)) === JSON.stringify([v2]), 120_000);
@@ -56,30 +58,25 @@ test('a manifest superseded by publish --force does not come back from a host th
   const chunksOfV2 = (await a.json(['info', 'again@1.0.0'])).chunks as number;
   for (const x of [a, b, c2]) await waitFor('no chunk beyond build two', async () => (await chunkFiles(x)) === chunksOfV2, 120_000);
   // A round later, still nobody holds build one (it did not come back through a catalog).
-  await new Promise((r) => setTimeout(r, 12_000));
+  await new Promise((r) => setTimeout(r, 8_000));
   for (const x of [a, b, c2]) t.deepEqual(await known(x), [v2]);
-});
 
-test('a removal that stops a download in progress is a cancelled download, not a failed install', async (t) => {
-  t.timeout(300_000);
-  const root = await tmpDir(t);
-  // b's download is capped at 2 MiB/s, so the 24 MiB take about 12 s: the removal lands mid-transfer.
-  const [a, b] = await startFleet(t, root, 2, { extra: (i) => (i === 1 ? ['--max-download-rate', '2MiB'] : []) });
-  const src = path.join(root, 'pkg');
+  // 2) 24 MiB at 2 MiB/s take c2 about 12 s: the removal lands mid-transfer.
+  const src = path.join(root, 'pkg-gone');
   await makeRuntimeTree(src, { name: 'gone', version: '1.0.0', bulkBytes: 1024 });
   for (let i = 0; i < 24; i++) await fs.writeFile(path.join(src, `isolated/lib/blob${i}.bin`), seededBytes(1024 * 1024, `gone${i}`));
   await a.json(['publish', src]);
-  await waitFor('a partial download on b', async () => {
-    const tr = (await b.json(['status'])).swarm.transfers[0];
+  await waitFor('a partial download on c', async () => {
+    const tr = ((await c2.json(['status'])).swarm.transfers as { name: string; chunksHave: number; chunks: number }[]).find((x) => x.name === 'gone');
     return tr && tr.chunksHave >= 2 && tr.chunksHave < tr.chunks;
   }, 120_000, 50);
-  const r = await a.json(['remove', 'gone']);
-  t.true(r.signed);
-  await waitFor('b cancels the download', async () => /download_cancelled name=gone/.test(b.logs()), 120_000);
-  const s = await b.json(['status']);
+  t.true((await a.json(['remove', 'gone'])).signed);
+  await waitFor('c cancels the download', async () => /download_cancelled name=gone/.test(c2.logs()), 120_000);
+  const s = await c2.json(['status']);
   t.deepEqual(s.swarm.transfers, []);
-  t.deepEqual(s.swarm.fleet, []);
-  t.deepEqual(await installedId(b), []);
-  t.notRegex(b.logs(), /install_failed/);
-  t.false(await fs.stat(path.join(b.runtimesDir, 'gone')).then(() => true, () => false));
+  t.deepEqual((s.swarm.fleet as Known[]).map((m) => m.manifestId), [v2]);
+  t.deepEqual(await installedId(c2), [v2]);
+  t.notRegex(c2.logs(), /install_failed/);
+  t.false(await fs.stat(path.join(c2.runtimesDir, 'gone')).then(() => true, () => false));
 });
+

@@ -151,59 +151,64 @@ async function soakInside(opts: SoakOptions, res: Resources): Promise<Omit<SoakR
   let lastPublished: string | null = null;
   const midTransfer = { planned: 0, caught: 0 };
 
-  for (const [i, step] of plan.entries()) {
-    await sleep(step.gapS * 1000);
-    const ev = step.event;
-    if (ev.kind === 'publish') {
-      await hostUp(0);
-      const pkg = packages.get(i)!;
-      const r = await call<PublishResult>(agents[0].socket, 'publish', { path: pkg.path, force: ev.force }, 180_000);
-      manifestOf.set(i, r.manifestId);
-      lastPublished = r.manifestId;
-      note(i, `${describeEvent(ev)}: ${r.manifestId.slice(0, 19)}, ${(pkg.bytes / 1e6).toFixed(1)} MB, ${r.newChunks} of ${r.chunks} chunks new`);
-    } else if (ev.kind === 'remove') {
-      await hostUp(0);
-      const r = await call<{ removed: { name: string; version: string }[]; signed: boolean }>(agents[0].socket, 'remove',
-        ev.version === null ? { name: ev.name } : { name: ev.name, version: ev.version }, 60_000);
-      note(i, `${describeEvent(ev)}: removed ${r.removed.map((x) => `${x.name}@${x.version}`).join(', ') || 'nothing'} on host 0, signed ${r.signed}`);
-    } else if (ev.kind === 'kill') {
-      const h = ev.host;
-      await hostUp(h);
-      if (dead.has(h)) { note(i, `host ${h} is not running (its restart failed): kill skipped`); continue; }
-      const a = agents[h];
-      let how = '';
-      if (ev.midTransfer) {
-        midTransfer.planned++;
-        how = await waitForTransfer(a, lastPublished);
-        if (how.startsWith('at ')) midTransfer.caught++;
-      }
-      peaks[h].push(await peakRssMB(a.pid));
-      try { process.kill(a.pid, 'SIGKILL'); } catch { /* gone already: noticed below */ }
-      const gone = await waitGone(a.pid, 10_000);
-      if (gone) res.pids.delete(a.pid);
-      else failures.push(`host ${h}: pid ${a.pid} survived SIGKILL for 10 s`);
-      note(i, `SIGKILL host ${h} (pid ${a.pid})${ev.midTransfer ? ` mid-transfer: ${how}` : ''}`);
-      restarting[h] = (async () => {
-        await sleep(ev.downS * 1000);
-        try {
-          agents[h] = await launchAgent(a.host, a.dir, cli, track);
-          note(null, `restarted host ${h} (pid ${agents[h].pid}) after ${ev.downS} s`);
-        } catch (err) {
-          dead.add(h);
-          failures.push(`host ${h} did not restart: ${(err as Error).message}`);
-          note(null, `restart of host ${h} FAILED`);
+  try {
+    for (const [i, step] of plan.entries()) {
+      await sleep(step.gapS * 1000);
+      const ev = step.event;
+      if (ev.kind === 'publish') {
+        await hostUp(0);
+        const pkg = packages.get(i)!;
+        const r = await call<PublishResult>(agents[0].socket, 'publish', { path: pkg.path, force: ev.force }, 180_000);
+        manifestOf.set(i, r.manifestId);
+        lastPublished = r.manifestId;
+        note(i, `${describeEvent(ev)}: ${r.manifestId.slice(0, 19)}, ${(pkg.bytes / 1e6).toFixed(1)} MB, ${r.newChunks} of ${r.chunks} chunks new`);
+      } else if (ev.kind === 'remove') {
+        await hostUp(0);
+        const r = await call<{ removed: { name: string; version: string }[]; signed: boolean }>(agents[0].socket, 'remove',
+          ev.version === null ? { name: ev.name } : { name: ev.name, version: ev.version }, 60_000);
+        note(i, `${describeEvent(ev)}: removed ${r.removed.map((x) => `${x.name}@${x.version}`).join(', ') || 'nothing'} on host 0, signed ${r.signed}`);
+      } else if (ev.kind === 'kill') {
+        const h = ev.host;
+        await hostUp(h);
+        if (dead.has(h)) { note(i, `host ${h} is not running (its restart failed): kill skipped`); continue; }
+        const a = agents[h];
+        let how = '';
+        if (ev.midTransfer) {
+          midTransfer.planned++;
+          how = await waitForTransfer(a, lastPublished);
+          if (how.startsWith('at ')) midTransfer.caught++;
         }
-      })();
-    } else if (ev.kind === 'partition' || ev.kind === 'heal') {
-      const target = ev.kind === 'partition' ? ev.target : partitionTarget(plan, i);
-      const links = target === 'rackB' ? ['upA', 'upB'] : target.map((h) => `h${h}`);
-      const state = ev.kind === 'partition' ? 'down' : 'up';
-      for (const l of links) await run('ip', ['-n', SWITCH_NS, 'link', 'set', 'dev', l, state]);
-      const who = target === 'rackB' ? `rack B (hosts ${rackBHosts(opts.hosts, opts.racks).join(', ')})` : `host(s) ${target.join(', ')}`;
-      note(i, `${ev.kind === 'partition' ? 'partition' : 'heal'} ${who}: ${links.join(', ')} ${state}`);
+        peaks[h].push(await peakRssMB(a.pid));
+        try { process.kill(a.pid, 'SIGKILL'); } catch { /* gone already: noticed below */ }
+        const gone = await waitGone(a.pid, 10_000);
+        if (gone) res.pids.delete(a.pid);
+        else failures.push(`host ${h}: pid ${a.pid} survived SIGKILL for 10 s`);
+        note(i, `SIGKILL host ${h} (pid ${a.pid})${ev.midTransfer ? ` mid-transfer: ${how}` : ''}`);
+        restarting[h] = (async () => {
+          await sleep(ev.downS * 1000);
+          if (res.cleaning) return; // interrupted (a signal): start nothing that would outlive the cleanup
+          try {
+            agents[h] = await launchAgent(a.host, a.dir, cli, track);
+            note(null, `restarted host ${h} (pid ${agents[h].pid}) after ${ev.downS} s`);
+          } catch (err) {
+            dead.add(h);
+            failures.push(`host ${h} did not restart: ${(err as Error).message}`);
+            note(null, `restart of host ${h} FAILED`);
+          }
+        })();
+      } else if (ev.kind === 'partition' || ev.kind === 'heal') {
+        const target = ev.kind === 'partition' ? ev.target : partitionTarget(plan, i);
+        const links = target === 'rackB' ? ['upA', 'upB'] : target.map((h) => `h${h}`);
+        const state = ev.kind === 'partition' ? 'down' : 'up';
+        for (const l of links) await run('ip', ['-n', SWITCH_NS, 'link', 'set', 'dev', l, state]);
+        const who = target === 'rackB' ? `rack B (hosts ${rackBHosts(opts.hosts, opts.racks).join(', ')})` : `host(s) ${target.join(', ')}`;
+        note(i, `${ev.kind === 'partition' ? 'partition' : 'heal'} ${who}: ${links.join(', ')} ${state}`);
+      }
     }
+  } finally {
+    // A failed step must not leave a restart pending: it would start an agent after the cleanup.
+    await Promise.allSettled(restarting);
   }
-  await Promise.all(restarting);
   const lastEventAt = Date.now();
   const lastEventS = round((lastEventAt - t0) / 1000, 1);
 
