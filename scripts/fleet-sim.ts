@@ -9,6 +9,8 @@ import { methodTable, installSvg, table } from './sim/report.js';
 import { parseSize } from '../src/agent/units.js';
 import { capRates } from './sim/cap-rates.js';
 import { BASELINE_NAMES, type BaselineName } from './sim/baselines.js';
+import { runSoak, type SoakOptions } from './sim/soak.js';
+import { describeSoak } from './sim/soak-report.js';
 
 const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
   --hosts N            number of hosts (default 8, at most 250)
@@ -27,9 +29,20 @@ const USAGE = `usage: node dist/scripts/fleet-sim.js [flags]
   --timeout S          bound on each phase, in seconds (default: max(120, 20 x S/B, 2 x N x S/B))
   --keep-logs DIR      copy every agent's log (and the BitTorrent logs) to DIR before cleaning up
   --json PATH          write the figures as JSON
-  --svg PATH           write a picture: hosts installed over time, one line per method`;
+  --svg PATH           write a picture: hosts installed over time, one line per method
 
-export interface SimArgs extends Omit<ScenarioOptions, 'log' | 'timeoutS'> { timeoutS: number | null; jsonPath?: string; svgPath?: string }
+soak (docs/benchmarks.md): --soak runs a seeded timeline of publishes and removals from host 0, SIGKILLs and
+restarts of agents and a partition, then checks that every host converges; --hosts, --racks, --mbit,
+--keep-logs and --json apply, the package and baseline flags do not.
+  --soak               run the soak instead of the timed publish (default here: 8 hosts, 2 racks, 16 Mbit/s)
+  --seed S             the plan's seed, a whole number (default 1)
+  --changes C          publishes and removals (default 20)
+  --kills K            SIGKILLs of agents, each restarted a few seconds later (default 3)
+  --no-partition       no partition and heal
+  --converge-timeout S bound on the wait for convergence after the last event (default 300)
+  --max-rss-mb M       fail when an agent's peak RSS goes above M MB (default 400)`;
+
+export interface SimArgs extends Omit<ScenarioOptions, 'log' | 'timeoutS'> { timeoutS: number | null; jsonPath?: string; svgPath?: string; soak?: Omit<SoakOptions, 'log'> }
 
 /** Parse and check the flags; throws an Error with one sentence on bad input. */
 export function parseSimArgs(argv: string[]): SimArgs {
@@ -40,6 +53,8 @@ export function parseSimArgs(argv: string[]): SimArgs {
       zones: { type: 'boolean' }, package: { type: 'string' }, size: { type: 'string' }, 'save-package': { type: 'string' },
       'no-baselines': { type: 'boolean' }, baselines: { type: 'string' }, 'keep-logs': { type: 'string' }, timeout: { type: 'string' }, json: { type: 'string' }, svg: { type: 'string' },
       'max-upload-rate': { type: 'string' }, 'max-download-rate': { type: 'string' },
+      soak: { type: 'boolean' }, seed: { type: 'string' }, changes: { type: 'string' }, kills: { type: 'string' },
+      'no-partition': { type: 'boolean' }, 'converge-timeout': { type: 'string' }, 'max-rss-mb': { type: 'string' },
     },
   });
   const num = (name: string, v: string | undefined, dflt: number, min: number, max: number) => {
@@ -48,12 +63,14 @@ export function parseSimArgs(argv: string[]): SimArgs {
     if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number from ${min} to ${max}, got "${v}"`);
     return n;
   };
+  const soakOnly = (['seed', 'changes', 'kills', 'no-partition', 'converge-timeout', 'max-rss-mb'] as const).find((f) => values[f] !== undefined);
+  if (soakOnly && !values.soak) throw new Error(`--${soakOnly} only applies with --soak`);
   const hosts = num('hosts', values.hosts, 8, 2, 250);
   if (!Number.isInteger(hosts)) throw new Error(`--hosts must be a whole number, got "${values.hosts}"`);
-  const racks = num('racks', values.racks, 1, 1, 2);
+  const racks = num('racks', values.racks, values.soak ? 2 : 1, 1, 2);
   if (racks !== 1 && racks !== 2) throw new Error(`--racks must be 1 or 2, got "${values.racks}"`);
   if (racks === 2 && hosts < 2) throw new Error('--racks 2 needs at least 2 hosts');
-  const hostMbit = num('mbit', values.mbit, 50, 0, 100_000);
+  const hostMbit = num('mbit', values.mbit, values.soak ? 16 : 50, 0, 100_000);
   const rate = (flag: 'max-upload-rate' | 'max-download-rate') => {
     if (values[flag] === undefined) return undefined;
     if (parseSize(values[flag]) === null) throw new Error(`--${flag} must be bytes per second like 2MiB, got "${values[flag]}"`);
@@ -73,6 +90,23 @@ export function parseSimArgs(argv: string[]): SimArgs {
     timeoutS: values.timeout === undefined ? null : num('timeout', values.timeout, 0, 1, 86_400),
     keepLogs: values['keep-logs'],
     jsonPath: values.json, svgPath: values.svg,
+    soak: values.soak ? soakArgs(values, num, hosts, racks as 1 | 2, hostMbit) : undefined,
+  };
+}
+
+type NumFlag = (name: string, v: string | undefined, dflt: number, min: number, max: number) => number;
+
+function soakArgs(values: Record<string, string | boolean | undefined>, num: NumFlag, hosts: number, racks: 1 | 2, hostMbit: number): Omit<SoakOptions, 'log'> {
+  const whole = (name: string, dflt: number, min: number, max: number) => {
+    const n = num(name, values[name] as string | undefined, dflt, min, max);
+    if (!Number.isInteger(n)) throw new Error(`--${name} must be a whole number, got "${values[name]}"`);
+    return n;
+  };
+  return {
+    seed: whole('seed', 1, 0, 2 ** 32 - 1), hosts, racks, hostMbit, changes: whole('changes', 20, 1, 200), kills: whole('kills', 3, 0, 50),
+    partition: values['no-partition'] !== true, runtimes: 3, convergeTimeoutS: num('converge-timeout', values['converge-timeout'] as string | undefined, 300, 10, 86_400),
+    maxRssMB: num('max-rss-mb', values['max-rss-mb'] as string | undefined, 400, 10, 100_000),
+    keepLogs: values['keep-logs'] as string | undefined,
   };
 }
 
@@ -132,6 +166,12 @@ async function main(): Promise<number> {
   let args: SimArgs;
   try { args = parseSimArgs(process.argv.slice(2)); } catch (e) { console.error(`${(e as Error).message}\n${USAGE}`); return 2; }
   if (process.getuid?.() !== 0) { console.error('the fleet simulator needs root (network namespaces and tc)'); return 1; }
+  if (args.soak) {
+    const soak = await runSoak({ ...args.soak, log: (l) => console.log(`[soak] ${l}`) });
+    console.log(`\n${describeSoak(soak)}`);
+    if (args.jsonPath) await fs.writeFile(args.jsonPath, JSON.stringify(soak, null, 2) + '\n');
+    return soak.failures.length === 0 ? 0 : 1;
+  }
   const sizeForTimeout = args.packagePath ? (await fs.stat(args.packagePath)).size : args.generateBytes;
   const bound = args.hostMbit > 0 ? (sizeForTimeout * 8) / (args.hostMbit * 1e6) : 0;
   // The sequential loop alone needs about (N-1) x S/B, so the bound grows with N.

@@ -61,12 +61,23 @@ export async function startAgent(host: Host, workDir: string, opts: AgentOptions
   for (const b of opts.bootstrap) init.push('--bootstrap', b);
   init.push(...(opts.extraInit ?? []));
   await run(process.execPath, [opts.cli, ...init]);
+  return launchAgent(host, dir, opts.cli, onSpawn);
+}
+
+/**
+ * Start the agent of `host` from the config an earlier `init` wrote in `dir` (a restart after a kill keeps
+ * its keys, store and runtimes); wait until its socket answers.
+ */
+export async function launchAgent(host: Host, dir: string, cli: string, onSpawn: (pid: number) => void): Promise<Agent> {
+  const etc = path.join(dir, 'etc');
+  const socket = path.join(dir, 'agent.sock');
+  const runtimesDir = path.join(dir, 'runtimes');
   const logFile = path.join(dir, 'agent.log');
   const log = await fs.open(logFile, 'a');
   // `ip netns exec` execs node in place, so the pid we get is the agent's; detached makes it a group leader.
   // JSIM_AGENT_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=DIR") lets one profile the agents of a run.
   const nodeArgs = (process.env.JSIM_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn('ip', ['netns', 'exec', host.ns, process.execPath, ...nodeArgs, opts.cli, 'start', '--config', path.join(etc, 'config.yml')],
+  const child = spawn('ip', ['netns', 'exec', host.ns, process.execPath, ...nodeArgs, cli, 'start', '--config', path.join(etc, 'config.yml')],
     { detached: true, stdio: ['ignore', log.fd, log.fd] });
   await log.close();
   if (child.pid === undefined) throw new Error(`could not start the agent of ${host.ns}`);

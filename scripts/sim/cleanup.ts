@@ -11,6 +11,11 @@ export class Resources {
   readonly dirs: string[] = [];
   private running: Promise<CleanupReport> | null = null;
 
+  /** True once cleanupAll() has begun: nothing new may be started then (it would outlive the cleanup). */
+  get cleaning(): boolean {
+    return this.running !== null;
+  }
+
   /** Idempotent: a signal arriving during a normal cleanup waits for the same work. */
   cleanupAll(): Promise<CleanupReport> {
     this.running ??= this.doCleanup();

@@ -228,7 +228,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
 }
 
 /** Copy h<i>/agent.log and the BitTorrent logs of the run's work dir to `dest`, named by host. */
-async function keepLogs(dirs: string[], dest: string): Promise<void> {
+export async function keepLogs(dirs: string[], dest: string): Promise<void> {
   await fs.mkdir(dest, { recursive: true });
   for (const work of dirs) {
     for (const name of await fs.readdir(work).catch(() => [] as string[])) {
@@ -241,7 +241,7 @@ async function keepLogs(dirs: string[], dest: string): Promise<void> {
   }
 }
 
-async function describeAgentVersion(): Promise<{ commit: string; modifiedSrc: string[] }> {
+export async function describeAgentVersion(): Promise<{ commit: string; modifiedSrc: string[] }> {
   const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');
   const commit = (await run('git', ['-C', repo, 'rev-parse', '--short', 'HEAD']).catch(() => ({ stdout: 'unknown' }))).stdout.trim();
   const status = (await run('git', ['-C', repo, 'status', '--porcelain', '--', 'src']).catch(() => ({ stdout: '' }))).stdout;
@@ -286,7 +286,7 @@ async function baselineTreesMatch(dirs: string[], digest: string): Promise<boole
  * Host 0 first (it holds the publisher key; the others share its fleet key and trust it). Then one seed
  * per rack, then everyone else, each bootstrapped to host 0 and to its rack's seed.
  */
-async function startFleet(hosts: Host[], opts: ScenarioOptions, workDir: string, res: Resources, cli: string): Promise<Agent[]> {
+export async function startFleet(hosts: Host[], opts: Pick<ScenarioOptions, 'zones' | 'agentArgs'>, workDir: string, res: Resources, cli: string): Promise<Agent[]> {
   const track = (pid: number) => res.pids.add(pid);
   const zone = (h: Host) => (opts.zones ? h.rack : undefined);
   const first = await startAgent(hosts[0], workDir, { cli, zone: zone(hosts[0]), bootstrap: [], extraInit: opts.agentArgs }, track);
@@ -319,7 +319,7 @@ async function assertNode(a: Agent): Promise<void> {
 }
 
 /** Wait until every agent has at least one peer (two when the fleet is bigger), then let gossip settle. */
-async function waitForMesh(agents: Agent[], timeoutMs: number, log: (s: string) => void): Promise<void> {
+export async function waitForMesh(agents: Agent[], timeoutMs: number, log: (s: string) => void): Promise<void> {
   const want = Math.min(2, agents.length - 1);
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -24,6 +24,7 @@ import { BoundedSet, WorkQueue } from './limits.js';
 import { installManifest, type InstallContext } from '../install/install-manifest.js';
 import { localSkipReason, unmarkNotForThisHost } from '../install/no-install.js';
 import { encodeNotes, noteText } from '../../protocol/host-notes.js';
+import { dropSuperseded, isSuperseded, supersededHere } from './superseded.js';
 import { LiveChunkSource } from '../install/chunk-source.js';
 import { fetchMissingChunks, missingChunks } from './refetch.js';
 import type { Mutex } from '../mutex.js';
@@ -125,6 +126,8 @@ export class Swarm implements DownloadHost {
   private maintaining = false;
   /** Downloads whose space check is running (consider() may be called twice at once). */
   private readonly admitting = new Set<string>();
+  /** The maintenance round running, if any: stop() waits for it, so it never touches a closed store. */
+  private maintenanceRun: Promise<void> | null = null;
   private maintenanceTimer: NodeJS.Timeout | undefined;
   private maintenanceDueAt = 0;
   private maintenanceDelay = MAINTENANCE_MIN_MS;
@@ -141,6 +144,8 @@ export class Swarm implements DownloadHost {
   private stopping = false;
   /** What the last state message said about downloads, failures and skips (see fleet-state.ts). */
   private lastProgressSig = '';
+  /** An install or publish may have left chunks that no manifest references (see collectSuperseded). */
+  private gcDue = false;
   corruptChunksReceived = 0;
 
   private constructor(readonly node: P2PNode, private readonly opts: SwarmOptions) {
@@ -242,6 +247,8 @@ export class Swarm implements DownloadHost {
     for (const c of this.clients.values()) await c.close().catch(() => {});
     await this.chunkServer.close().catch(() => {});
     await this.node.stop();
+    // A round caught mid-way ends quickly now that the node is down (seen in the soak: "Database is not open").
+    await this.maintenanceRun;
   }
 
   get peerId(): string { return this.node.peerId.toString(); }
@@ -267,6 +274,7 @@ export class Swarm implements DownloadHost {
   /** Called by the daemon after a local publish. */
   async announcePublished(sm: SignedManifest): Promise<void> {
     this.digestCache = undefined;
+    this.gcDue = true; // a --force publish replaced a manifest
     this.nudge();
     await this.publishGossip({
       t: 'published', id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, publisher: sm.manifest.publisher,
@@ -379,17 +387,13 @@ export class Swarm implements DownloadHost {
       }
     }
     let asked = 0;
-    // The newest createdAt held here per name@version: a peer's older manifest of it is not fetched (GC may
-    // have evicted it here; fetching it again each round would be a loop).
-    const newest = new Map<string, number>();
-    for (const sm of await this.store.index.listManifests()) {
-      const k = `${sm.manifest.runtime.name}@${sm.manifest.runtime.version}`;
-      newest.set(k, Math.max(newest.get(k) ?? -Infinity, Date.parse(sm.manifest.createdAt)));
-    }
+    // Manifests held here: a peer's older manifest of a name@version held here in a newer one is not fetched
+    // (superseded.ts).
+    const held = await this.store.index.listManifests();
     for (const e of listing.manifests) {
       if (asked >= MAX_NEW_PER_SYNC) break;
       if (this.isTombstoned(e.name, e.version, e.createdAt) || this.refused.has(e.id)) continue;
-      if (Date.parse(e.createdAt) < (newest.get(`${e.name}@${e.version}`) ?? -Infinity)) continue;
+      if (isSuperseded(held, e.name, e.version, e.createdAt)) continue;
       // A listed publisher we do not trust: its manifest would be refused after the fetch, so do not fetch.
       if (e.publisher !== undefined && !isTrustedKey(e.publisher, this.trusted())) {
         if (!this.untrustedLogged.has(e.id)) {
@@ -436,7 +440,7 @@ export class Swarm implements DownloadHost {
     if (this.stopping) return;
     clearTimeout(this.maintenanceTimer);
     this.maintenanceDueAt = Date.now() + delayMs;
-    this.maintenanceTimer = setTimeout(() => void this.maintain(), delayMs);
+    this.maintenanceTimer = setTimeout(() => { this.maintenanceRun = this.maintain(); }, delayMs);
     this.maintenanceTimer.unref?.();
   }
 
@@ -467,6 +471,7 @@ export class Swarm implements DownloadHost {
       }));
       for (const id of this.rtt.keys()) if (!peers.some((p) => p.toString() === id)) this.rtt.delete(id);
       if (peers.length > 0 && (await this.syncWith(peers[Math.floor(Math.random() * peers.length)], true))) changed = true;
+      if (await this.collectSuperseded()) changed = true;
       for (const sm of await this.store.index.listManifests()) void this.consider(sm);
       if (this.downloads.size > 0) changed = true;
       // Download progress (in PROGRESS_STEP steps), failures and skips reach the fleet's dashboards.
@@ -480,6 +485,24 @@ export class Swarm implements DownloadHost {
       const retryIn = Math.min(...[...this.failures.values()].map((f) => f.retryAt - Date.now()), Infinity);
       this.scheduleMaintenance(Math.max(1000, Math.min(this.maintenanceDelay, retryIn)));
     }
+  }
+
+  /**
+   * Drop the manifests superseded here (superseded.ts) and collect the chunks that installs, publishes and
+   * drops left unreferenced. Returns true when a manifest was dropped (the catalog changed).
+   */
+  private async collectSuperseded(): Promise<boolean> {
+    return this.opts.mutex.run(async () => {
+      const dropped = await dropSuperseded(this.store.index, (id) => this.downloads.has(id));
+      if (dropped.length === 0 && !this.gcDue) return false;
+      this.gcDue = false;
+      this.digestCache = undefined;
+      const gc = await this.store.gc({ chunkGraceMs: 0 });
+      if (dropped.length) {
+        log.info('superseded_dropped', { manifests: dropped.map((sm) => `${sm.manifest.runtime.name}@${sm.manifest.runtime.version} ${sm.id}`), freedBytes: gc.bytes });
+      }
+      return dropped.length > 0;
+    });
   }
 
   private localProgress(): HostProgress {
@@ -577,9 +600,8 @@ export class Swarm implements DownloadHost {
       if (sm.id !== id) return;
       const { name, version } = sm.manifest.runtime;
       if (this.isTombstoned(name, version, sm.manifest.createdAt)) return;
-      // An older manifest of a name@version known here in a newer one: the fleet no longer needs it, and GC
-      // may have evicted it; keeping it again would only bring it back into the catalog.
-      if (await this.supersededHere(name, version, sm.manifest.createdAt)) return;
+      // An older manifest of a name@version held here in a newer one: see superseded.ts.
+      if (await supersededHere(this.store.index, name, version, sm.manifest.createdAt)) return;
       await this.store.index.putManifest(sm);
       this.digestCache = undefined;
       this.nudge();
@@ -587,13 +609,6 @@ export class Swarm implements DownloadHost {
       void this.consider(sm); // runs the whole download: do not hold up the caller
       return;
     }
-  }
-
-  /** Is there a manifest of name@version in the index newer than `createdAt`? */
-  private async supersededHere(name: string, version: string, createdAt: string): Promise<boolean> {
-    const t = Date.parse(createdAt);
-    return (await this.store.index.listManifests()).some((o) =>
-      o.manifest.runtime.name === name && o.manifest.runtime.version === version && Date.parse(o.manifest.createdAt) > t);
   }
 
   /** Manifests whose chunks GC must keep: installed here, in transfer, waiting to resume. */
@@ -724,6 +739,7 @@ export class Swarm implements DownloadHost {
       if (installError !== null) throw installError;
       this.failures.delete(sm.id);
       if (record) {
+        this.gcDue = true; // it may have replaced an older manifest of the same name@version
         metrics.installFinished(sm.id, 'installed');
         const st = d.status();
         log.info('installed', { name, version, manifestId: sm.id, path: record.path, chunks: st.fetchedChunks, bytes: st.fetchedBytes,
@@ -737,7 +753,11 @@ export class Swarm implements DownloadHost {
         // A chunk went bad on disk after it was verified on arrival: drop it so the retry fetches it again.
         await this.store.chunks.delete(err.chunkId).catch(() => {});
       }
-      if (!this.stopping && diskFullCode(err) !== null && this.opts.budget) {
+      if (!this.stopping && this.isTombstoned(name, version, sm.manifest.createdAt)) {
+        // A removal stopped it (applyRemoval): nothing failed, nothing to retry or report as a failure.
+        this.failures.delete(sm.id);
+        log.info('download_cancelled', { name, version, manifestId: sm.id, reason: 'removed' });
+      } else if (!this.stopping && diskFullCode(err) !== null && this.opts.budget) {
         await this.waitForSpace(sm, err, d);
       } else if (!this.stopping) {
         const count = (this.failures.get(sm.id)?.count ?? 0) + 1;
