@@ -74,20 +74,28 @@ export interface ScenarioResult {
   cleanup: CleanupReport;
 }
 
-const loadAvg = () => os.loadavg().map((x) => round(x, 2));
+export const loadAvg = () => os.loadavg().map((x) => round(x, 2));
 
 export async function runScenario(opts: ScenarioOptions): Promise<ScenarioResult> {
+  const { result, cleanup } = await withSimResources(opts.keepLogs, (res) => runInside(opts, res));
+  return { ...result, cleanup };
+}
+
+/**
+ * Run `inside` with the namespaces, processes and temp dirs it creates registered in one Resources, refusing
+ * to start over an earlier run's names, and removing everything afterwards, also on failure or a signal.
+ */
+export async function withSimResources<T>(keepLogsDir: string | undefined, inside: (res: Resources) => Promise<T>): Promise<{ result: T; cleanup: CleanupReport }> {
   const taken = await takenNames();
   if (taken.length) throw new Error(`refusing to start: ${taken.join(', ')} already exist (an earlier run still up, or someone else's); remove them first`);
   const res = new Resources();
   const offSignals = cleanupOnSignals(res);
   try {
-    const result = await runInside(opts, res);
-    if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs);
-    const cleanup = await res.cleanupAll();
-    return { ...result, cleanup };
+    const result = await inside(res);
+    if (keepLogsDir) await keepLogs(res.dirs, keepLogsDir);
+    return { result, cleanup: await res.cleanupAll() };
   } finally {
-    if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs).catch(() => {});
+    if (keepLogsDir) await keepLogs(res.dirs, keepLogsDir).catch(() => {});
     await res.cleanupAll();
     offSignals();
   }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Resources, cleanupOnSignals, type CleanupReport } from './cleanup.js';
 import { buildTopology, takenNames, SWITCH_NS } from './topology.js';
 import { snapshotAgent, launchAgent, call, procUsage, readClockTicks, stopAgent, tail, type Agent } from './agents.js';
-import { startFleet, waitForMesh, keepLogs, describeAgentVersion } from './scenario.js';
+import { startFleet, waitForMesh, describeAgentVersion, loadAvg, withSimResources } from './scenario.js';
 import { makePlan, expectedAfter, describeEvent, rackBHosts, type SoakStep, type SoakPlanSpec } from './soak-plan.js';
 import { makeSoakPackage, DEFAULT_SIZES, type SoakPackage, type SoakPackageSizes } from './soak-packages.js';
 import { hashTree } from './tree-hash.js';
@@ -78,23 +78,9 @@ export interface SoakResult {
   cleanup: CleanupReport;
 }
 
-const loadAvg = () => os.loadavg().map((x) => round(x, 2));
-
 export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
-  const taken = await takenNames();
-  if (taken.length) throw new Error(`refusing to start: ${taken.join(', ')} already exist (an earlier run still up, or someone else's); remove them first`);
-  const res = new Resources();
-  const offSignals = cleanupOnSignals(res);
-  try {
-    const result = await soakInside(opts, res);
-    if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs);
-    const cleanup = await res.cleanupAll();
-    return { ...result, cleanup, failures: [...result.failures, ...cleanup.problems] };
-  } finally {
-    if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs).catch(() => {});
-    await res.cleanupAll();
-    offSignals();
-  }
+  const { result, cleanup } = await withSimResources(opts.keepLogs, (res) => soakInside(opts, res));
+  return { ...result, cleanup, failures: [...result.failures, ...cleanup.problems] };
 }
 
 interface PublishResult { manifestId: string; unchanged: boolean; newChunks: number; chunks: number }
@@ -290,7 +276,6 @@ async function soakInside(opts: SoakOptions, res: Resources): Promise<Omit<SoakR
     const peak = Math.max(...f.peakRssMB);
     if (peak > opts.maxRssMB) failures.push(`host ${f.host}: peak RSS ${peak} MB is above the bound of ${opts.maxRssMB} MB`);
   }
-  if (opts.keepLogs) await keepLogs(res.dirs, opts.keepLogs);
 
   return {
     date: new Date().toISOString(),
