@@ -3,7 +3,7 @@
 // peer, so every safety rule is applied again, files are created with O_NOFOLLOW|O_EXCL so that no
 // write can land outside destDir, and the only directories created implicitly are parents of paths
 // the rules have already shown to be free of symlinks.
-import { closeSync, constants, fchmodSync, fchownSync, futimesSync, openSync, writeSync } from 'node:fs';
+import { constants } from 'node:fs';
 import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -31,13 +31,6 @@ const MAX_BACKGROUND = 32;
 const MAX_BACKGROUND_BYTES = 8 * 1024 * 1024;
 // Files up to this size are gathered and written in one background task.
 const SMALL_FILE = 1024 * 1024;
-// Files up to this size are created with synchronous calls on this thread. Each thread-pool round trip costs
-// a futex wake and wait on both sides, and on a VM that system time dwarfs the work: for a tree of 24,929
-// entries (25 % of them under 4 KiB) extraction took 20 – 24 s of system CPU with the four round trips per
-// file, 14 – 15 s with these (tar -xzf: 14 – 15 s), in the same run. Wall time was the same.
-const SYNC_FILE = 256 * 1024;
-// Synchronous creations give the event loop a turn at least this often (peers, the control socket).
-const SYNC_YIELD_MS = 10;
 
 interface DirAttributes {
   mode: number;
@@ -182,7 +175,6 @@ class Extractor {
   // The background task of each path still being written: a later entry replacing or hardlinking it waits.
   private readonly creations = new Map<string, Promise<void>>();
   private backgroundError: Error | null = null;
-  private syncSince = performance.now();
 
   constructor(
     private readonly destDir: string,
@@ -255,14 +247,6 @@ class Extractor {
 
   private async writeSmallFile(path: string, mode: number, mtime: Date, data: Buffer): Promise<void> {
     const size = data.length;
-    if (size <= SYNC_FILE) {
-      this.writeFileNow(path, mode, mtime, data);
-      if (performance.now() - this.syncSince >= SYNC_YIELD_MS) {
-        await new Promise((resolve) => setImmediate(resolve));
-        this.syncSince = performance.now();
-      }
-      return;
-    }
     while (this.backgroundBytes > 0 && this.backgroundBytes + size > MAX_BACKGROUND_BYTES && this.background.size > 0) {
       await Promise.race(this.background);
     }
@@ -280,20 +264,6 @@ class Extractor {
         this.backgroundBytes -= size;
       }
     });
-  }
-
-  /** The same as the background path of writeSmallFile, in synchronous calls (see SYNC_FILE). */
-  private writeFileNow(path: string, mode: number, mtime: Date, data: Buffer): void {
-    const fd = openSync(this.abs(path), WRITE_FLAGS, mode);
-    try {
-      for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off, off);
-      if (this.owner) fchownSync(fd, this.owner.uid, this.owner.gid);
-      // open() already applied the mode unless the umask took bits away (or chown cleared any).
-      if (this.owner || (mode & UMASK) !== 0) fchmodSync(fd, mode);
-      futimesSync(fd, mtime, mtime);
-    } finally {
-      closeSync(fd);
-    }
   }
 
   private async finishFile(handle: FileHandle, mode: number, mtime: Date): Promise<void> {
