@@ -4,7 +4,7 @@
  * chrome://inspect or `speedscope`. Prints each receiver's CPU seconds (all threads, from /proc) and the
  * `tar -xzf` CPU of the same file, measured in the same run.
  *
- *   node dist/scripts/profile-receive.js PACKAGE.tar.gz [--peers 1|2] [--prof-dir DIR]
+ *   node dist/scripts/profile-receive.js PACKAGE.tar.gz [--peers 1..3] [--prof-dir DIR]
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -23,18 +23,19 @@ const { values, positionals } = parseArgs({
     // `perf probe -x /lib/x86_64-linux-gnu/libc.so.6 -a 'malloc size=%di:u64'`) for sizes of at least 64 KiB,
     // to see which code allocates the big buffers that drive V8's external-memory GCs.
     'perf-malloc': { type: 'boolean', default: false },
-    // Extra node flags for every receiver (e.g. --max-semi-space-size=16), to compare V8 settings; no profile then.
+    // Extra node flags for every receiver (e.g. --max-semi-space-size=16), to compare V8 settings; no profile
+    // then (`--node-args=` for none at all).
     'node-args': { type: 'string' },
   },
 });
 const pkg = positionals[0];
 if (!pkg) {
-  console.error('usage: profile-receive PACKAGE.tar.gz [--peers 1|2] [--prof-dir DIR]');
+  console.error('usage: profile-receive PACKAGE.tar.gz [--peers 1..3] [--prof-dir DIR]');
   process.exit(2);
 }
 const peers = Number(values.peers);
-if (peers !== 1 && peers !== 2) {
-  console.error('--peers must be 1 or 2');
+if (![1, 2, 3].includes(peers)) {
+  console.error('--peers must be 1, 2 or 3');
   process.exit(2);
 }
 const profDir = path.resolve(values['prof-dir']!);
@@ -51,7 +52,7 @@ runBench('profile-receive', async (cleanup) => {
     joinFleetOf: a, nodeArgs: extra ?? (values.perf ? ['--perf-basic-prof'] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`]),
   });
   const receivers = [b];
-  if (peers === 2) receivers.push(await Agent.create(cleanup, 'c', { joinFleetOf: a, nodeArgs: extra ?? [] }));
+  for (const name of ['c', 'd'].slice(0, peers - 1)) receivers.push(await Agent.create(cleanup, name, { joinFleetOf: a, nodeArgs: extra ?? [] }));
   await new Promise((r) => setTimeout(r, 2000));
 
   const cpu0 = await Promise.all(receivers.map((x) => cpuSeconds(x.pid)));
@@ -68,6 +69,7 @@ runBench('profile-receive', async (cleanup) => {
     return lists.every((l) => l.length > 0) || undefined;
   }, 10 * 60_000, 100);
   const wall = (performance.now() - tPublished) / 1000;
+  console.log(`all ${receivers.length} receivers installed ${wall.toFixed(2)} s after publish returned = ${(wall / tar.seconds).toFixed(2)} x tar -xzf wall`);
   if (perf) {
     perf.kill('SIGINT');
     await new Promise((r) => perf.once('exit', r));
