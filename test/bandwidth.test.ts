@@ -3,7 +3,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { tmpDir, startFleet, startAgent, waitFor, cli, type AgentHandle } from './helpers/agent.js';
+import { tmpDir, initConfig, startFleet, startAgent, waitFor, cli, type AgentHandle } from './helpers/agent.js';
 import { makeRuntimeTree } from './helpers/fixtures.js';
 import { parseDuration, parseSize } from '../src/agent/units.js';
 
@@ -86,12 +86,7 @@ test.serial('an upload cap is host-wide: two downloaders together get no more th
 test.serial('bandwidth in the config file, a flag overriding one direction, and a bad value refused by name', async (t) => {
   const root = await tmpDir(t);
   const dir = path.join(root, 'a');
-  const etc = path.join(dir, 'etc');
-  const init = await cli(['init', '--dir', etc, '--data-dir', path.join(dir, 'data'), '--runtimes-dir', path.join(dir, 'runtimes'),
-    '--socket', path.join(dir, 'agent.sock'), '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']);
-  t.is(init.code, 0, init.stderr);
-  const config = path.join(etc, 'config.yml');
-  const original = await fs.readFile(config, 'utf8');
+  const { config, original } = await initConfig(dir);
   await fs.writeFile(config, `${original}bandwidth:\n  upload: 20MiB\n  download: 50MB\n`);
   const a = await startAgent(t, dir, ['--max-upload-rate', '1MiB']);
   const s = await a.json(['status']);

@@ -4,7 +4,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { tmpDir, startFleet, startAgent, joinFleet, waitFor, cli, comparable, listAll, execFileP, type AgentHandle } from './helpers/agent.js';
+import { tmpDir, initConfig, startFleet, startAgent, joinFleet, waitFor, cli, comparable, listAll, execFileP, type AgentHandle } from './helpers/agent.js';
 import { makeRuntimeTree, seededBytes } from './helpers/fixtures.js';
 
 const MiB = 1024 * 1024;
@@ -40,12 +40,7 @@ async function versionTree(dir: string, name: string, seed: string, bulkBytes: n
 test('store budget and watermarks come from the config and the flags; bad values are refused by name', async (t) => {
   const root = await tmpDir(t);
   const dir = path.join(root, 'a');
-  const etc = path.join(dir, 'etc');
-  const init = await cli(['init', '--dir', etc, '--data-dir', path.join(dir, 'data'), '--runtimes-dir', path.join(dir, 'runtimes'),
-    '--socket', path.join(dir, 'agent.sock'), '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns']);
-  t.is(init.code, 0, init.stderr);
-  const config = path.join(etc, 'config.yml');
-  const original = await fs.readFile(config, 'utf8');
+  const { config, original } = await initConfig(dir);
   await fs.writeFile(config, `${original}store:\n  maxBytes: 400MiB\n  highWatermark: 90%\n`);
   const a = await startAgent(t, dir, ['--store-low-watermark', '50']);
   const s = await a.json(['status']);

@@ -52,6 +52,20 @@ export interface AgentHandle {
 }
 
 /** `init` a config in dir (once), then start the daemon and wait until its socket answers. */
+/**
+ * `init` an agent in `dir` (127.0.0.1, ephemeral ports for libp2p and HTTP, no mDNS) without starting it, for
+ * tests of the config file: returns the config's path and the text init wrote, to which a test appends its own
+ * keys. (Without --http, two such tests at once would both want the default port 7947.)
+ */
+export async function initConfig(dir: string): Promise<{ config: string; original: string }> {
+  const etc = path.join(dir, 'etc');
+  const init = await cli(['init', '--dir', etc, '--data-dir', path.join(dir, 'data'), '--runtimes-dir', path.join(dir, 'runtimes'),
+    '--socket', path.join(dir, 'agent.sock'), '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--http', '127.0.0.1:0']);
+  if (init.code !== 0) throw new Error(`init failed (${init.code}): ${init.stderr}`);
+  const config = path.join(etc, 'config.yml');
+  return { config, original: await fs.readFile(config, 'utf8') };
+}
+
 /** Agents still running: if the test worker dies before its teardowns run (an ava timeout), they die with it. */
 const liveAgents = new Set<import('node:child_process').ChildProcess>();
 process.on('exit', () => {
