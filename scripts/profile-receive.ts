@@ -1,10 +1,14 @@
 /**
- * Profile the receive side: agent A publishes a package, agents B (and with --peers 2, C) receive it on
+ * Profile the receive side: agent A publishes a package, agent B (and with --peers 2 or 3, C and D) receive it on
  * 127.0.0.1. B runs under `node --cpu-prof`, so its main-thread profile lands in --prof-dir for
  * chrome://inspect or `speedscope`. Prints each receiver's CPU seconds (all threads, from /proc) and the
  * `tar -xzf` CPU of the same file, measured in the same run.
  *
  *   node dist/scripts/profile-receive.js PACKAGE.tar.gz [--peers 1..3] [--prof-dir DIR]
+ *        [--perf [--perf-malloc]] [--node-args="--trace-gc ..."]
+ *
+ * --perf records B with `perf record -g` instead (the thread pool and the kernel too); --node-args runs every
+ * receiver with those node flags and no profile (--trace-gc: B's GC counts, reasons and pauses are printed).
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -76,7 +80,7 @@ runBench('profile-receive', async (cleanup) => {
   }
   for (const [i, x] of receivers.entries()) {
     const cpu = (await cpuSeconds(x.pid)) - cpu0[i]!;
-    console.log(`${x.name}: installed ${wall.toFixed(2)} s after publish returned (publish ${((tPublished - t0) / 1000).toFixed(2)} s); ` +
+    console.log(`${x.name}: publish took ${((tPublished - t0) / 1000).toFixed(2)} s; ` +
       `cpu ${cpu.toFixed(2)} s = ${(cpu / tar.cpuSeconds).toFixed(2)}x tar -xzf; peak RSS ${((await peakRssBytes(x.pid)) / 1e6).toFixed(0)} MB`);
   }
   console.log(`b's threads (cpu s over its life): ${(await threadCpu(b.pid)).map(([n, c]) => `${n} ${c.toFixed(2)}`).join(', ')}`);
@@ -91,13 +95,6 @@ runBench('profile-receive', async (cleanup) => {
       reasons.set(r, (reasons.get(r) ?? 0) + 1);
     }
     for (const [r, n] of reasons) console.log(`  ${n} x ${r}`);
-    for (const l of gcLog.split('\n').filter((x) => /Mark-Compact|Mark-sweep/.test(x)).slice(10, 13)) console.log(`  e.g. ${l.trim()}`);
-    const starts = new Map<string, number>();
-    for (const l of gcLog.split('\n').filter((x) => /Start marking/i.test(x))) {
-      const r = /reason: (.*)$/i.exec(l)?.[1] ?? l.slice(-60);
-      starts.set(r, (starts.get(r) ?? 0) + 1);
-    }
-    for (const [r, n] of starts) console.log(`  marking started ${n} x: ${r}`);
     // "... MB, 12.3 / 0.0 ms ..." : the main-thread pause of each GC.
     const pause = (re: RegExp) => gcLog.split('\n').filter((l) => re.test(l))
       .reduce((sum, l) => sum + Number(/MB, ([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0), 0);
