@@ -375,3 +375,21 @@ test('options are validated', (t) => {
   const s = new DownloadScheduler(chunks(2), []);
   t.throws(() => s.peerHas('a', 2), { instanceOf: RangeError, message: /chunk index 2 is outside 0\.\.1/ });
 });
+
+test('the in-order window asks first only for chunks with a second copy in the swarm, unless there is one peer', (t) => {
+  // Several peers: the publisher holds all 10 chunks, another host only chunk 2. With the install at chunk 0,
+  // the first request is chunk 2 (in order among the replicated ones), not chunk 0, which only the publisher
+  // holds and every other host would ask it for at the same moment.
+  for (const seed of [1, 2, 3, 4, 5]) {
+    const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 1, random: seeded(seed), inOrderFrom: () => 0 });
+    s.setPeerHave('publisher', holding(10, range(0, 10)));
+    s.setPeerHave('peer', holding(10, [2]));
+    t.deepEqual(s.next(0).map((a) => a.index), [2], `seed ${seed}`);
+  }
+  // One peer: nothing to spread; the install's next chunk comes first.
+  for (const seed of [1, 2, 3]) {
+    const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 1, random: seeded(seed), inOrderFrom: () => 3 });
+    s.setPeerHave('publisher', holding(10, range(0, 10)));
+    t.deepEqual(s.next(0).map((a) => a.index), [3], `seed ${seed}`);
+  }
+});
