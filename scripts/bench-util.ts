@@ -7,6 +7,7 @@
  * stopped by pid (SIGTERM, then SIGKILL after a grace period), whatever way the run ends.
  */
 import '../src/agent/polyfill.js';
+import { DAEMON_NODE_FLAGS } from '../src/agent/node-flags.js';
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
@@ -244,7 +245,7 @@ export class Agent {
     const startArgs = ['start', '--config', path.join(this.etc, 'config.yml')];
     // bin/joblet-agent sets MALLOC_ARENA_MAX=2; the same here, so both ways measure the same daemon.
     const child = nodeArgs
-      ? spawn(process.execPath, [...nodeArgs, CLI_PATH, ...startArgs], { stdio: ['ignore', log, log], env: { MALLOC_ARENA_MAX: '2', ...process.env } })
+      ? spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...nodeArgs, CLI_PATH, ...startArgs], { stdio: ['ignore', log, log], env: { MALLOC_ARENA_MAX: '2', ...process.env } })
       : spawn(BIN_PATH, startArgs, { stdio: ['ignore', log, log] });
     this.child = child;
     this.cleanup.process(child);

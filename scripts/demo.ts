@@ -2,6 +2,7 @@
 // machine's own Node.js binary on one of them, and show it propagate to all. Everything it starts and writes is removed at the end,
 // also on failure or Ctrl-C.
 import '../src/agent/polyfill.js';
+import { DAEMON_NODE_FLAGS } from '../src/agent/node-flags.js';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
@@ -60,7 +61,7 @@ const FLEET_SIZE = 4;
 interface DemoAgent { name: string; socket: string; runtimesDir: string; config: string }
 
 async function startAgent(a: DemoAgent, extra: string[] = []): Promise<void> {
-  const p = spawn(process.execPath, [CLI, 'start', '--config', a.config, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const p = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, 'start', '--config', a.config, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   p.stderr!.on('data', (d: Buffer) => {
     for (const line of d.toString().trimEnd().split('\n')) console.log(`  [${a.name}] ${line}`);
   });

@@ -9,6 +9,7 @@ import YAML from 'yaml';
 import { cli, comparable, execFileP, startAgent, tmpDir, waitFor, type AgentHandle, type Program } from './helpers/agent.js';
 import { makeRuntimeTree, tarGzWithTopDir } from './helpers/fixtures.js';
 import { AGENT_VERSION } from '../src/agent/version.js';
+import { DAEMON_NODE_FLAGS } from '../src/agent/node-flags.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const arch = os.arch();
@@ -41,6 +42,9 @@ async function assertRunsFromArtifact(t: ExecutionContext, agent: AgentHandle, e
   const children = await Promise.all((await fs.readdir(`/proc/${pid}/task`)).map((tid) =>
     fs.readFile(`/proc/${pid}/task/${tid}/children`, 'utf8').catch(() => '')));
   t.is(children.join('').trim(), '', 'the agent started no other process');
+  // The V8 flags come from the executable's SEA config: nothing on the command line gives them.
+  for (const flag of DAEMON_NODE_FLAGS) t.true(agent.logs().includes(flag), `the daemon runs with ${flag}`);
+  t.false(agent.logs().includes('node_flags_missing'));
 }
 
 async function installed(a: AgentHandle, name: string, version: string): Promise<boolean> {

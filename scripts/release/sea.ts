@@ -6,6 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as esbuild from 'esbuild';
 import type { NodeBinary } from './node-binary.js';
+import { DAEMON_NODE_FLAGS } from '../../src/agent/node-flags.js';
 
 const execFileP = promisify(execFile);
 
@@ -71,6 +72,8 @@ export async function buildExecutable(opts: { bundleFile: string; target: NodeBi
     // Both off so that one blob fits every architecture (a code cache or snapshot is specific to the V8 build).
     useSnapshot: false,
     useCodeCache: false,
+    // The daemon's V8 flags (src/agent/node-flags.ts); NODE_OPTIONS may still add to them.
+    execArgv: [...DAEMON_NODE_FLAGS],
   }, null, 2));
   await execFileP(hostNode.path, ['--experimental-sea-config', config]);
   await fs.copyFile(target.path, outFile);

@@ -1,6 +1,7 @@
 // One joblet-agent per simulated host: init (in the root namespace, it only writes files), start inside the
 // host's namespace, talk to each over its Unix control socket (reachable from the root namespace), and
 // read its resource use from /proc.
+import { DAEMON_NODE_FLAGS } from '../../src/agent/node-flags.js';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -76,7 +77,7 @@ export async function launchAgent(host: Host, dir: string, cli: string, onSpawn:
   const log = await fs.open(logFile, 'a');
   // `ip netns exec` execs node in place, so the pid we get is the agent's; detached makes it a group leader.
   // JSIM_AGENT_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=DIR") lets one profile the agents of a run.
-  const nodeArgs = (process.env.JSIM_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = [...DAEMON_NODE_FLAGS, ...(process.env.JSIM_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const child = spawn('ip', ['netns', 'exec', host.ns, process.execPath, ...nodeArgs, cli, 'start', '--config', path.join(etc, 'config.yml')],
     { detached: true, stdio: ['ignore', log.fd, log.fd] });
   await log.close();

@@ -1,4 +1,5 @@
 // Helpers for tests that drive the real CLI and daemon as child processes.
+import { DAEMON_NODE_FLAGS } from '../../src/agent/node-flags.js';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
@@ -22,7 +23,8 @@ export interface CliResult { code: number; stdout: string; stderr: string }
 
 /** What runs the CLI: this Node with the built CLI, unless a test passes a release executable and its own env. */
 export interface Program { file: string; args: string[]; env: NodeJS.ProcessEnv }
-export const devProgram = (): Program => ({ file: process.execPath, args: [CLI], env: process.env });
+/** With the daemon's V8 flags (src/agent/node-flags.ts), as bin/joblet-agent and the release executable run it. */
+export const devProgram = (): Program => ({ file: process.execPath, args: [...DAEMON_NODE_FLAGS, CLI], env: process.env });
 
 /** Run the CLI to completion; never throws on a non-zero exit. */
 export async function cli(args: string[], env: Record<string, string> = {}, program = devProgram()): Promise<CliResult> {

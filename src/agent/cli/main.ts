@@ -9,6 +9,7 @@ import { clientSocket, isPlaceholderConfig, loadConfig, parsePercent, renderConf
 import { formatBytes, printable, ProgressBar, shortId, table } from './format.js';
 import { log, configureLog, errorText } from '../log.js';
 import { AGENT_VERSION } from '../version.js';
+import { missingDaemonFlags } from '../node-flags.js';
 import { formatBinary, parseSize } from '../units.js';
 import { runInfo, runWait, splitSpec, waitArgs, WAIT_OPTIONS } from './operate.js';
 import { PackageError } from '../../runtime/types.js';
@@ -166,7 +167,11 @@ async function cmdStart(argv: string[]): Promise<void> {
   const { Agent } = await import('../daemon/daemon.js');
   const agent = await Agent.start(config);
   log.info('started', { peer: agent.peerId, version: AGENT_VERSION, socket: config.socket, runtimesDir: config.runtimesDir,
-    dataDir: config.dataDir, http: agent.httpUrl ?? 'off' });
+    dataDir: config.dataDir, http: agent.httpUrl ?? 'off', node: process.version, nodeFlags: process.execArgv.join(' ') });
+  const missing = missingDaemonFlags();
+  if (missing.length > 0) {
+    log.warn('node_flags_missing', { missing: missing.join(' '), hint: 'the agent then costs more CPU (see src/agent/node-flags.ts); start it through bin/joblet-agent or the release executable, or give node these flags' });
+  }
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info('stopping', { signal: sig });

@@ -1,0 +1,16 @@
+// The V8 flags the daemon runs with, wherever it is started: bin/joblet-agent, the release executable (its SEA
+// config), the fleet simulator, the benchmarks and the tests. They cannot be set from inside the process:
+// v8.setFlagsFromString('--single-threaded-gc') after start aborts V8 on the next GC.
+//
+// --single-threaded-gc: V8 otherwise marks and sweeps on four helper threads besides the main thread. The
+// agent's heap is small (~20 MB) but its ArrayBuffer traffic (every chunk through Noise, yamux, the store) makes
+// V8 run a full GC every few hundred ms, and the concurrent version of that work costs more CPU in all than
+// doing it on the main thread. Measured in the fleet simulator (16 hosts on 2 cores, 64 MiB, same run order):
+// all agents' CPU 113 s -> 92.5 s; 8 hosts: 44 - 52 s -> 36.9 s. The price is longer main-thread pauses, which
+// an agent moving bytes does not notice.
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--single-threaded-gc'];
+
+/** The daemon's flags that this process was not started with (they are reported in the `started` log line). */
+export function missingDaemonFlags(execArgv: readonly string[] = process.execArgv): string[] {
+  return DAEMON_NODE_FLAGS.filter((f) => !execArgv.includes(f));
+}
