@@ -9,7 +9,7 @@ import type { ChunkRef } from './types.js';
 /**
  * Puts in flight at once. Compression runs on the libuv thread pool, so on a 2-core machine
  * two chunks compress while the main thread chunks and hashes the next one; a third keeps
- * the pool busy while a finished put waits for its fsync. Each costs at most one chunk
+ * the pool busy while a finished put waits for its file write. Each costs at most one chunk
  * (<= 4 MiB) of memory.
  */
 export const DEFAULT_PUTS_IN_FLIGHT = 3;

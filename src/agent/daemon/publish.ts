@@ -7,6 +7,7 @@ import { readPackage, StripGuessError } from '../../runtime/canonical.js';
 import { TreeWriter } from '../../runtime/extract.js';
 import { TeeSink } from '../../runtime/tree-entry.js';
 import { RuntimesDir } from '../../runtime/install.js';
+import { syncTreeFilesystem } from '../../runtime/durable.js';
 import { archAllowed } from '../../runtime/runtime-yml.js';
 import { findSymlinks, jobletWarnings } from '../../runtime/joblet-rules.js';
 import { PackageError, type PackageLimits } from '../../runtime/types.js';
@@ -96,6 +97,9 @@ async function publishOnce(
     }
     const tree = await ingest.finish();
     created = tree.createdIds;
+    // The chunks are written without fsync (chunk-store.ts): on disk before the manifest that needs them is
+    // indexed and announced, so a power cut after the publish returned cannot leave the fleet's only copy torn.
+    if (created.length > 0) await syncTreeFilesystem(ctx.store.chunks.dir);
 
     const meta = info.meta;
     const warnings = jobletWarnings({ ...info, symlinks: staging === null ? [] : await findSymlinks(staging), installPath: ctx.runtimes.pathFor(meta.name, meta.version) });
