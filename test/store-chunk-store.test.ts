@@ -143,3 +143,30 @@ test('malformed chunk ids are refused before touching the disk', async (t) => {
   await t.throwsAsync(store.get('sha256:../../etc/passwd'), { message: /invalid chunk id/ });
   t.throws(() => store.pathOf('md5:abc'), { message: /invalid chunk id/ });
 });
+
+test('the last chunks written are served from memory while their files are unchanged, and read again when not', async (t) => {
+  const store = await newStore(t);
+  const chunks = Array.from({ length: 9 }, (_, i) => seededBytes(`recent-${i}`, 1024 * 1024));
+  const ids: string[] = [];
+  for (const c of chunks) ids.push((await store.receive(sha256Id(c), 'raw', c, c.length)).ref.id);
+
+  // 9 MiB written, 8 MiB kept: the first is read from its file, the last from memory (the same buffer).
+  const before = { hits: store.recent.hits, misses: store.recent.misses };
+  t.true((await store.getStored(ids[0]!)).data.equals(chunks[0]!));
+  t.is(store.recent.misses, before.misses + 1);
+  const last = await store.getStored(ids[8]!);
+  t.is(last.data, chunks[8]!, 'the kept buffer itself');
+  t.is(store.recent.hits, before.hits + 1);
+
+  // A write to the file changes its identity: the next read goes to the file, verifies it, and drops it.
+  await new Promise((r) => setTimeout(r, 20)); // past the filesystem's timestamp granularity
+  const handle = await open(store.pathOf(ids[8]!), 'r+');
+  await handle.write(Buffer.from([0xff]), 0, 1, CHUNK_HEADER_BYTES + 10);
+  await handle.close();
+  await t.throwsAsync(store.getStored(ids[8]!), { instanceOf: CorruptChunkError });
+  await t.throwsAsync(store.get(ids[8]!), { instanceOf: ChunkNotFoundError }, 'the corrupt file was deleted');
+
+  // A deleted chunk is not served from memory either.
+  await store.delete(ids[7]!);
+  await t.throwsAsync(store.getStored(ids[7]!), { instanceOf: ChunkNotFoundError });
+});

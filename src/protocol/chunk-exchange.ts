@@ -156,9 +156,9 @@ export async function registerChunkServer(
   const upload = async (writer: FrameWriter, peer: string, req: ChunkGet): Promise<void> => {
     let stored: StoredChunk | undefined;
     try {
-      // A chunk can vanish (GC) or fail its own verification between `has` and the read: either way we do not
-      // hold a good copy, and the honest answer is `miss`.
-      if (await store.has(req.id)) stored = await store.getStored(req.id);
+      // Not held (no file), gone (GC) or failing its own verification: either way we do not hold a good copy,
+      // and the honest answer is `miss`.
+      stored = await store.getStored(req.id);
     } catch {
       stored = undefined;
     }

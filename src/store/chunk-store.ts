@@ -27,6 +27,7 @@ import { promisify } from 'node:util';
 import { brotliCompress, brotliDecompress, constants as zlibConstants, inflateRaw } from 'node:zlib';
 import { CHUNK_MAX } from './chunker.js';
 import { VerifiedChunks } from './chunk-trust.js';
+import { RecentChunks } from './recent-chunks.js';
 import { CorruptChunkError, type ChunkRef, type Codec } from './types.js';
 
 const brotliCompressAsync = promisify(brotliCompress);
@@ -52,6 +53,9 @@ export const DEFAULT_BROTLI_QUALITY = 1;
  * chunk, copying it each time: 1.9 MB allocated per chunk instead of one 1 MiB buffer (the window, LGWIN 20).
  */
 const BROTLI_DECODE_PARAMS = { [zlibConstants.BROTLI_DECODER_PARAM_DISABLE_RING_BUFFER_REALLOCATION]: 1 };
+
+/** Stored bytes of the chunks written last, kept for serving (recent-chunks.ts): a few average chunks. */
+export const RECENT_CHUNK_BYTES = 8 * 1024 * 1024;
 
 /** Compressed bytes are kept only if they save at least this fraction of the raw size. */
 const MIN_SAVING = 0.03;
@@ -99,6 +103,8 @@ export function isChunkId(id: string): boolean {
 export class ChunkStore {
   private readonly madeDirs = new Set<string>();
   private readonly verified = new VerifiedChunks();
+  /** What was written last, served from memory; public for its hit counts. */
+  readonly recent = new RecentChunks(RECENT_CHUNK_BYTES);
   /** Told when a chunk file failed verification and was deleted, so that it can be fetched again. */
   onCorrupt?: (id: string, error: string) => void;
   private tempCounter = 0;
@@ -140,7 +146,8 @@ export class ChunkStore {
     const compress = compressed.length <= raw.length * (1 - MIN_SAVING);
     const codec: Codec = compress ? 'brotli' : 'raw';
     const stored = compress ? compressed : raw;
-    await this.writeChunkFile(id, codec, stored, raw.length);
+    const info = await this.writeChunkFile(id, codec, stored, raw.length);
+    if (info) this.recent.add(id, { codec, data: stored, size: raw.length }, info);
     return { ref: { id, size: raw.length, storedSize: stored.length, codec }, created: true };
   }
 
@@ -163,7 +170,8 @@ export class ChunkStore {
     const raw = await this.decodeAndVerify(id, codec, stored, size, `received from a peer, for ${path}`);
     const existing = await this.refIfPresent(id, true);
     if (existing) return { ref: existing, raw };
-    await this.writeChunkFile(id, codec, stored, size);
+    const info = await this.writeChunkFile(id, codec, stored, size);
+    if (info) this.recent.add(id, { codec, data: stored, size }, info);
     return { ref: { id, size, storedSize: stored.length, codec }, raw };
   }
 
@@ -184,6 +192,9 @@ export class ChunkStore {
 
   /** The verified uncompressed bytes of a chunk. A file that fails verification is deleted (see drop). */
   async get(id: string): Promise<Buffer> {
+    // An install reading back what its download just wrote: the kept bytes, if the file is still the one written.
+    const recent = this.recent.peek(id);
+    if (recent?.codec === 'raw' && (await this.stillWritten(id))) return recent.data;
     const { stored, info, path } = await this.readChunkFile(id);
     const raw = await this.decodeAndVerify(id, stored.codec, stored.data, stored.size, `file ${path}`).catch((err) => this.drop(id, info, err));
     this.verified.note(id, info);
@@ -196,12 +207,26 @@ export class ChunkStore {
    * A file that fails is deleted (see drop).
    */
   async getStored(id: string): Promise<StoredChunk> {
+    if (this.recent.peek(id) && (await this.stillWritten(id))) return this.recent.get(id)!;
+    this.recent.miss();
     const { stored, info, path } = await this.readChunkFile(id);
     if (!this.verified.has(id, info)) {
       await this.decodeAndVerify(id, stored.codec, stored.data, stored.size, `file ${path}`).catch((err) => this.drop(id, info, err));
       this.verified.note(id, info);
     }
     return stored;
+  }
+
+  /**
+   * Whether chunk `id`'s file is still, unchanged, the one this process wrote with the bytes kept in `recent`
+   * (one stat instead of reading the file): any write, rename, chmod or utimes changes its identity
+   * (chunk-trust.ts), and then the file is read and verified as usual. Drops the kept bytes when not.
+   */
+  private async stillWritten(id: string): Promise<boolean> {
+    const info = await stat(this.pathOf(id)).catch(() => null);
+    if (info && this.recent.matches(id, info)) return true;
+    this.recent.delete(id);
+    return false;
   }
 
   private async readChunkFile(id: string): Promise<{ stored: StoredChunk; info: Stats; path: string }> {
@@ -238,6 +263,7 @@ export class ChunkStore {
   private async drop(id: string, read: Stats, err: unknown): Promise<never> {
     if (err instanceof CorruptChunkError) {
       this.verified.forget(id);
+      this.recent.delete(id);
       const now = await stat(this.pathOf(id)).catch(() => null);
       if (now && now.ino === read.ino && now.dev === read.dev) await unlink(this.pathOf(id)).catch(() => undefined);
       this.onCorrupt?.(id, err.message);
@@ -247,6 +273,7 @@ export class ChunkStore {
 
   async delete(id: string): Promise<void> {
     this.verified.forget(id);
+    this.recent.delete(id);
     try {
       await unlink(this.pathOf(id));
     } catch (err) {
@@ -373,7 +400,8 @@ export class ChunkStore {
     return raw;
   }
 
-  private async writeChunkFile(id: string, codec: Codec, stored: Buffer, size: number): Promise<void> {
+  /** Writes the chunk file; returns its stat after the rename (null if that stat failed). */
+  private async writeChunkFile(id: string, codec: Codec, stored: Buffer, size: number): Promise<Stats | null> {
     const path = this.pathOf(id);
     const subdir = path.slice(0, path.lastIndexOf('/'));
     if (!this.madeDirs.has(subdir)) {
@@ -402,6 +430,7 @@ export class ChunkStore {
       // Verified by the caller just before (put hashed it, receive checked it); the rename changed its ctime.
       const info = await stat(path).catch(() => null);
       if (info) this.verified.note(id, info);
+      return info;
     } catch (err) {
       await unlink(temp).catch(() => undefined);
       throw err;

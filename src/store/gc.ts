@@ -109,6 +109,8 @@ export async function evict(store: Store, opts: { protect: Set<string>; targetBy
   let deletedFiles = 0;
   let deletedBytes = 0;
   const remove = async (e: ChunkFileEntry): Promise<void> => {
+    // Not served from memory either once its file is gone (chunk-store.ts keeps the last few written).
+    if (e.id) store.chunks.recent.delete(e.id);
     try {
       await unlink(e.path);
     } catch (err) {

@@ -1032,7 +1032,9 @@ export class Swarm implements DownloadHost {
       transfers: [...this.downloads.values()].map((d) => d.status()),
       recentTransfers: this.recent,
       fleet,
-      uploads: { active: uploads.activeUploads, bytesServed: uploads.bytesServed, chunksServed: uploads.chunksServed, slowReaderDrops: uploads.slowReaderDrops },
+      uploads: { active: uploads.activeUploads, bytesServed: uploads.bytesServed, chunksServed: uploads.chunksServed, slowReaderDrops: uploads.slowReaderDrops,
+        // Chunks served from the last ones written, kept in memory (recent-chunks.ts), and read from their files.
+        fromMemory: this.store.chunks.recent.hits, fromDisk: this.store.chunks.recent.misses },
       corruptChunksReceived: this.corruptChunksReceived,
       fleetHostsSeen: this.fleet.size + 1,
       gossip: { rejected: this.gossipRejected.count, dropped: this.gossipWork.dropped + this.manifestFetches.dropped },
