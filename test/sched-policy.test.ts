@@ -104,6 +104,12 @@ test('chunks already held locally are never requested; a predicate works as loca
   t.is(batch.length, 20);
   t.true(batch.every((a) => a.index % 2 === 1));
   t.like(s.stats(), { total: 40, have: 20, bytesHave: 20_000, bytesTotal: 40_000 });
+  // wants(): what a `have` of chunk i could change (the download wakes only for those).
+  t.false(s.wants(0));
+  t.true(s.wants(1));
+  s.delivered('a', 1, 1000, 5);
+  t.false(s.wants(1));
+  t.false(s.wants(n), 'out of range');
 });
 
 test('a peer that delivered faster gets the work', (t) => {

@@ -124,9 +124,11 @@ export class Download {
         this.tokens.set(`${a.peer}#${a.index}`, token);
         void this.fetch(a.peer, a.index, token);
       }
+      // One timer per wait, cleared when something wakes the loop earlier (a chunk, a `have`): otherwise every
+      // early wake-up left a timer behind, hundreds a second on a busy host.
       await new Promise<void>((resolve) => {
-        this.wake = resolve;
-        setTimeout(resolve, TICK_MS);
+        const timer = setTimeout(resolve, TICK_MS);
+        this.wake = () => { clearTimeout(timer); resolve(); };
       });
       this.wake = null;
     }
@@ -229,8 +231,10 @@ export class Download {
           this.wake?.();
         },
         (index) => {
-          if (index < manifestChunks(this.sm.manifest).length) this.sched.peerHas(key, index);
-          this.wake?.();
+          if (index >= manifestChunks(this.sm.manifest).length) return;
+          this.sched.peerHas(key, index);
+          // A chunk this host already holds changes nothing the scheduler would pick now.
+          if (this.sched.wants(index)) this.wake?.();
         });
       if (this.stopped) { sub.close(); return; }
       this.subs.set(key, sub);

@@ -211,6 +211,11 @@ export class DownloadScheduler {
     }
   }
 
+  /** True while chunk `index` is not here yet (news of it may change what next() picks). */
+  wants(index: number): boolean {
+    return index >= 0 && index < this.chunks.length && this.local[index] === 0;
+  }
+
   /** `peer` gained chunk `index`. */
   peerHas(peer: string, index: number): void {
     this.checkIndex(index);
