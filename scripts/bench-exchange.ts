@@ -105,8 +105,11 @@ async function senderLibp2p(seedHex: string, s: Settings, muxer: MuxerTuning, fl
   const byId = new Map<string, number>();
   for (let i = 0; i < count; i++) byId.set(chunkId(makeChunk(block, i)), i);
   const source: ChunkSource = {
-    has: async (id) => byId.has(id),
-    getStored: async (id): Promise<StoredChunk> => ({ codec: 'raw', data: makeChunk(block, byId.get(id)!), size: s.chunkBytes }),
+    getStored: async (id): Promise<StoredChunk> => {
+      const i = byId.get(id);
+      if (i === undefined) throw new Error(`no chunk ${id}`);
+      return { codec: 'raw', data: makeChunk(block, i), size: s.chunkBytes };
+    },
   };
   const dir = await mkdtemp(join(tmpdir(), 'bench-exchange-'));
   const node = await createP2PNode({ peerKeyPath: join(dir, 'peer.key'), fleetKey: FLEET_KEY, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false, muxer, fleetPrologue });

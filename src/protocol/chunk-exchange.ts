@@ -51,7 +51,7 @@ export interface StoredChunk {
 
 /** What the server needs from the chunk store (structurally a subset of src/store ChunkStore). */
 export interface ChunkSource {
-  has(id: string): Promise<boolean>;
+  /** Rejects when the chunk is not held (or fails its check): the server answers `miss`. */
   getStored(id: string): Promise<StoredChunk>;
 }
 

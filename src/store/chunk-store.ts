@@ -16,8 +16,7 @@
 // that a power cut left empty, torn or missing costs a re-fetch, never a wrong byte. What must
 // survive one is made durable by its caller with one syncfs: a publish before its manifest is
 // indexed, an install before its tree is renamed into place (runtime/durable.ts). An fsync per
-// chunk made every store write wait for the disk: in the fleet simulator, with 16 hosts on one
-// disk, the thread pool sat in fsync while chunks waited to be read, written and served.
+// chunk made every chunk write wait for the disk in a thread-pool slot, for no byte of safety.
 
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';

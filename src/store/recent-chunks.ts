@@ -2,7 +2,7 @@
 //
 // In a swarm a chunk that just arrived is the one its neighbours lack (they hear of it by `have` at once and
 // fetch rarest first), so it is asked for again within seconds. Reading it back from its file costs five
-// thread-pool round trips (open, stat, fstat, read, close) and a fresh buffer per upload. The bytes here were
+// thread-pool round trips (open, fstat, fstat, read, close) and a fresh buffer per upload. The bytes here were
 // verified against their id before they were written (ChunkStore.receive and put) and are never written to
 // after that. Each is kept with the identity of the file it went into (as in chunk-trust.ts): the store uses
 // it only while one stat shows the same file, unchanged, so a host still never serves bytes of a file that
