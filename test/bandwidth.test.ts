@@ -4,6 +4,7 @@ import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { tmpDir, initConfig, startFleet, startAgent, waitFor, cli, type AgentHandle } from './helpers/agent.js';
+import { CHUNK_MAX } from '../src/store/chunker.js';
 import { makeRuntimeTree } from './helpers/fixtures.js';
 import { parseDuration, parseSize } from '../src/agent/units.js';
 
@@ -73,10 +74,15 @@ test.serial('an upload cap is host-wide: two downloaders together get no more th
   const end = Math.max(...done.map((tr) => Date.parse(tr.finishedAt)));
   const s = await a.json(['status']);
   const served = s.swarm.uploads.bytesServed;
-  const rate = served / ((end - start) / 1000);
-  t.log(`upload cap ${CAP} B/s: the publisher served ${served} B in ${((end - start) / 1000).toFixed(2)} s = ${(rate / MiB).toFixed(2)} MiB/s`);
+  const seconds = (end - start) / 1000;
+  const rate = served / seconds;
+  t.log(`upload cap ${CAP} B/s: the publisher served ${served} B in ${seconds.toFixed(2)} s = ${(rate / MiB).toFixed(2)} MiB/s`);
   t.true(served >= PACKAGE, 'every chunk left the publisher at least once');
-  t.true(rate <= CAP * 1.15, `rate ${rate} is over the cap`);
+  // The bucket's debt model (rate-limit.ts) grants its burst (1/8 s of the cap) at once and lets the last take
+  // run into debt by up to a whole chunk, so over a window of a few seconds those two count: an uncapped
+  // publisher (~17 MiB/s here) would still be far over this.
+  const allowed = CAP * seconds * 1.1 + CAP / 8 + CHUNK_MAX;
+  t.true(served <= allowed, `served ${served} B in ${seconds.toFixed(2)} s: over the cap (allowed ${Math.round(allowed)} B)`);
   // Generous below: this run has no uncapped baseline, and a loaded machine may move less than the cap.
   t.true(rate >= CAP * 0.25, `rate ${rate} is far under the cap`);
   t.is(s.bandwidth.upload.limitBytesPerSecond, CAP);
