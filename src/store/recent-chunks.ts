@@ -9,12 +9,9 @@
 // changed since it was checked.
 import type { Stats } from 'node:fs';
 import type { StoredChunk } from './chunk-store.js';
+import { fileIdentity } from './chunk-trust.js';
 
 interface Kept { chunk: StoredChunk; file: string }
-
-function fileKey(info: Stats): string {
-  return `${info.dev}:${info.ino}:${info.size}:${info.ctimeMs}`;
-}
 
 export class RecentChunks {
   private readonly kept = new Map<string, Kept>();
@@ -29,7 +26,7 @@ export class RecentChunks {
   add(id: string, chunk: StoredChunk, info: Stats): void {
     if (chunk.data.length > this.maxBytes) return;
     this.delete(id);
-    this.kept.set(id, { chunk, file: fileKey(info) });
+    this.kept.set(id, { chunk, file: fileIdentity(info) });
     this.bytes += chunk.data.length;
     // The map's order is insertion order: the oldest go first.
     for (const [old, k] of this.kept) {
@@ -58,7 +55,7 @@ export class RecentChunks {
 
   /** True when `info` is the stat of the same file, unchanged, that the kept bytes of `id` were written to. */
   matches(id: string, info: Stats): boolean {
-    return this.kept.get(id)?.file === fileKey(info);
+    return this.kept.get(id)?.file === fileIdentity(info);
   }
 
   delete(id: string): void {
