@@ -63,7 +63,7 @@ test('a stranger with another fleet key never connects; an untrusted publisher i
   }
   const ss = await stranger.json(['status']);
   t.deepEqual(ss.swarm.peers, [], 'the stranger has no connection');
-  // a learns of the rogue's manifest by anti-entropy with one random peer per round (its gossip announcement is
+  // a learns of the rogue's manifest by anti-entropy, one peer per round in turn (its gossip announcement is
   // dropped by the validator): under load that can take more rounds than the 8 s above.
   t.true(await waitFor('a to refuse the rogue manifest', async () => /rogue|not a trusted publisher/.test(a.logs()) || undefined, 60_000), a.logs());
   t.deepEqual((await a.json(['list'])).map((r: any) => r.name), []);

@@ -124,6 +124,8 @@ export class Swarm implements DownloadHost {
   private readonly fetchesByPeer = new Map<string, number>();
   private readonly gossipRejected = { count: 0 };
   private maintaining = false;
+  /** The peer the last maintenance round checked catalogs with (see nextSyncPeer). */
+  private lastSyncPeer = '';
   /** Downloads whose space check is running (consider() may be called twice at once). */
   private readonly admitting = new Set<string>();
   /** The maintenance round running, if any: stop() waits for it, so it never touches a closed store. */
@@ -445,8 +447,20 @@ export class Swarm implements DownloadHost {
   }
 
   /**
+   * The connected peers in turn, by id: news that only one peer's catalog holds (a removal or manifest that gossip
+   * did not deliver here) is found within one sweep of rounds. A random pick left a peer unchecked for many rounds
+   * now and then (with two peers, one in eight chance over three rounds).
+   */
+  private nextSyncPeer(peers: PeerId[]): PeerId {
+    const sorted = [...peers].sort((x, y) => (x.toString() < y.toString() ? -1 : 1));
+    const next = sorted.find((p) => p.toString() > this.lastSyncPeer) ?? sorted[0]!;
+    this.lastSyncPeer = next.toString();
+    return next;
+  }
+
+  /**
    * One maintenance round: RTTs of new (or long unmeasured) peers, a top-up of connections, a catalog check
-   * with one random peer, downloads to start or retry. Never runs twice at once; schedules the next round,
+   * with the next peer in turn, downloads to start or retry. Never runs twice at once; schedules the next round,
    * later and later while nothing changes (see MAINTENANCE_MIN_MS).
    */
   private async maintain(): Promise<void> {
@@ -470,7 +484,7 @@ export class Swarm implements DownloadHost {
         } catch { /* unreachable for now */ }
       }));
       for (const id of this.rtt.keys()) if (!peers.some((p) => p.toString() === id)) this.rtt.delete(id);
-      if (peers.length > 0 && (await this.syncWith(peers[Math.floor(Math.random() * peers.length)], true))) changed = true;
+      if (peers.length > 0 && (await this.syncWith(this.nextSyncPeer(peers), true))) changed = true;
       if (await this.collectSuperseded()) changed = true;
       for (const sm of await this.store.index.listManifests()) void this.consider(sm);
       if (this.downloads.size > 0) changed = true;
