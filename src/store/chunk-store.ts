@@ -145,8 +145,8 @@ export class ChunkStore {
     const compress = compressed.length <= raw.length * (1 - MIN_SAVING);
     const codec: Codec = compress ? 'brotli' : 'raw';
     const stored = compress ? compressed : raw;
-    const info = await this.writeChunkFile(id, codec, stored, raw.length);
-    if (info) this.recent.add(id, { codec, data: stored, size: raw.length }, info);
+    await this.writeChunkFile(id, codec, stored, raw.length);
+    this.recent.add(id, { codec, data: stored, size: raw.length });
     return { ref: { id, size: raw.length, storedSize: stored.length, codec }, created: true };
   }
 
@@ -169,8 +169,8 @@ export class ChunkStore {
     const raw = await this.decodeAndVerify(id, codec, stored, size, `received from a peer, for ${path}`);
     const existing = await this.refIfPresent(id, true);
     if (existing) return { ref: existing, raw };
-    const info = await this.writeChunkFile(id, codec, stored, size);
-    if (info) this.recent.add(id, { codec, data: stored, size }, info);
+    await this.writeChunkFile(id, codec, stored, size);
+    this.recent.add(id, { codec, data: stored, size });
     return { ref: { id, size, storedSize: stored.length, codec }, raw };
   }
 
@@ -206,8 +206,10 @@ export class ChunkStore {
    * A file that fails is deleted (see drop).
    */
   async getStored(id: string): Promise<StoredChunk> {
-    if (this.recent.peek(id) && (await this.stillWritten(id))) return this.recent.get(id)!;
-    this.recent.miss();
+    const recent = this.recent.peek(id);
+    const fromMemory = recent !== undefined && (await this.stillWritten(id));
+    this.recent.count(fromMemory);
+    if (fromMemory) return recent!;
     const { stored, info, path } = await this.readChunkFile(id);
     if (!this.verified.has(id, info)) {
       await this.decodeAndVerify(id, stored.codec, stored.data, stored.size, `file ${path}`).catch((err) => this.drop(id, info, err));
@@ -217,13 +219,13 @@ export class ChunkStore {
   }
 
   /**
-   * Whether chunk `id`'s file is still, unchanged, the one this process wrote with the bytes kept in `recent`
-   * (one stat instead of reading the file): any write, rename, chmod or utimes changes its identity
-   * (chunk-trust.ts), and then the file is read and verified as usual. Drops the kept bytes when not.
+   * Whether chunk `id`'s file is still one this process verified (or wrote) unchanged, so the bytes kept in
+   * `recent` stand for it: one stat instead of reading the file. Any write, rename, chmod or utimes changes its
+   * identity (chunk-trust.ts), and then the file is read and verified as usual. Drops the kept bytes when not.
    */
   private async stillWritten(id: string): Promise<boolean> {
     const info = await stat(this.pathOf(id)).catch(() => null);
-    if (info && this.recent.matches(id, info)) return true;
+    if (info && this.verified.has(id, info)) return true;
     this.recent.delete(id);
     return false;
   }
@@ -399,8 +401,7 @@ export class ChunkStore {
     return raw;
   }
 
-  /** Writes the chunk file; returns its stat after the rename (null if that stat failed). */
-  private async writeChunkFile(id: string, codec: Codec, stored: Buffer, size: number): Promise<Stats | null> {
+  private async writeChunkFile(id: string, codec: Codec, stored: Buffer, size: number): Promise<void> {
     const path = this.pathOf(id);
     const subdir = path.slice(0, path.lastIndexOf('/'));
     if (!this.madeDirs.has(subdir)) {
@@ -429,7 +430,6 @@ export class ChunkStore {
       // Verified by the caller just before (put hashed it, receive checked it); the rename changed its ctime.
       const info = await stat(path).catch(() => null);
       if (info) this.verified.note(id, info);
-      return info;
     } catch (err) {
       await unlink(temp).catch(() => undefined);
       throw err;

@@ -11,22 +11,21 @@ import type { Stats } from 'node:fs';
 /** Remembered verifications; beyond this the oldest are forgotten (and verified again when next served). */
 const MAX_REMEMBERED = 200_000;
 
-/** What identifies a file's content without reading it: a write, rename, chmod or utimes changes it. */
-export function fileIdentity(info: Stats): string {
-  return `${info.dev}:${info.ino}:${info.size}:${info.ctimeMs}`;
-}
-
 export class VerifiedChunks {
   private readonly seen = new Map<string, string>();
 
+  private static key(info: Stats): string {
+    return `${info.dev}:${info.ino}:${info.size}:${info.ctimeMs}`;
+  }
+
   /** True when `info` describes the same file, unchanged, as the last verification of `id`. */
   has(id: string, info: Stats): boolean {
-    return this.seen.get(id) === fileIdentity(info);
+    return this.seen.get(id) === VerifiedChunks.key(info);
   }
 
   note(id: string, info: Stats): void {
     this.seen.delete(id); // re-inserted last: the map's order is the forgetting order
-    this.seen.set(id, fileIdentity(info));
+    this.seen.set(id, VerifiedChunks.key(info));
     if (this.seen.size > MAX_REMEMBERED) this.seen.delete(this.seen.keys().next().value!);
   }
 
