@@ -25,73 +25,40 @@ export class PrometheusExporter {
         if (s) this.set({ version: s.version, peer_id: s.peerId, zone: s.zone ?? '', arch: s.arch }, 1);
       },
     });
-    new Counter({
-      name: 'joblet_agent_downloaded_bytes_total', registers: r, labelNames: ['source'] as const,
-      help: 'Bytes of verified chunks received from peers, as sent (compressed); source="zone" for peers in this agent\'s --zone, "far" for the others.',
+    // Counters are totals kept elsewhere (../../metrics.ts, the status): every scrape sets them anew.
+    const counter = (name: string, help: string, total: () => number) => new Counter({
+      name, help, registers: r,
+      collect() { this.reset(); this.inc(total()); },
+    });
+    const countersBy = (name: string, help: string, label: string, totals: () => Record<string, number>) => new Counter({
+      name, help, registers: r, labelNames: [label],
       collect() {
         this.reset();
-        this.inc({ source: 'zone' }, metrics.downloadedBytes.zone);
-        this.inc({ source: 'far' }, metrics.downloadedBytes.far);
+        for (const [value, n] of Object.entries(totals())) this.inc({ [label]: value }, n);
       },
     });
-    new Counter({
-      name: 'joblet_agent_uploaded_bytes_total', registers: r, help: 'Chunk bytes served to peers.',
-      collect() { this.reset(); this.inc(self.current?.swarm?.uploads.bytesServed ?? 0); },
-    });
-    new Counter({
-      name: 'joblet_agent_chunks_received_total', registers: r, help: 'Chunks received from peers, verified and stored.',
-      collect() { this.reset(); this.inc(metrics.chunksReceived); },
-    });
-    new Counter({
-      name: 'joblet_agent_corrupt_chunks_total', registers: r,
-      help: 'Chunks received whose bytes did not match their id (each sender is avoided for a while).',
-      collect() { this.reset(); this.inc(self.current?.swarm?.corruptChunksReceived ?? 0); },
-    });
-    new Counter({
-      name: 'joblet_agent_installs_total', registers: r, labelNames: ['result'] as const,
-      help: 'Installs of runtimes learned from the fleet; result="installed" or "failed" (a failed install is retried).',
-      collect() {
-        this.reset();
-        for (const [result, n] of Object.entries(metrics.installs)) this.inc({ result }, n);
-      },
-    });
-    new Counter({
-      name: 'joblet_agent_repairs_total', registers: r, labelNames: ['result'] as const,
-      help: 'Repairs of installed runtimes (repair command or repair: auto); result="repaired" or "failed".',
-      collect() {
-        this.reset();
-        for (const [result, n] of Object.entries(metrics.repairs)) this.inc({ result }, n);
-      },
-    });
-    new Counter({
-      name: 'joblet_agent_drift_found_total', registers: r, help: 'Checks that found an installed tree differing from its manifest.',
-      collect() { this.reset(); this.inc(metrics.driftFound); },
-    });
-    new Counter({
-      name: 'joblet_agent_chunks_dropped_total', registers: r, help: 'Chunk files that failed verification here and were deleted (then fetched again).',
-      collect() { this.reset(); this.inc(metrics.chunksDropped); },
-    });
+    countersBy('joblet_agent_downloaded_bytes_total',
+      'Bytes of verified chunks received from peers, as sent (compressed); source="zone" for peers in this agent\'s --zone, "far" for the others.',
+      'source', () => metrics.downloadedBytes);
+    counter('joblet_agent_uploaded_bytes_total', 'Chunk bytes served to peers.', () => self.current?.swarm?.uploads.bytesServed ?? 0);
+    counter('joblet_agent_chunks_received_total', 'Chunks received from peers, verified and stored.', () => metrics.chunksReceived);
+    counter('joblet_agent_corrupt_chunks_total', 'Chunks received whose bytes did not match their id (each sender is avoided for a while).',
+      () => self.current?.swarm?.corruptChunksReceived ?? 0);
+    countersBy('joblet_agent_installs_total', 'Installs of runtimes learned from the fleet; result="installed" or "failed" (a failed install is retried).',
+      'result', () => metrics.installs);
+    countersBy('joblet_agent_repairs_total', 'Repairs of installed runtimes (repair command or repair: auto); result="repaired" or "failed".',
+      'result', () => metrics.repairs);
+    counter('joblet_agent_drift_found_total', 'Checks that found an installed tree differing from its manifest.', () => metrics.driftFound);
+    counter('joblet_agent_chunks_dropped_total', 'Chunk files that failed verification here and were deleted (then fetched again).', () => metrics.chunksDropped);
     new Histogram({
       name: 'joblet_agent_install_duration_seconds', registers: r, buckets: [...INSTALL_DURATION_BUCKETS],
       help: 'Seconds from learning of a manifest to having it installed.',
       collect() { for (const d of metrics.takeDurations()) this.observe(d); },
     });
-    new Counter({
-      name: 'joblet_agent_gc_freed_bytes_total', registers: r, help: 'Bytes of chunk and temp files the disk-budget GC deleted.',
-      collect() { this.reset(); this.inc(metrics.gc.bytes); },
-    });
-    new Counter({
-      name: 'joblet_agent_downloads_refused_total', registers: r, labelNames: ['reason'] as const,
-      help: 'Downloads refused before they started because they did not fit; reason="budget", "watermark" or "space".',
-      collect() {
-        this.reset();
-        for (const [reason, n] of Object.entries(metrics.refusedForSpace)) this.inc({ reason }, n);
-      },
-    });
-    new Counter({
-      name: 'joblet_agent_disk_full_total', registers: r, help: 'Transfers stopped by a full disk or quota (ENOSPC, EDQUOT); each resumes when space returns.',
-      collect() { this.reset(); this.inc(metrics.diskFullStops); },
-    });
+    counter('joblet_agent_gc_freed_bytes_total', 'Bytes of chunk and temp files the disk-budget GC deleted.', () => metrics.gc.bytes);
+    countersBy('joblet_agent_downloads_refused_total', 'Downloads refused before they started because they did not fit; reason="budget", "watermark" or "space".',
+      'reason', () => metrics.refusedForSpace);
+    counter('joblet_agent_disk_full_total', 'Transfers stopped by a full disk or quota (ENOSPC, EDQUOT); each resumes when space returns.', () => metrics.diskFullStops);
     const gauge = (name: string, help: string, value: (s: AgentStatus) => number) => new Gauge({
       name, help, registers: r,
       collect() { if (self.current) this.set(value(self.current)); },
