@@ -4,7 +4,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
-import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { bootstrap } from '@libp2p/bootstrap';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
@@ -17,6 +16,7 @@ import { tcp } from '@libp2p/tcp';
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
 import { fleetPrologue } from './fleet-key.js';
 import { MAX_GOSSIP_BYTES } from './announcements.js';
+import { noiseWithCoalescedWrites } from './noise-writes.js';
 import { pendingHandshakeGate } from './pending-gate.js';
 
 export type P2PServices = {
@@ -69,6 +69,8 @@ export interface P2PNodeOptions {
    * scripts/bench-exchange.ts can measure what fleet membership costs. The daemon never sets it.
    */
   fleetPrologue?: boolean;
+  /** Told once if libp2p-noise's internals changed and connections fall back to its own many-piece writes. */
+  onNoiseFallback?: () => void;
 }
 
 export { fleetPrologue, generateFleetKey, fleetKeyFromFile } from './fleet-key.js';
@@ -125,7 +127,9 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
     privateKey,
     addresses: { listen: opts.listen },
     transports: [tcp()],
-    connectionEncrypters: [noise(opts.fleetPrologue === false ? {} : { prologueBytes: fleetPrologue(opts.fleetKey) })],
+    connectionEncrypters: [
+      noiseWithCoalescedWrites(opts.fleetPrologue === false ? {} : { prologueBytes: fleetPrologue(opts.fleetKey) }, opts.onNoiseFallback),
+    ],
     streamMuxers: [
       yamux({
         maxMessageSize: tuning.maxMessageSize,

@@ -164,6 +164,9 @@ export class Swarm implements DownloadHost {
   static async start(opts: SwarmOptions): Promise<Swarm> {
     const node = await createP2PNode({
       peerKeyPath: opts.peerKeyPath, fleetKey: opts.fleetKey, listen: opts.listen, bootstrap: opts.bootstrap, mdns: opts.mdns,
+      onNoiseFallback: () => log.warn('noise_writes_not_coalesced', {
+        hint: 'this libp2p-noise release differs from the one src/agent/swarm/noise-writes.ts expects; connections work, at more CPU per byte',
+      }),
     });
     const swarm = new Swarm(node, opts);
     try {

@@ -1,0 +1,89 @@
+import { noise, type NoiseComponents, type NoiseExtensions } from '@chainsafe/libp2p-noise';
+import type { ConnectionEncrypter, SecuredConnection } from '@libp2p/interface';
+import { Uint8ArrayList } from 'uint8arraylist';
+
+type NoiseInit = Parameters<typeof noise>[0];
+
+/** Noise transport messages are at most 65535 bytes on the wire, 16 of them the ChaCha20-Poly1305 tag. */
+const MAX_PLAINTEXT = 65535 - 16;
+
+/** What libp2p-noise's encrypted connection has that this module relies on (not part of its typed API). */
+interface EncryptingStream {
+  handshake: { encrypt(plaintext: Uint8Array | Uint8ArrayList): Uint8Array | Uint8ArrayList };
+  encrypt(chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList;
+}
+
+function isEncryptingStream(conn: unknown): conn is EncryptingStream {
+  const c = conn as Partial<EncryptingStream> | null;
+  return typeof c?.encrypt === 'function' && typeof c.handshake?.encrypt === 'function';
+}
+
+/**
+ * Encrypt `chunk` as libp2p-noise does (one transport message per 65519 plaintext bytes, each behind its 2-byte
+ * big-endian length) but into ONE buffer. libp2p-noise returns every message as separate pieces (length,
+ * ciphertext pieces, tag) and the TCP transport writes each piece with its own `socket.write`; with TCP_NODELAY
+ * each piece written to an idle socket is a syscall and a segment of its own (2, 12, 16 bytes...). A yamux frame
+ * of 256 KiB was ~10 writes; now it is one.
+ */
+export function encryptCoalesced(stream: EncryptingStream, chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList {
+  const sealed: (Uint8Array | Uint8ArrayList)[] = [];
+  let total = 0;
+  for (let i = 0; i < chunk.byteLength; i += MAX_PLAINTEXT) {
+    const end = Math.min(i + MAX_PLAINTEXT, chunk.byteLength);
+    const ciphertext = stream.handshake.encrypt(chunk instanceof Uint8Array ? chunk.subarray(i, end) : chunk.sublist(i, end));
+    sealed.push(ciphertext);
+    total += 2 + ciphertext.byteLength;
+  }
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (const ciphertext of sealed) {
+    out.writeUInt16BE(ciphertext.byteLength, at);
+    at += 2;
+    if (ciphertext instanceof Uint8Array) {
+      out.set(ciphertext, at);
+      at += ciphertext.byteLength;
+    } else {
+      for (const piece of ciphertext) {
+        out.set(piece, at);
+        at += piece.byteLength;
+      }
+    }
+  }
+  return new Uint8ArrayList(out);
+}
+
+/** Give a secured connection the one-buffer encryption; false if it is not libp2p-noise's stream as expected. */
+export function coalesceNoiseWrites(conn: unknown): boolean {
+  if (!isEncryptingStream(conn)) return false;
+  conn.encrypt = (chunk) => encryptCoalesced(conn, chunk);
+  return true;
+}
+
+/**
+ * libp2p-noise with one socket write per muxer frame (see encryptCoalesced). The bytes on the wire are the same
+ * Noise transport messages, so peers running stock libp2p-noise read them unchanged. If a libp2p-noise release
+ * no longer has the internals this relies on, connections still work, with the library's writes; `onFallback`
+ * is told once (the daemon logs it).
+ */
+export function noiseWithCoalescedWrites(
+  init: NoiseInit,
+  onFallback: () => void = () => {},
+): (components: NoiseComponents) => ConnectionEncrypter<NoiseExtensions> {
+  const factory = noise(init);
+  let warned = false;
+  const patch = <T extends SecuredConnection<NoiseExtensions>>(secured: T): T => {
+    if (!coalesceNoiseWrites(secured.connection) && !warned) {
+      warned = true;
+      onFallback();
+    }
+    return secured;
+  };
+  return (components) => {
+    const encrypter = factory(components);
+    const secureOutbound = encrypter.secureOutbound.bind(encrypter);
+    const secureInbound = encrypter.secureInbound.bind(encrypter);
+    encrypter.secureOutbound = async (connection, options) => patch(await secureOutbound(connection, options));
+    encrypter.secureInbound = async (connection, options) => patch(await secureInbound(connection, options));
+    return encrypter;
+  };
+}
