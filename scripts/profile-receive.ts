@@ -5,10 +5,12 @@
  * `tar -xzf` CPU of the same file, measured in the same run.
  *
  *   node dist/scripts/profile-receive.js PACKAGE.tar.gz [--peers 1..3] [--prof-dir DIR]
- *        [--perf [--perf-malloc]] [--node-args="--trace-gc ..."]
+ *        [--perf [--perf-malloc]] [--node-args="--trace-gc ..."] [--memory]
  *
  * --perf records B with `perf record -g` instead (the thread pool and the kernel too); --node-args runs every
  * receiver with those node flags and no profile (--trace-gc: B's GC counts, reasons and pauses are printed).
+ * --memory samples B's process.memoryUsage() (through `status`) every 100 ms and prints the peak of each part,
+ * so a peak RSS can be split into V8 heap, ArrayBuffers and the rest.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -30,6 +32,7 @@ const { values, positionals } = parseArgs({
     // Extra node flags for every receiver (e.g. --max-semi-space-size=16), to compare V8 settings; no profile
     // then (`--node-args=` for none at all).
     'node-args': { type: 'string' },
+    memory: { type: 'boolean', default: false },
   },
 });
 const pkg = positionals[0];
@@ -65,6 +68,7 @@ runBench('profile-receive', async (cleanup) => {
       '-g', '-p', String(b.pid), '-o', path.join(profDir, 'perf.data')], { stdio: 'ignore' })
     : null;
   if (perf) cleanup.process(perf);
+  const memory = values.memory ? sampleMemory(b) : null;
   const t0 = performance.now();
   await agentCli(['publish', pkg, '--socket', a.socket, '--json']);
   const tPublished = performance.now();
@@ -83,6 +87,7 @@ runBench('profile-receive', async (cleanup) => {
     console.log(`${x.name}: publish took ${((tPublished - t0) / 1000).toFixed(2)} s; ` +
       `cpu ${cpu.toFixed(2)} s = ${(cpu / tar.cpuSeconds).toFixed(2)}x tar -xzf; peak RSS ${((await peakRssBytes(x.pid)) / 1e6).toFixed(0)} MB`);
   }
+  if (memory) console.log(`b's memory peaks (MB, each part's own peak): ${await memory.stop()}`);
   console.log(`b's threads (cpu s over its life): ${(await threadCpu(b.pid)).map(([n, c]) => `${n} ${c.toFixed(2)}`).join(', ')}`);
   await b.stop();
   if (extra?.includes('--trace-gc')) {
@@ -103,6 +108,26 @@ runBench('profile-receive', async (cleanup) => {
     console.log(`B's profile: ${profDir}`);
   }
 });
+
+/** Sample an agent's memoryUsage() until stop(); returns each figure's peak in MB. */
+function sampleMemory(agent: Agent): { stop(): Promise<string> } {
+  const peak = { rssBytes: 0, heapUsedBytes: 0, externalBytes: 0, arrayBufferBytes: 0 };
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const m = (await agent.status().catch(() => null))?.memory as Partial<typeof peak> | undefined;
+      for (const k of Object.keys(peak) as (keyof typeof peak)[]) peak[k] = Math.max(peak[k], m?.[k] ?? 0);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return Object.entries(peak).map(([k, v]) => `${k.replace(/Bytes$/, '')} ${(v / 1e6).toFixed(0)}`).join(', ');
+    },
+  };
+}
 
 /** CPU seconds per thread name of a process over its life, from /proc/PID/task/TID/stat. */
 async function threadCpu(pid: number): Promise<[string, number][]> {

@@ -1,0 +1,133 @@
+import '../src/agent/polyfill.js';
+
+import { createHash, randomBytes } from 'node:crypto';
+import { Socket } from 'node:net';
+import { join } from 'node:path';
+
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { tcp } from '@libp2p/tcp';
+import test from 'ava';
+import { createLibp2p } from 'libp2p';
+import { Uint8ArrayList } from 'uint8arraylist';
+
+import { fleetPrologue } from '../src/agent/swarm/fleet-key.js';
+import { coalesceNoiseWrites, encryptCoalesced } from '../src/agent/swarm/noise-writes.js';
+import { createP2PNode, DEFAULT_MUXER_TUNING as tuning } from '../src/agent/swarm/p2p-node.js';
+import { newFleetKey, tempDir } from './p2p-helpers.js';
+
+/** A stand-in cipher: "ciphertext" is the plaintext with each byte + 1, then a 16-byte tag holding the message number. */
+function fakeHandshake() {
+  let n = 0;
+  return {
+    encrypt(plaintext: Uint8Array | Uint8ArrayList): Uint8ArrayList {
+      const bytes = plaintext instanceof Uint8Array ? plaintext : plaintext.subarray();
+      const body = Buffer.from(bytes.map((b) => (b + 1) & 0xff));
+      const tag = Buffer.alloc(16, n++);
+      // Two pieces, as libp2p-noise's own cipher returns for list input.
+      return new Uint8ArrayList(body, tag);
+    },
+  };
+}
+
+test('one buffer holds every transport message of a frame, each behind its 2-byte length, split at 65519 bytes', (t) => {
+  const header = randomBytes(12);
+  const data = randomBytes(200_000);
+  const stream = { handshake: fakeHandshake(), encrypt: () => new Uint8ArrayList() };
+  const out = encryptCoalesced(stream, new Uint8ArrayList(header, data));
+  t.is([...out].length, 1, 'a single buffer, so the transport writes it once');
+
+  const plain = Buffer.concat([header, data]);
+  const wire = Buffer.from(out.subarray());
+  let at = 0;
+  let message = 0;
+  for (let i = 0; i < plain.length; i += 65519, message++) {
+    const piece = plain.subarray(i, Math.min(i + 65519, plain.length));
+    const len = wire.readUInt16BE(at);
+    t.is(len, piece.length + 16, `message ${message}: length prefix`);
+    const body = wire.subarray(at + 2, at + 2 + piece.length);
+    t.true(body.every((b, k) => b === ((piece[k]! + 1) & 0xff)), `message ${message}: ciphertext`);
+    t.true(wire.subarray(at + 2 + piece.length, at + 2 + len).every((b) => b === message), `message ${message}: tag`);
+    at += 2 + len;
+  }
+  t.is(message, 4);
+  t.is(at, wire.length, 'nothing after the last message');
+});
+
+test('a connection object that is not libp2p-noise\'s stream is left alone and reported', (t) => {
+  t.false(coalesceNoiseWrites({}));
+  t.false(coalesceNoiseWrites({ encrypt() {} }));
+  const stream = { handshake: fakeHandshake(), encrypt: (_chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList => new Uint8ArrayList() };
+  t.true(coalesceNoiseWrites(stream));
+  t.is(stream.encrypt(Buffer.alloc(10)).byteLength, 2 + 10 + 16);
+});
+
+test('an agent talks to a stock libp2p-noise node both ways, and sends a frame of many Noise messages in few socket writes', async (t) => {
+  const dir = await tempDir(t, 'noise-writes');
+  const fleetKey = newFleetKey();
+  let fellBack = false;
+  const ours = await createP2PNode({
+    peerKeyPath: join(dir, 'ours.key'), fleetKey, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false,
+    onNoiseFallback: () => { fellBack = true; },
+  });
+  t.teardown(() => ours.stop());
+  const stock = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise({ prologueBytes: fleetPrologue(fleetKey) })],
+    // js-yamux assumes the remote's initial window equals its own setting, so both ends need the agent's tuning.
+    streamMuxers: [yamux({
+      maxMessageSize: tuning.maxMessageSize,
+      streamOptions: {
+        initialStreamWindowSize: tuning.initialStreamWindowSize, maxStreamWindowSize: tuning.maxStreamWindowSize,
+        maxReadBufferLength: tuning.maxStreamWindowSize + tuning.maxMessageSize,
+      },
+    })],
+  });
+  t.teardown(() => stock.stop());
+  const stockPort = Number(stock.getMultiaddrs()[0]!.toString().split('/')[4]);
+
+  // Count socket writes per side: the stock node's socket is the one on its listening port.
+  const writes = { ours: 0, stock: 0 };
+  const write = Socket.prototype.write;
+  Socket.prototype.write = function (this: Socket, ...args: unknown[]) {
+    if (this.localPort === stockPort) writes.stock++;
+    else if (this.remotePort === stockPort) writes.ours++;
+    return (write as (...a: unknown[]) => boolean).apply(this, args);
+  } as typeof write;
+  t.teardown(() => { Socket.prototype.write = write; });
+
+  const SIZE = 4 * 1024 * 1024;
+  const payload = randomBytes(SIZE);
+  const digest = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+  const bytes = (piece: Uint8Array | { subarray(): Uint8Array }) => (piece instanceof Uint8Array ? piece : piece.subarray());
+  // The stock node reads the whole payload, then answers with it reversed and closes its side.
+  await stock.handle('/test/bulk/1', async (stream) => {
+    const got: Uint8Array[] = [];
+    let n = 0;
+    for await (const piece of stream) {
+      got.push(bytes(piece));
+      n += piece.byteLength;
+      if (n === SIZE) {
+        const back = Buffer.concat(got).reverse();
+        if (!stream.send(back)) await stream.onDrain();
+        await stream.close();
+      }
+    }
+  });
+
+  const stream = await ours.dialProtocol(stock.getMultiaddrs()[0]!, '/test/bulk/1');
+  const before = { ...writes };
+  if (!stream.send(payload)) await stream.onDrain();
+  const answer: Uint8Array[] = [];
+  for await (const piece of stream) answer.push(bytes(piece));
+  const sent = { ours: writes.ours - before.ours, stock: writes.stock - before.stock };
+
+  t.log(`socket writes for 4 MiB: ours ${sent.ours}, stock ${sent.stock}`);
+  t.is(digest(Buffer.concat(answer)), digest(Buffer.from(payload).reverse()), 'the stock node read our messages, we read its');
+  t.false(fellBack, 'the coalesced writes were installed');
+  // 4 MiB is 65 Noise messages each way. The stock node writes every message as at least two pieces (length and
+  // ciphertext); ours writes one buffer per muxer frame (frames are up to the 1 MiB+ window, plus window updates).
+  t.true(sent.stock >= 2 * 64, `stock node: ${sent.stock} writes`);
+  t.true(sent.ours < 40, `our node: ${sent.ours} writes`);
+});
