@@ -14,6 +14,7 @@ import { RuntimesDir } from '../src/runtime/install.js';
 import { DEFAULT_LIMITS } from '../src/runtime/types.js';
 import { installManifest } from '../src/agent/install/install-manifest.js';
 import { LiveChunkSource } from '../src/agent/install/chunk-source.js';
+import { Download, type DownloadHost } from '../src/agent/swarm/download.js';
 import { tmpDir, execFileP, comparable, listAll } from './helpers/agent.js';
 import { makeRuntimeTree, seededBytes } from './helpers/fixtures.js';
 
@@ -214,4 +215,41 @@ test('a tree left in place without its install record (a kill between the rename
   t.is(again?.manifestId, sm.id);
   t.deepEqual(await comparable(again!.path), await comparable(src));
   t.is((await store.index.getInstall('streamed', '1.0.0'))?.manifestId, sm.id);
+});
+
+test('a download tells have-subscribers only what its store holds: chunks found at the start and each one once written', async (t) => {
+  const { pubStore, store, sm } = await fixture(t);
+  const refs = manifestChunks(sm.manifest);
+  t.true(refs.length >= 4);
+  // One chunk already here, as after a restart.
+  const first = await pubStore.chunks.getStored(refs[0]!.id);
+  await store.chunks.receive(refs[0]!.id, first.codec, Buffer.from(first.data), first.size);
+  let corrupt = false;
+  const host = {
+    store, zone: null, peerId: 'self',
+    peerInfo: () => ({}),
+    chunkStored: () => {},
+    peerSentCorrupt: () => { corrupt = true; },
+    clientFor: () => ({
+      fetch: async (id: string) => {
+        const s = await pubStore.chunks.getStored(id);
+        const data = Buffer.from(s.data);
+        if (id === refs[2]!.id) data[data.length >> 1]! ^= 0xff; // this peer corrupts chunk 2
+        return { codec: s.codec, data, size: s.size };
+      },
+    }),
+  } as unknown as DownloadHost;
+  const d = new Download(host, sm, refs.map((_, i) => i === 0));
+  const fetch = (index: number) => (d as unknown as { fetch(p: string, i: number, tok: number): Promise<void> }).fetch('peer', index, 0);
+  const holds = () => refs.map((_, i) => d.holds(i));
+  const inStore = async () => Promise.all(refs.map((r) => store.chunks.has(r.id)));
+
+  t.deepEqual(holds(), refs.map((_, i) => i === 0));
+  await fetch(1);
+  t.deepEqual(holds(), refs.map((_, i) => i <= 1));
+  await fetch(2);
+  t.true(corrupt, 'the corrupt copy was refused');
+  t.false(d.holds(2), 'a refused chunk is not claimed');
+  t.deepEqual(holds(), await inStore(), 'what subscribers are told is what the store has');
+  t.false(d.holds(refs.length), 'an index past the manifest is not held');
 });

@@ -1,7 +1,7 @@
 // One manifest being downloaded: have-subscriptions to a bounded set of peers feed the scheduler,
 // which decides which chunk to ask which peer for; every chunk is verified by the store on arrival.
 import type { PeerId } from '@libp2p/interface';
-import { CorruptChunkError, type SignedManifest } from '../../store/types.js';
+import { CorruptChunkError, type ChunkRef, type SignedManifest } from '../../store/types.js';
 import { manifestChunks } from '../../store/manifest.js';
 import { ChunkBusyError, ChunkMissError, ChunkTimeoutError } from '../../protocol/chunk-exchange.js';
 import { subscribeHave, type HaveSubscription } from '../../protocol/have.js';
@@ -61,6 +61,9 @@ export class Download {
   duplicateChunks = 0;
   /** Ids this download has stored or is storing, so an endgame duplicate is never counted twice. */
   private readonly stored = new Set<string>();
+  /** Ids whose chunk file is in the store (found there at the start, or written by this download). */
+  private readonly inStore = new Set<string>();
+  private readonly chunks: readonly ChunkRef[];
   private lastPeerScan = 0;
   private lastProgressAt = Date.now();
   private errors = 0;
@@ -87,6 +90,18 @@ export class Download {
       mayUseFarPeer: swarm.zone ? (index, now, nearHolder) => this.mayUseFarPeer(index, now, nearHolder) : undefined,
     });
     this.resumedChunks = have.filter(Boolean).length;
+    this.chunks = manifestChunks(sm.manifest);
+    this.chunks.forEach((c, i) => { if (have[i]) this.inStore.add(c.id); });
+  }
+
+  /**
+   * Whether chunk `index` is in the store, as this download knows it: what a peer's have subscription is told
+   * while the download runs, without a stat per chunk of the manifest for every subscriber. A chunk only counts
+   * once its file is written, so a peer asking for it is never answered `miss`.
+   */
+  holds(index: number): boolean {
+    const ref = this.chunks[index];
+    return ref !== undefined && this.inStore.has(ref.id);
   }
 
   get id(): string { return this.sm.id; }
@@ -288,6 +303,7 @@ export class Download {
         try {
           // Verifies the bytes against the id; a chunk another download stored meanwhile is not rewritten.
           const { raw } = await this.swarm.store.chunks.receive(ref.id, got.codec, got.data, got.size);
+          this.inStore.add(ref.id);
           this.feed?.arrived(ref.id, raw);
         } catch (err) {
           this.stored.delete(ref.id);

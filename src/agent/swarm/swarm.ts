@@ -902,12 +902,16 @@ export class Swarm implements DownloadHost {
   }
 
   private async subscribeLocal(manifestId: string, onIndex: (index: number) => void) {
-    const sm = this.downloads.get(manifestId)?.sm ?? (await this.store.index.getManifest(manifestId));
+    const download = this.downloads.get(manifestId);
+    const sm = download?.sm ?? (await this.store.index.getManifest(manifestId));
     if (!sm) return null;
     const chunks = manifestChunks(sm.manifest);
     // Watch first, then look, so a chunk stored meanwhile is not missed (a duplicate have1 is harmless).
     const unwatch = chunks.map((c, i) => this.watchChunk(c.id, () => onIndex(i)));
-    const held = (await Promise.all(chunks.map((c) => this.store.chunks.has(c.id)))).flatMap((h, i) => (h ? [i] : []));
+    // A running download knows what it holds; otherwise the store is asked, one stat per chunk.
+    const held = download
+      ? chunks.flatMap((_, i) => (download.holds(i) ? [i] : []))
+      : (await Promise.all(chunks.map((c) => this.store.chunks.has(c.id)))).flatMap((h, i) => (h ? [i] : []));
     const unsubscribe = () => unwatch.forEach((u) => u());
     if (held.length === chunks.length) unsubscribe(); // complete here: nothing more to tell
     return { bits: encodeHaveBits(chunks.length, held), unsubscribe };
