@@ -22,8 +22,8 @@ function isEncryptingStream(conn: unknown): conn is EncryptingStream {
  * Encrypt `chunk` as libp2p-noise does (one transport message per 65519 plaintext bytes, each behind its 2-byte
  * big-endian length) but into ONE buffer. libp2p-noise returns every message as separate pieces (length,
  * ciphertext pieces, tag) and the TCP transport writes each piece with its own `socket.write`; with TCP_NODELAY
- * each piece written to an idle socket is a syscall and a segment of its own (2, 12, 16 bytes...). A yamux frame
- * of 256 KiB was ~10 writes; now it is one.
+ * each piece written to an idle socket is a syscall and a segment of its own (2, 12, 16 bytes...). Sending 4 MiB
+ * took 209 writes that way and takes 6 this way (test/noise-writes.test.ts).
  */
 export function encryptCoalesced(stream: EncryptingStream, chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList {
   const sealed: (Uint8Array | Uint8ArrayList)[] = [];
