@@ -63,6 +63,7 @@ export class Download {
   private readonly stored = new Set<string>();
   /** Ids whose chunk file is in the store (found there at the start, or written by this download). */
   private readonly inStore = new Set<string>();
+  /** The manifest's chunks in install order (manifestChunks builds a new array per call). */
   private readonly chunks: readonly ChunkRef[];
   private lastPeerScan = 0;
   private lastProgressAt = Date.now();
@@ -84,13 +85,13 @@ export class Download {
    * stands, so that the chunks it waits for are asked for first.
    */
   constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[], private readonly feed?: LiveChunkSource) {
-    this.sched = new DownloadScheduler(manifestChunks(sm.manifest), have, {
+    this.chunks = manifestChunks(sm.manifest);
+    this.sched = new DownloadScheduler(this.chunks, have, {
       inOrderFrom: feed ? () => feed.cursor : undefined,
       localZone: swarm.zone,
       mayUseFarPeer: swarm.zone ? (index, now, nearHolder) => this.mayUseFarPeer(index, now, nearHolder) : undefined,
     });
     this.resumedChunks = have.filter(Boolean).length;
-    this.chunks = manifestChunks(sm.manifest);
     this.chunks.forEach((c, i) => { if (have[i]) this.inStore.add(c.id); });
   }
 
@@ -239,14 +240,14 @@ export class Download {
     try {
       const sub = await subscribeHave(this.swarm.node, peer, this.sm.id,
         (has) => {
-          const bits = new Uint8Array(Math.ceil(manifestChunks(this.sm.manifest).length / 8));
-          for (let i = 0; i < manifestChunks(this.sm.manifest).length; i++) if (has(i)) bits[i >> 3] |= 0x80 >> (i & 7);
+          const bits = new Uint8Array(Math.ceil(this.chunks.length / 8));
+          for (let i = 0; i < this.chunks.length; i++) if (has(i)) bits[i >> 3] |= 0x80 >> (i & 7);
           this.sched.setPeerHave(key, bits);
           this.sched.setPeerInfo(key, this.swarm.peerInfo(key));
           this.wake?.();
         },
         (index) => {
-          if (index >= manifestChunks(this.sm.manifest).length) return;
+          if (index >= this.chunks.length) return;
           this.sched.peerHas(key, index);
           // A chunk this host already holds changes nothing the scheduler would pick now.
           if (this.sched.wants(index)) this.wake?.();
@@ -283,7 +284,7 @@ export class Download {
   }
 
   private async fetch(peer: string, index: number, token: number): Promise<void> {
-    const ref = manifestChunks(this.sm.manifest)[index];
+    const ref = this.chunks[index]!;
     const key = `${peer}#${index}`;
     const started = performance.now();
     try {

@@ -150,7 +150,7 @@ export class DownloadScheduler {
   private readonly bytesTotal: number;
 
   constructor(
-    chunks: ChunkRef[],
+    chunks: readonly ChunkRef[],
     localHave: boolean[] | ((index: number) => boolean),
     opts: Partial<SchedulerOptions> = {},
   ) {
