@@ -10,7 +10,8 @@
  * --perf records B with `perf record -g` instead (the thread pool and the kernel too); --node-args runs every
  * receiver with those node flags and no profile (--trace-gc: B's GC counts, reasons and pauses are printed).
  * --memory samples B's process.memoryUsage() (through `status`) every 100 ms and prints the peak of each part,
- * so a peak RSS can be split into V8 heap, ArrayBuffers and the rest.
+ * so a peak RSS can be split into V8 heap, ArrayBuffers and the rest. Each `status` call costs B a scan of its
+ * store, so leave --memory off when B's CPU is the figure wanted.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
