@@ -12,7 +12,9 @@ import { createLibp2p } from 'libp2p';
 import { Uint8ArrayList } from 'uint8arraylist';
 
 import { fleetPrologue } from '../src/agent/swarm/fleet-key.js';
-import { coalesceNoiseWrites, encryptCoalesced } from '../src/agent/swarm/noise-writes.js';
+import { LengthPrefixedDecoder } from '@libp2p/utils';
+
+import { coalesceNoiseWrites, encryptCoalesced, lengthWithoutThrowing, type MessageDecoder } from '../src/agent/swarm/noise-writes.js';
 import { createP2PNode, DEFAULT_MUXER_TUNING as tuning } from '../src/agent/swarm/p2p-node.js';
 import { newFleetKey, tempDir } from './p2p-helpers.js';
 
@@ -57,9 +59,40 @@ test('one buffer holds every transport message of a frame, each behind its 2-byt
 test('a connection object that is not libp2p-noise\'s stream is left alone and reported', (t) => {
   t.false(coalesceNoiseWrites({}));
   t.false(coalesceNoiseWrites({ encrypt() {} }));
-  const stream = { handshake: fakeHandshake(), encrypt: (_chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList => new Uint8ArrayList() };
+  const encrypt = (_chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList => new Uint8ArrayList();
+  t.false(coalesceNoiseWrites({ handshake: fakeHandshake(), encrypt }), 'no length decoder to replace');
+  const decoder = new LengthPrefixedDecoder({ lengthDecoder: () => 0, encodingLength: () => 2 }) as unknown as MessageDecoder;
+  const stream = { handshake: fakeHandshake(), encrypt, decoder };
   t.true(coalesceNoiseWrites(stream));
   t.is(stream.encrypt(Buffer.alloc(10)).byteLength, 2 + 10 + 16);
+  t.is(decoder.lengthDecoder(Buffer.from([1, 2])), 0x0102, 'the decoder reads Noise lengths now');
+});
+
+test('Noise messages split anywhere come out whole, one byte per read included, without the length decoder throwing', (t) => {
+  // libp2p-noise's decoder settings, with this module's length function in place of its throwing one.
+  const decoder = new LengthPrefixedDecoder({ maxBufferSize: 16 * 1024 * 1024, encodingLength: () => 2 });
+  // Its fields are private in the typings; libp2p-noise's stream is patched the same way (noise-writes.ts).
+  const inner = decoder as unknown as MessageDecoder & { buffer: Uint8ArrayList };
+  const length = lengthWithoutThrowing(inner);
+  let calls = 0;
+  let threw = 0;
+  inner.lengthDecoder = (data) => {
+    calls++;
+    try { return length(data); } catch (err) { threw++; throw err; }
+  };
+  const messages = [randomBytes(1), randomBytes(300), randomBytes(65535), randomBytes(2), randomBytes(70_000 % 65536)];
+  const wire = Buffer.concat(messages.flatMap((m) => [Buffer.from([m.length >> 8, m.length & 0xff]), m]));
+  for (const step of [1, 2, 3, 7, 4096, wire.length]) {
+    const out: Buffer[] = [];
+    for (let i = 0; i < wire.length; i += step) {
+      for (const m of decoder.decode(wire.subarray(i, i + step))) out.push(Buffer.from(m.subarray()));
+    }
+    t.deepEqual(out.map((m) => m.toString('hex')), messages.map((m) => m.toString('hex')), `reads of ${step} bytes`);
+    t.is(inner.buffer.byteLength, 0, `reads of ${step} bytes: nothing left over`);
+  }
+  t.true(calls > wire.length, 'the length was asked for on every one-byte read');
+  t.is(threw, 0, 'and it never threw');
+  t.is(length(new Uint8ArrayList(Buffer.from([0xff]), Buffer.from([0xfe]))), 0xfffe, 'a length split across two pieces');
 });
 
 test('an agent talks to a stock libp2p-noise node both ways, and sends a frame of many Noise messages in few socket writes', async (t) => {
