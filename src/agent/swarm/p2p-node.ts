@@ -4,7 +4,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
-import { yamux } from '@chainsafe/libp2p-yamux';
 import { bootstrap } from '@libp2p/bootstrap';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
@@ -18,6 +17,7 @@ import { fleetPrologue } from './fleet-key.js';
 import { MAX_GOSSIP_BYTES } from './announcements.js';
 import { noiseWithCoalescedWrites } from './noise-writes.js';
 import { pendingHandshakeGate } from './pending-gate.js';
+import { yamuxWithLazyWindowUpdates } from './yamux-window.js';
 
 export type P2PServices = {
   identify: Identify;
@@ -71,6 +71,8 @@ export interface P2PNodeOptions {
   fleetPrologue?: boolean;
   /** Told once if libp2p-noise's internals changed and connections fall back to its own many-piece writes. */
   onNoiseFallback?: () => void;
+  /** Told once if js-yamux's internals changed and streams fall back to a window update per data frame. */
+  onYamuxFallback?: () => void;
 }
 
 export { fleetPrologue, generateFleetKey, fleetKeyFromFile } from './fleet-key.js';
@@ -131,7 +133,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
       noiseWithCoalescedWrites(opts.fleetPrologue === false ? {} : { prologueBytes: fleetPrologue(opts.fleetKey) }, opts.onNoiseFallback),
     ],
     streamMuxers: [
-      yamux({
+      yamuxWithLazyWindowUpdates({
         maxMessageSize: tuning.maxMessageSize,
         streamOptions: {
           initialStreamWindowSize: tuning.initialStreamWindowSize,
@@ -140,7 +142,7 @@ export async function createP2PNode(opts: P2PNodeOptions): Promise<P2PNode> {
           // or pausing (our read backpressure) would reset the stream.
           maxReadBufferLength: tuning.maxStreamWindowSize + tuning.maxMessageSize,
         },
-      }),
+      }, opts.onYamuxFallback),
     ],
     peerDiscovery,
     connectionManager: {

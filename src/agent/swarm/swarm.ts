@@ -167,6 +167,9 @@ export class Swarm implements DownloadHost {
       onNoiseFallback: () => log.warn('noise_writes_not_coalesced', {
         hint: 'this libp2p-noise release differs from the one src/agent/swarm/noise-writes.ts expects; connections work, at more CPU per byte',
       }),
+      onYamuxFallback: () => log.warn('yamux_window_updates_per_frame', {
+        hint: 'this js-yamux release differs from the one src/agent/swarm/yamux-window.ts expects; streams work, at a window update per data frame',
+      }),
     });
     const swarm = new Swarm(node, opts);
     try {
