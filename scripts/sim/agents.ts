@@ -79,7 +79,8 @@ export async function launchAgent(host: Host, dir: string, cli: string, onSpawn:
   // JSIM_AGENT_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=DIR") lets one profile the agents of a run.
   const nodeArgs = [...DAEMON_NODE_FLAGS, ...(process.env.JSIM_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const child = spawn('ip', ['netns', 'exec', host.ns, process.execPath, ...nodeArgs, cli, 'start', '--config', path.join(etc, 'config.yml')],
-    { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    // bin/joblet-agent and the systemd unit set MALLOC_ARENA_MAX=2: the same here, so the fleet measured is the one shipped.
+    { detached: true, stdio: ['ignore', log.fd, log.fd], env: { MALLOC_ARENA_MAX: '2', ...process.env } });
   await log.close();
   if (child.pid === undefined) throw new Error(`could not start the agent of ${host.ns}`);
   child.unref();
