@@ -4,19 +4,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 
-import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
-import { tcp } from '@libp2p/tcp';
 import test from 'ava';
-import { createLibp2p } from 'libp2p';
 import { Uint8ArrayList } from 'uint8arraylist';
 
-import { fleetPrologue } from '../src/agent/swarm/fleet-key.js';
 import { LengthPrefixedDecoder } from '@libp2p/utils';
 
 import { coalesceNoiseWrites, encryptCoalesced, lengthWithoutThrowing, type MessageDecoder } from '../src/agent/swarm/noise-writes.js';
-import { createP2PNode, DEFAULT_MUXER_TUNING as tuning } from '../src/agent/swarm/p2p-node.js';
-import { newFleetKey, tempDir } from './p2p-helpers.js';
+import { createP2PNode } from '../src/agent/swarm/p2p-node.js';
+import { newFleetKey, stockLibp2pNode, tempDir } from './p2p-helpers.js';
 
 /** A stand-in cipher: "ciphertext" is the plaintext with each byte + 1, then a 16-byte tag holding the message number. */
 function fakeHandshake() {
@@ -104,20 +99,7 @@ test('an agent talks to a stock libp2p-noise node both ways, and sends a frame o
     onNoiseFallback: () => { fellBack = true; },
   });
   t.teardown(() => ours.stop());
-  const stock = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise({ prologueBytes: fleetPrologue(fleetKey) })],
-    // js-yamux assumes the remote's initial window equals its own setting, so both ends need the agent's tuning.
-    streamMuxers: [yamux({
-      maxMessageSize: tuning.maxMessageSize,
-      streamOptions: {
-        initialStreamWindowSize: tuning.initialStreamWindowSize, maxStreamWindowSize: tuning.maxStreamWindowSize,
-        maxReadBufferLength: tuning.maxStreamWindowSize + tuning.maxMessageSize,
-      },
-    })],
-  });
-  t.teardown(() => stock.stop());
+  const stock = await stockLibp2pNode(t, fleetKey);
   const stockPort = Number(stock.getMultiaddrs()[0]!.toString().split('/')[4]);
 
   // Count socket writes per side: the stock node's socket is the one on its listening port.

@@ -4,17 +4,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 
-import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
 import { StreamState } from '@chainsafe/libp2p-yamux/stream';
-import { tcp } from '@libp2p/tcp';
 import test from 'ava';
-import { createLibp2p } from 'libp2p';
 
-import { fleetPrologue } from '../src/agent/swarm/fleet-key.js';
-import { createP2PNode, DEFAULT_MUXER_TUNING as tuning } from '../src/agent/swarm/p2p-node.js';
+import { createP2PNode } from '../src/agent/swarm/p2p-node.js';
 import { lazyWindowUpdates, lazyWindowUpdatesFor } from '../src/agent/swarm/yamux-window.js';
-import { newFleetKey, tempDir } from './p2p-helpers.js';
+import { newFleetKey, stockLibp2pNode, tempDir } from './p2p-helpers.js';
 
 function fakeStream(state: StreamState, capacity: number) {
   const s = { state, recvWindow: 1000, recvWindowCapacity: capacity, updates: 0, sendWindowUpdate() { s.updates++; } };
@@ -52,20 +47,7 @@ test('a stock libp2p node streams many small frames and 8 MiB to an agent that r
     onYamuxFallback: () => { fellBack = true; },
   });
   t.teardown(() => ours.stop());
-  const stock = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise({ prologueBytes: fleetPrologue(fleetKey) })],
-    // js-yamux assumes the remote's initial window equals its own setting, so both ends need the agent's tuning.
-    streamMuxers: [yamux({
-      maxMessageSize: tuning.maxMessageSize,
-      streamOptions: {
-        initialStreamWindowSize: tuning.initialStreamWindowSize, maxStreamWindowSize: tuning.maxStreamWindowSize,
-        maxReadBufferLength: tuning.maxStreamWindowSize + tuning.maxMessageSize,
-      },
-    })],
-  });
-  t.teardown(() => stock.stop());
+  const stock = await stockLibp2pNode(t, fleetKey);
   const oursPort = Number(ours.getMultiaddrs()[0]!.toString().split('/')[4]);
 
   // Our socket is the one on our listening port: the stock node dials us.
