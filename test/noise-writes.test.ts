@@ -55,7 +55,9 @@ test('a connection object that is not libp2p-noise\'s stream is left alone and r
   t.false(coalesceNoiseWrites({}));
   t.false(coalesceNoiseWrites({ encrypt() {} }));
   const encrypt = (_chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList => new Uint8ArrayList();
-  t.false(coalesceNoiseWrites({ handshake: fakeHandshake(), encrypt }), 'no length decoder to replace');
+  const withoutDecoder = { handshake: fakeHandshake(), encrypt };
+  t.false(coalesceNoiseWrites(withoutDecoder), 'no length decoder to replace');
+  t.is(withoutDecoder.encrypt(Buffer.alloc(10)).byteLength, 2 + 10 + 16, 'its writes are coalesced all the same');
   const decoder = new LengthPrefixedDecoder({ lengthDecoder: () => 0, encodingLength: () => 2 }) as unknown as MessageDecoder;
   const stream = { handshake: fakeHandshake(), encrypt, decoder };
   t.true(coalesceNoiseWrites(stream));

@@ -80,15 +80,14 @@ export function lengthWithoutThrowing(decoder: MessageDecoder): (data: Uint8Arra
 }
 
 /**
- * Give a secured connection the one-buffer encryption and the non-throwing length decoding; false if it is not
- * libp2p-noise's stream as expected (then it keeps the library's own behaviour).
+ * Give a secured connection the one-buffer encryption and the non-throwing length decoding, each where
+ * libp2p-noise's stream has what it needs (a part it lacks keeps the library's own behaviour); false unless both.
  */
 export function coalesceNoiseWrites(conn: unknown): boolean {
   const decoder = messageDecoderOf(conn);
-  if (!isEncryptingStream(conn) || decoder === undefined) return false;
-  conn.encrypt = (chunk) => encryptCoalesced(conn, chunk);
-  decoder.lengthDecoder = lengthWithoutThrowing(decoder);
-  return true;
+  if (decoder !== undefined) decoder.lengthDecoder = lengthWithoutThrowing(decoder);
+  if (isEncryptingStream(conn)) conn.encrypt = (chunk) => encryptCoalesced(conn, chunk);
+  return decoder !== undefined && isEncryptingStream(conn);
 }
 
 /**
