@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import { EntryRules, hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
 import { readTarEntries } from './tar-reader.js';
 import type { TreeEntry, TreeSink } from './tree-entry.js';
+import { SmallFileWriter } from './small-files.js';
 import { PackageError, type PackageLimits } from './types.js';
 
 export interface ExtractOptions {
@@ -24,12 +25,10 @@ const EMPTY = Buffer.alloc(0);
 // Read once: files are created with their final mode, and only fixed with fchmod when the umask
 // removed some of its bits (one system call less per file in the common case).
 const UMASK = process.umask();
-// Files whose metadata and close are still in flight: enough to keep the thread pool busy, few
+// Large files whose metadata and close are still in flight: enough to keep the thread pool busy, few
 // enough to stay far below any descriptor limit.
 const MAX_BACKGROUND = 32;
-// File data held by those background writes, so a run of small files cannot pin much memory.
-const MAX_BACKGROUND_BYTES = 8 * 1024 * 1024;
-// Files up to this size are gathered and written in one background task.
+// Files up to this size are gathered in memory and created by the small-file worker (small-files.ts).
 const SMALL_FILE = 1024 * 1024;
 
 interface DirAttributes {
@@ -98,7 +97,11 @@ export class TreeWriter implements TreeSink {
 
   /** Applies directory attributes once every file is written. */
   async finish(): Promise<{ entries: number; unpackedBytes: number }> {
-    await this.extractor.finishDirectories();
+    try {
+      await this.extractor.finishDirectories();
+    } finally {
+      await this.extractor.close();
+    }
     return { entries: this.rules.entries, unpackedBytes: this.rules.unpackedBytes };
   }
 
@@ -106,6 +109,7 @@ export class TreeWriter implements TreeSink {
     await this.file?.close().catch(() => {});
     this.file = null;
     await this.extractor.settle().catch(() => {});
+    await this.extractor.close();
   }
 
   /** The error to report for a failure inside the writer: PackageErrors as they are, the rest with the place. */
@@ -171,16 +175,18 @@ class Extractor {
   // Directories known to exist (created by us, explicitly or as parents); '' is destDir itself.
   private readonly existing = new Set<string>(['']);
   private readonly background = new Set<Promise<void>>();
-  private backgroundBytes = 0;
-  // The background task of each path still being written: a later entry replacing or hardlinking it waits.
+  // The background task of each large file still being finished: a later entry replacing or hardlinking it waits.
   private readonly creations = new Map<string, Promise<void>>();
   private backgroundError: Error | null = null;
+  private readonly small: SmallFileWriter;
 
   constructor(
     private readonly destDir: string,
     private readonly owner: { uid: number; gid: number } | undefined,
     private readonly dirs: Map<string, DirAttributes>,
-  ) {}
+  ) {
+    this.small = new SmallFileWriter(owner ?? null);
+  }
 
   private abs(path: string): string {
     return join(this.destDir, path);
@@ -192,9 +198,9 @@ class Extractor {
   }
 
   /**
-   * A file of `size` bytes at `path`. Files up to SMALL_FILE are gathered in memory and written entirely in
-   * the background while the next entries are parsed: for trees of small files, the round trips to the
-   * thread pool (open, write, utimes, close) dominate otherwise. Larger files are written as they come,
+   * A file of `size` bytes at `path`. Files up to SMALL_FILE are gathered in memory and handed to the
+   * small-file worker, which creates them in batches while the next entries are parsed: for trees of small
+   * files, the round trips to the thread pool (open, write, utimes, close) dominate otherwise. Larger files are written as they come,
    * each write awaited so the producer is held back while the disk catches up.
    */
   async openFile(path: string, mode: number, mtime: Date, size: number, replace: boolean): Promise<OpenFile> {
@@ -246,24 +252,9 @@ class Extractor {
   }
 
   private async writeSmallFile(path: string, mode: number, mtime: Date, data: Buffer): Promise<void> {
-    const size = data.length;
-    while (this.backgroundBytes > 0 && this.backgroundBytes + size > MAX_BACKGROUND_BYTES && this.background.size > 0) {
-      await Promise.race(this.background);
-    }
-    this.backgroundBytes += size;
-    await this.inBackground(path, async () => {
-      try {
-        const handle = await open(this.abs(path), WRITE_FLAGS, mode);
-        try {
-          if (size > 0) await handle.write(data, 0, size, 0);
-          await this.finishFile(handle, mode, mtime);
-        } finally {
-          await handle.close();
-        }
-      } finally {
-        this.backgroundBytes -= size;
-      }
-    });
+    // open() applies the mode unless the umask takes bits away; a chown would clear set-id bits (none are kept).
+    const fixMode = this.owner !== undefined || (mode & UMASK) !== 0;
+    await this.small.add(this.abs(path), mode, fixMode, mtime.getTime() / 1000, data);
   }
 
   private async finishFile(handle: FileHandle, mode: number, mtime: Date): Promise<void> {
@@ -284,16 +275,22 @@ class Extractor {
   async hardlink(path: string, target: string, replace: boolean): Promise<void> {
     await this.ensureParent(path);
     await this.replaceable(path, replace);
-    await this.creations.get(target);
+    await this.created(target);
     // link(2) does not follow a symlink target: a hardlink to a symlink links the symlink itself.
     await link(this.abs(target), this.abs(path));
   }
 
   /** Waits until a file still being created at `path` exists, and unlinks it when it is to be replaced. */
   private async replaceable(path: string, replace: boolean): Promise<void> {
-    await this.creations.get(path);
+    await this.created(path);
     if (this.backgroundError !== null) throw this.backgroundError;
     if (replace) await unlink(this.abs(path));
+  }
+
+  /** Waits until a file still being created at `path` (by either writer) exists. */
+  private async created(path: string): Promise<void> {
+    await this.creations.get(path);
+    await this.small.created(this.abs(path));
   }
 
   /**
@@ -323,8 +320,17 @@ class Extractor {
 
   /** Waits for every background task; called before returning, also on failure, so no write outlives extractTar. */
   async settle(): Promise<void> {
-    while (this.background.size > 0) await Promise.all(this.background);
+    try {
+      await this.small.drain();
+    } finally {
+      while (this.background.size > 0) await Promise.all(this.background);
+    }
     if (this.backgroundError !== null) throw this.backgroundError;
+  }
+
+  /** Stops the small-file worker once what it holds is written; after settle(), or to abort. */
+  async close(): Promise<void> {
+    await this.small.close();
   }
 
   /** Applies directory attributes deepest first, so setting a parent's mtime is the last change to it. */
