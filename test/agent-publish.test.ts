@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { startAgent, tmpDir, comparable, snapshot, execFileP } from './helpers/agent.js';
 import { makeRuntimeTree, tarGzWithTopDir, tarAtRoot, zipWithTopDir, LONG_FILE } from './helpers/fixtures.js';
+import { treeFileBytes } from './runtime-fixtures.js';
 
 async function publishAndCompare(t: any, kind: 'tgz-topdir' | 'tar-root' | 'tgz-root' | 'zip' | 'dir') {
   const dir = await tmpDir(t);
@@ -62,6 +63,8 @@ async function publishAndCompare(t: any, kind: 'tgz-topdir' | 'tar-root' | 'tgz-
   const list = await agent.json(['list']);
   t.is(list.length, 1);
   t.like(list[0], { name: 'myruntime', version: '1.2.3', manifestId: res.manifestId, path: installed });
+  // The record takes the size from the manifest; it must be what is on disk.
+  t.is(list[0].sizeBytes, await treeFileBytes(installed));
   t.true(list[0].sizeBytes > 3 * 1024 * 1024);
   t.false(Number.isNaN(Date.parse(list[0].installedAt)));
   // Nothing but the runtime and the agent's own bookkeeping dir in the runtimes dir.

@@ -284,3 +284,25 @@ export async function listTree(root: string): Promise<string[]> {
   await walk(root, '');
   return out;
 }
+
+/** Bytes of regular files under `path`, each inode counted once; symlinks are not followed (what du counts). */
+export async function treeFileBytes(path: string): Promise<number> {
+  const seen = new Set<string>();
+  let total = 0;
+  const pending = [path];
+  while (pending.length > 0) {
+    const current = pending.pop()!;
+    const info = await lstat(current);
+    if (info.isDirectory()) {
+      for (const name of await readdir(current)) pending.push(join(current, name));
+    } else if (info.isFile()) {
+      const key = `${info.dev}:${info.ino}`;
+      if (info.nlink > 1) {
+        if (seen.has(key)) continue;
+        seen.add(key);
+      }
+      total += info.size;
+    }
+  }
+  return total;
+}

@@ -5,7 +5,7 @@ import { openCanonicalTar } from '../src/runtime/canonical.js';
 import { extractTar } from '../src/runtime/extract.js';
 import { RuntimesDir, parseOwner } from '../src/runtime/install.js';
 import { PackageError, type RuntimeMeta } from '../src/runtime/types.js';
-import { canonicalToDir, LONG_FILE, makeSampleTree, tempDir } from './runtime-fixtures.js';
+import { canonicalToDir, LONG_FILE, makeSampleTree, tempDir, treeFileBytes } from './runtime-fixtures.js';
 
 const META: RuntimeMeta = { name: 'sample-rt', version: '1.2.3' };
 
@@ -36,7 +36,7 @@ test('commit moves a staged tree into <root>/<name>/<version> and leaves no stag
   t.is(path, dirs.pathFor('sample-rt', '1.2.3'));
   t.is(await readFile(join(path, 'runtime.yml'), 'utf8'), await readFile(join(tree, 'runtime.yml'), 'utf8'));
   t.deepEqual(await workEntries(root, 'staging'), []);
-  t.true((await dirs.treeSize(path)) > 1_000_000);
+  t.true((await treeFileBytes(path)) > 1_000_000);
 });
 
 test('an installed version is refused without force, kept intact, and replaced with force', async (t) => {
@@ -119,11 +119,10 @@ test('pathFor refuses unsafe names and versions; discard refuses foreign paths',
   t.true((await stat(root)).isDirectory());
 });
 
-test('treeSize counts regular file bytes once per inode', async (t) => {
+test('treeFileBytes (the reference for install records) counts regular file bytes once per inode', async (t) => {
   const root = await tempDir(t);
   const tree = join(root, 'tree');
   await makeSampleTree(tree);
-  const dirs = new RuntimesDir(root);
   // runtime.yml + tool (hardlinked twice, counted once) + suid + 300000 + 700000 + small files
   const expected = [
     'runtime.yml', 'isolated/usr/bin/tool', 'isolated/usr/bin/suid', 'isolated/usr/lib/libfoo.so.1', 'isolated/usr/lib/random.bin',
@@ -132,7 +131,7 @@ test('treeSize counts regular file bytes once per inode', async (t) => {
   let sum = 0;
   for (const p of expected) sum += (await stat(join(tree, p))).size;
   sum += (await stat(join(tree, LONG_FILE))).size;
-  t.is(await dirs.treeSize(tree), sum);
+  t.is(await treeFileBytes(tree), sum);
 });
 
 test('parseOwner reads numbers and names', async (t) => {

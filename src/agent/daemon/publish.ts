@@ -143,7 +143,7 @@ async function publishOnce(
       tag: signed.id,
       onPlaced: async (installed) => {
         committed = true;
-        await recordInstall(ctx.store, signed, installed, ctx.runtimes);
+        await recordInstall(ctx.store, signed, installed);
       },
     });
     committed = true;

@@ -85,7 +85,7 @@ export async function installManifest(ctx: InstallContext, sm: SignedManifest, o
         tag: sm.id,
         synced: true,
         onPlaced: async (installed) => {
-          record = await recordInstall(ctx.store, sm, installed, ctx.runtimes);
+          record = await recordInstall(ctx.store, sm, installed);
         },
       });
       return record!;

@@ -25,7 +25,7 @@ export async function recoverAtStart(ctx: InstallContext, opts: { unclean: boole
       log.warn('commit_recovered_without_manifest', { name: r.name, version: r.version, manifestId: r.tag, step: r.step });
       return;
     }
-    await recordInstall(store, sm, r.path, runtimes);
+    await recordInstall(store, sm, r.path);
     log.info('commit_recovered', { name: r.name, version: r.version, manifestId: sm.id, path: r.path, step: r.step });
   });
   await runtimes.cleanupLeftovers();
@@ -39,7 +39,7 @@ export async function recoverAtStart(ctx: InstallContext, opts: { unclean: boole
     if (entries === null) continue;
     const mismatch = describeDrift(await checkTree(tree.path, entries, { full: true, owner: ctx.owner }));
     if (mismatch === null) {
-      await recordInstall(store, sm, tree.path, runtimes);
+      await recordInstall(store, sm, tree.path);
       log.info('install_adopted', { name: tree.name, version: tree.version, manifestId: sm.id, path: tree.path });
       continue;
     }
