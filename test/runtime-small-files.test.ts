@@ -61,11 +61,11 @@ test('a failure inside the worker is reported with its errno code and path, and 
   const writer = new SmallFileWriter(null);
   t.teardown(() => writer.close());
   const missing = join(dest, 'no-such-dir', 'f');
-  await writer.add(missing, 0o644, false, 1_600_000_000, Buffer.from('x'));
+  await writer.add(missing, 0o644, false, 1_600_000_000, [Buffer.from('x')], 1);
   const err = await t.throwsAsync(writer.drain());
   t.is((err as NodeJS.ErrnoException).code, 'ENOENT');
   t.is((err as NodeJS.ErrnoException).path, missing);
-  await t.throwsAsync(writer.add(join(dest, 'g'), 0o644, false, 1_600_000_000, Buffer.from('y')), { message: /ENOENT/ });
+  await t.throwsAsync(writer.add(join(dest, 'g'), 0o644, false, 1_600_000_000, [Buffer.from('y')], 1), { message: /ENOENT/ });
   await writer.close();
   await t.throwsAsync(lstat(join(dest, 'g')), { code: 'ENOENT' }, 'nothing after the failure was written');
 });
@@ -78,7 +78,7 @@ test('an existing file is never overwritten and a symlink is never followed (O_E
   await symlink(join(outside, 'victim'), join(dest, 'link'));
   const writer = new SmallFileWriter(null);
   t.teardown(() => writer.close());
-  await writer.add(join(dest, 'link'), 0o644, false, 1_600_000_000, Buffer.from('overwritten'));
+  await writer.add(join(dest, 'link'), 0o644, false, 1_600_000_000, [Buffer.from('overwritten')], 11);
   const err = await t.throwsAsync(writer.drain());
   t.is((err as NodeJS.ErrnoException).code, 'EEXIST');
   t.is(await readFile(join(outside, 'victim'), 'utf8'), 'untouched');

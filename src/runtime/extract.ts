@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import { EntryRules, hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
 import { readTarEntries } from './tar-reader.js';
 import type { TreeEntry, TreeSink } from './tree-entry.js';
-import { SmallFileWriter } from './small-files.js';
+import { SMALL_FILE_MAX, SmallFileWriter } from './small-files.js';
 import { PackageError, type PackageLimits } from './types.js';
 
 export interface ExtractOptions {
@@ -21,7 +21,6 @@ export interface ExtractOptions {
 
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 const IMPLICIT_DIR_MODE = 0o755;
-const EMPTY = Buffer.alloc(0);
 // Read once: files are created with their final mode, and only fixed with fchmod when the umask
 // removed some of its bits (one system call less per file in the common case).
 const UMASK = process.umask();
@@ -29,7 +28,7 @@ const UMASK = process.umask();
 // enough to stay far below any descriptor limit.
 const MAX_BACKGROUND = 32;
 // Files up to this size are gathered in memory and created by the small-file worker (small-files.ts).
-const SMALL_FILE = 1024 * 1024;
+const SMALL_FILE = SMALL_FILE_MAX;
 
 interface DirAttributes {
   mode: number;
@@ -217,8 +216,7 @@ class Extractor {
         },
         end: async () => {
           if (got !== size) throw new PackageError(`entry ${path} ended after ${got} of ${size} bytes`);
-          const data = pieces.length === 1 ? pieces[0]! : pieces.length === 0 ? EMPTY : Buffer.concat(pieces, size);
-          await this.writeSmallFile(path, mode, mtime, data);
+          await this.writeSmallFile(path, mode, mtime, pieces, size);
         },
         close: async () => {},
       };
@@ -251,10 +249,10 @@ class Extractor {
     };
   }
 
-  private async writeSmallFile(path: string, mode: number, mtime: Date, data: Buffer): Promise<void> {
+  private async writeSmallFile(path: string, mode: number, mtime: Date, pieces: Buffer[], size: number): Promise<void> {
     // open() applies the mode unless the umask takes bits away; a chown would clear set-id bits (none are kept).
     const fixMode = this.owner !== undefined || (mode & UMASK) !== 0;
-    await this.small.add(this.abs(path), mode, fixMode, mtime.getTime() / 1000, data);
+    await this.small.add(this.abs(path), mode, fixMode, mtime.getTime() / 1000, pieces, size);
   }
 
   private async finishFile(handle: FileHandle, mode: number, mtime: Date): Promise<void> {

@@ -25,12 +25,14 @@ interface BatchMessage {
   owner: { uid: number; gid: number } | null;
   flags: number;
   files: FileJob[];
+  /** The batch's buffer, transferred to the worker and back, so the same few buffers serve every batch. */
   data: ArrayBuffer;
 }
 
-/** What the worker reports for a batch: done, or the first file that failed and why. */
+/** What the worker reports for a batch: done, or the first file that failed and why; with the buffer back. */
 interface BatchResult {
   id: number;
+  data?: ArrayBuffer;
   error?: { message: string; code?: string; syscall?: string; path?: string };
 }
 
@@ -65,59 +67,71 @@ function workerMain(require: NodeJS.Require): void {
       }
       if (result.error) break;
     }
-    parentPort!.postMessage(result);
+    result.data = batch.data;
+    parentPort!.postMessage(result, [batch.data]);
   });
 }
 
 const WORKER_SOURCE = `(${workerMain.toString()})(require)`;
 const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 // A batch goes to the worker at this many files or bytes: one message per batch, while the next one fills.
-const BATCH_FILES = 256;
+const BATCH_FILES = 64;
 const BATCH_BYTES = 1024 * 1024;
-// Data queued or in the worker: a run of small files cannot pin more than this.
-const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+// Each batch buffer holds a batch that is not yet full plus one file of up to this size.
+export const SMALL_FILE_MAX = 1024 * 1024;
+const BUFFER_BYTES = BATCH_BYTES + SMALL_FILE_MAX;
+// Buffers in circulation (filling, queued, in the worker): the data a run of small files can pin. They go back
+// and forth instead of being garbage: a transferred buffer left to the worker would be freed only at the
+// worker's next GC, which its tiny heap rarely needs, and tens of MB waited for it.
+const BUFFERS = 4;
 
 interface Batch {
   id: number;
   files: FileJob[];
-  pieces: Uint8Array[];
+  buffer: Uint8Array;
   bytes: number;
   done: Promise<void>;
   settle: (err: Error | null) => void;
 }
 
 /**
- * Creates small files in the background, in batches, on one worker thread started at the first file. `add`
- * resolves once the file is queued (waiting while too much data is queued); `created(path)` resolves when the
- * file is on disk; `close()` waits for everything and stops the worker. The first failure is reported by the
- * next call.
+ * Creates small files (up to SMALL_FILE_MAX bytes) in the background, in batches, on one worker thread started
+ * at the first file. `add` resolves once the file's bytes are copied into a batch (waiting for a free buffer);
+ * `created(path)` resolves when the file is on disk; `drain()` waits for everything; `close()` stops the
+ * worker. The first failure is reported by the next call.
  */
 export class SmallFileWriter {
   private worker: Worker | null = null;
   private open: Batch | null = null;
   private readonly sent = new Map<number, Batch>();
   private readonly pathBatch = new Map<string, Batch>();
-  private queuedBytes = 0;
+  private readonly free: Uint8Array[] = [];
+  private allocated = 0;
+  private bufferWaiters: (() => void)[] = [];
   private nextId = 1;
   private failure: Error | null = null;
 
   constructor(private readonly owner: { uid: number; gid: number } | null) {}
 
-  /** Queues `data` to become the file at absolute `path` (which must not exist) with `mode` and `mtime` (seconds). */
-  async add(path: string, mode: number, fixMode: boolean, mtime: number, data: Uint8Array): Promise<void> {
+  /**
+   * Queues the file at absolute `path` (which must not exist) with `mode` and `mtime` (seconds); its bytes are
+   * `pieces`, `size` in all, which are copied before this resolves.
+   */
+  async add(path: string, mode: number, fixMode: boolean, mtime: number, pieces: readonly Uint8Array[], size: number): Promise<void> {
+    if (size > SMALL_FILE_MAX) throw new Error(`${path}: ${size} bytes is more than a small file`);
     this.throwIfFailed();
-    while (this.queuedBytes > 0 && this.queuedBytes + data.length > MAX_QUEUED_BYTES) {
-      if (this.open && this.sent.size === 0) this.flush();
-      await Promise.race([...this.sent.values()].map((b) => b.done));
-      this.throwIfFailed();
+    if (this.open && this.open.bytes + size > this.open.buffer.length) this.flush();
+    const batch = this.open ?? (this.open = this.newBatch(await this.takeBuffer()));
+    this.throwIfFailed();
+    let offset = batch.bytes;
+    for (const piece of pieces) {
+      batch.buffer.set(piece, offset);
+      offset += piece.length;
     }
-    const batch = this.open ?? (this.open = this.newBatch());
-    batch.files.push({ path, mode, fixMode, mtime, offset: batch.bytes, size: data.length });
-    batch.pieces.push(data);
-    batch.bytes += data.length;
-    this.queuedBytes += data.length;
+    batch.files.push({ path, mode, fixMode, mtime, offset: batch.bytes, size });
+    batch.bytes = offset;
     this.pathBatch.set(path, batch);
-    if (batch.files.length >= BATCH_FILES || batch.bytes >= BATCH_BYTES || this.sent.size === 0) this.flush();
+    if (batch.files.length >= BATCH_FILES || batch.bytes >= BATCH_BYTES) this.flush();
   }
 
   /** Resolves when the file queued for `path` (if any) exists; rejects when its batch failed. */
@@ -142,29 +156,39 @@ export class SmallFileWriter {
     const worker = this.worker;
     this.worker = null;
     if (worker) await worker.terminate();
+    this.free.length = 0;
   }
 
-  private newBatch(): Batch {
+  private async takeBuffer(): Promise<Uint8Array> {
+    for (;;) {
+      const buffer = this.free.pop();
+      if (buffer) return buffer;
+      // A fresh ArrayBuffer each, never a slice of Node's shared Buffer pool, which must not be transferred.
+      if (this.allocated < BUFFERS) {
+        this.allocated++;
+        return new Uint8Array(new ArrayBuffer(BUFFER_BYTES));
+      }
+      this.throwIfFailed();
+      await new Promise<void>((resolve) => this.bufferWaiters.push(resolve));
+    }
+  }
+
+  private newBatch(buffer: Uint8Array): Batch {
     let settle!: (err: Error | null) => void;
     const done = new Promise<void>((resolve, reject) => {
       settle = (err) => (err ? reject(err) : resolve());
     });
     // Failures are reported through `failure`; a batch nobody awaits must not be an unhandled rejection.
     done.catch(() => {});
-    return { id: this.nextId++, files: [], pieces: [], bytes: 0, done, settle };
+    return { id: this.nextId++, files: [], buffer, bytes: 0, done, settle };
   }
 
   private flush(): void {
     const batch = this.open;
     if (!batch) return;
     this.open = null;
-    // One fresh buffer per batch, handed over to the worker without a copy; Buffer.concat could return a slice
-    // of Node's shared pool, which must never be transferred.
-    const data = new ArrayBuffer(batch.bytes);
-    const view = new Uint8Array(data);
-    for (const [i, piece] of batch.pieces.entries()) view.set(piece, batch.files[i]!.offset);
-    batch.pieces = [];
     this.sent.set(batch.id, batch);
+    const data = batch.buffer.buffer as ArrayBuffer;
     const message: BatchMessage = { id: batch.id, owner: this.owner, flags: FLAGS, files: batch.files, data };
     const worker = this.ensureWorker();
     // Referenced only while it holds work, so a writer that is never closed cannot keep the process alive.
@@ -195,8 +219,8 @@ export class SmallFileWriter {
     if (!batch) return;
     this.sent.delete(result.id);
     if (this.sent.size === 0) this.worker?.unref();
-    this.queuedBytes -= batch.bytes;
     for (const f of batch.files) if (this.pathBatch.get(f.path) === batch) this.pathBatch.delete(f.path);
+    if (result.data) this.free.push(new Uint8Array(result.data));
     if (result.error) {
       const e = result.error;
       const err = Object.assign(new Error(e.message), { code: e.code, syscall: e.syscall, path: e.path });
@@ -205,6 +229,10 @@ export class SmallFileWriter {
     } else {
       batch.settle(null);
     }
+    // Waiters look again: at a free buffer, or at the failure (a lost worker returns no buffers).
+    const waiters = this.bufferWaiters;
+    this.bufferWaiters = [];
+    for (const wake of waiters) wake();
   }
 
   private throwIfFailed(): void {
