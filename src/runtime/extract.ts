@@ -4,7 +4,7 @@
 // write can land outside destDir, and the only directories created implicitly are parents of paths
 // the rules have already shown to be free of symlinks.
 import { constants } from 'node:fs';
-import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import { lchown, link, lutimes, open, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { EntryRules, hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
@@ -221,6 +221,7 @@ class Extractor {
         close: async () => {},
       };
     }
+    await this.parentReady(path);
     const handle = await open(this.abs(path), WRITE_FLAGS, mode);
     let written = 0;
     let closed = false;
@@ -265,6 +266,7 @@ class Extractor {
   async symlink(path: string, target: string, mtime: Date, replace: boolean): Promise<void> {
     await this.ensureParent(path);
     await this.replaceable(path, replace);
+    await this.parentReady(path);
     await symlink(target, this.abs(path));
     if (this.owner) await lchown(this.abs(path), this.owner.uid, this.owner.gid);
     await lutimes(this.abs(path), mtime, mtime);
@@ -274,6 +276,7 @@ class Extractor {
     await this.ensureParent(path);
     await this.replaceable(path, replace);
     await this.created(target);
+    await this.parentReady(path);
     // link(2) does not follow a symlink target: a hardlink to a symlink links the symlink itself.
     await link(this.abs(target), this.abs(path));
   }
@@ -337,11 +340,9 @@ class Extractor {
     const paths = [...this.dirs.keys()].sort((a, b) => depth(b) - depth(a));
     for (const path of paths) {
       const { mode, mtime } = this.dirs.get(path)!;
-      const abs = this.abs(path);
-      if (this.owner) await chown(abs, this.owner.uid, this.owner.gid);
-      await chmod(abs, mode);
-      if (mtime) await utimes(abs, mtime, mtime);
+      await this.small.setDirectoryAttributes(this.abs(path), mode, mtime ? mtime.getTime() / 1000 : -1);
     }
+    await this.small.drain();
   }
 
   private async ensureParent(path: string): Promise<void> {
@@ -349,19 +350,23 @@ class Extractor {
     if (slash !== -1) await this.ensureDir(path.slice(0, slash));
   }
 
+  /**
+   * Queues the directory (and its missing parents) to the small-file worker, which creates it before anything
+   * queued later. Work done here on the main thread (a large file, a link) waits for it with dirReady().
+   */
   private async ensureDir(path: string): Promise<void> {
     if (this.existing.has(path)) return;
     await this.ensureParent(path);
-    try {
-      await mkdir(this.abs(path), { mode: 0o700 });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      // Only possible when destDir was not empty: never build on something we did not create.
-      if (!(await lstat(this.abs(path))).isDirectory()) throw new PackageError(`${this.abs(path)} exists and is not a directory`);
-    }
+    await this.small.mkdir(this.abs(path));
     this.existing.add(path);
     // Implicit parents get a conventional mode; an explicit entry later overrides it.
     if (!this.dirs.has(path)) this.dirs.set(path, { mode: IMPLICIT_DIR_MODE, mtime: null });
+  }
+
+  /** Resolves once the parent directory of `path` exists on disk. */
+  private async parentReady(path: string): Promise<void> {
+    const slash = path.lastIndexOf('/');
+    if (slash !== -1) await this.small.created(this.abs(path.slice(0, slash)));
   }
 }
 
