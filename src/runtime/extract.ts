@@ -199,8 +199,8 @@ class Extractor {
   /**
    * A file of `size` bytes at `path`. Files up to SMALL_FILE are gathered in memory and handed to the
    * small-file worker, which creates them in batches while the next entries are parsed: for trees of small
-   * files, the round trips to the thread pool (open, write, utimes, close) dominate otherwise. Larger files are written as they come,
-   * each write awaited so the producer is held back while the disk catches up.
+   * files, the round trips to the thread pool (open, write, utimes, close) dominate otherwise. Larger files
+   * are written as they come, each write awaited so the producer is held back while the disk catches up.
    */
   async openFile(path: string, mode: number, mtime: Date, size: number, replace: boolean): Promise<OpenFile> {
     await this.ensureParent(path);
@@ -352,7 +352,7 @@ class Extractor {
 
   /**
    * Queues the directory (and its missing parents) to the small-file worker, which creates it before anything
-   * queued later. Work done here on the main thread (a large file, a link) waits for it with dirReady().
+   * queued later. Work done here on the main thread (a large file, a link) waits for it with parentReady().
    */
   private async ensureDir(path: string): Promise<void> {
     if (this.existing.has(path)) return;
