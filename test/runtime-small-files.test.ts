@@ -83,3 +83,26 @@ test('an existing file is never overwritten and a symlink is never followed (O_E
   t.is((err as NodeJS.ErrnoException).code, 'EEXIST');
   t.is(await readFile(join(outside, 'victim'), 'utf8'), 'untouched');
 });
+
+test('directories go through the worker: a large file and a symlink in new directories, a read-only directory keeps its children, directory mtimes hold', async (t) => {
+  const dest = await tempDir(t);
+  const w = new TreeWriter(dest);
+  await put(w, { type: 'directory', path: 'ro', mode: 0o555, mtime: 1_500_000_000 });
+  const small = Buffer.from('inside a read-only directory');
+  await put(w, fileEntry('ro/inside', small), small);
+  // Larger than a small file: opened on the main thread, which must wait for its parents queued to the worker.
+  const large = Buffer.alloc(3 * 1024 * 1024 + 17, 0x5a);
+  await put(w, fileEntry('a/b/c/large.bin', large), large);
+  await put(w, { type: 'symlink', path: 'x/y/link', mtime: 1_500_000_000, target: '../../a/b/c/large.bin' });
+  await put(w, { type: 'directory', path: 'a/b', mode: 0o750, mtime: 1_400_000_000 });
+  await w.finish();
+  t.is((await readFile(join(dest, 'x/y/link'))).length, large.length);
+  t.is(await readFile(join(dest, 'ro/inside'), 'utf8'), 'inside a read-only directory');
+  const ro = await lstat(join(dest, 'ro'));
+  t.is(ro.mode & 0o777, 0o555);
+  t.is(ro.mtimeMs, 1_500_000_000_000, 'the mtime is set after the children were created');
+  const ab = await lstat(join(dest, 'a/b'));
+  t.is(ab.mode & 0o777, 0o750, 'an explicit entry after its implicit creation sets the mode');
+  t.is(ab.mtimeMs, 1_400_000_000_000);
+  t.is((await lstat(join(dest, 'a/b/c'))).mode & 0o777, 0o755, 'an implicit parent gets 0755');
+});
