@@ -1,0 +1,39 @@
+/**
+ * Times `joblet-agent publish PACKAGE` by a fresh agent (started as the benchmarks start it: the daemon's node
+ * flags, MALLOC_ARENA_MAX=2), against `tar -xzf` of the same file in the same round, into the same temp dir's
+ * filesystem (set TMPDIR to choose it: a tmpfs takes the disk's noise out of both).
+ *
+ *   node dist/scripts/time-publish.js PACKAGE.tar.gz [--rounds N] [--prof-dir DIR]
+ *
+ * --prof-dir runs the agent under `node --cpu-prof` and leaves its main-thread profile there.
+ */
+import { parseArgs } from 'node:util';
+import path from 'node:path';
+import { Agent, agentCli, cpuSeconds, runBench, timeShell } from './bench-util.js';
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { rounds: { type: 'string', default: '1' }, 'prof-dir': { type: 'string' } },
+});
+const pkg = positionals[0];
+const rounds = Number(values.rounds);
+if (!pkg || !Number.isInteger(rounds) || rounds < 1) {
+  console.error('usage: time-publish PACKAGE.tar.gz [--rounds N] [--prof-dir DIR]');
+  process.exit(2);
+}
+const profDir = values['prof-dir'] ? path.resolve(values['prof-dir']) : null;
+
+runBench('time-publish', async (cleanup) => {
+  for (let round = 1; round <= rounds; round++) {
+    const tar = await timeShell('tar -xzf "$1" -C "$2"', [pkg, await cleanup.tempDir('joblet-time-tar-')]);
+    const a = await Agent.create(cleanup, `a${round}`, { nodeArgs: profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] });
+    const cpu0 = await cpuSeconds(a.pid);
+    const t0 = performance.now();
+    await agentCli(['publish', pkg, '--socket', a.socket, '--json']);
+    const wall = (performance.now() - t0) / 1000;
+    const cpu = (await cpuSeconds(a.pid)) - cpu0;
+    await a.stop();
+    console.log(`round ${round}: tar -xzf ${tar.seconds.toFixed(2)} s wall, ${tar.cpuSeconds.toFixed(2)} CPU s; ` +
+      `publish ${wall.toFixed(2)} s wall (${(wall / tar.seconds).toFixed(2)} x), ${cpu.toFixed(2)} CPU s (${(cpu / tar.cpuSeconds).toFixed(2)} x)`);
+  }
+});
