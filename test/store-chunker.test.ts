@@ -2,6 +2,8 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, GEAR, chunkStream } from '../src/store/chunker.js';
 import { pieces, seededBytes, sha256Hex } from './store-helpers.js';
+import { compileGearWat } from '../scripts/build-gear-wasm.js';
+import { GEAR_WASM_BASE64 } from '../src/store/gear-wasm.js';
 
 async function lengths(source: Iterable<Buffer> | AsyncIterable<Buffer>): Promise<number[]> {
   const out: number[] = [];
@@ -79,4 +81,58 @@ test('bytes inserted in the middle change only the chunks around them', async (t
   const [a, b] = [await ids(v1), await ids(v2)];
   const fresh = [...b].filter((id) => !a.has(id));
   t.true(fresh.length >= 1 && fresh.length <= 2, `${fresh.length} new chunks`);
+});
+
+// The cut search as it was written in JavaScript before it moved to WebAssembly (gear.wat): the specification
+// the module must match byte for byte, or stores made by earlier agents would stop sharing chunks.
+function referenceLengths(data: Buffer): number[] {
+  const normalSize = 832 * 1024;
+  const hard = 0xfffffc00 | 0;
+  const easy = 0xffffc000 | 0;
+  const out: number[] = [];
+  for (let start = 0; start < data.length;) {
+    const available = data.length - start;
+    let length: number;
+    if (available <= CHUNK_MIN) {
+      length = available;
+    } else {
+      const limit = start + Math.min(available, CHUNK_MAX);
+      const normal = Math.min(limit, start + normalSize);
+      let h = 0;
+      let i = start + CHUNK_MIN;
+      length = limit - start;
+      for (; i < normal; i++) {
+        h = ((h << 1) + GEAR[data[i]!]!) | 0;
+        if ((h & hard) === 0) { length = i + 1 - start; break; }
+      }
+      if (i === normal) {
+        for (; i < limit; i++) {
+          h = ((h << 1) + GEAR[data[i]!]!) | 0;
+          if ((h & easy) === 0) { length = i + 1 - start; break; }
+        }
+      }
+    }
+    out.push(length);
+    start += length;
+  }
+  return out;
+}
+
+test('the WebAssembly cut search cuts exactly where the JavaScript reference does', async (t) => {
+  const random = seededBytes('chunker-reference', 40 * 1024 * 1024 + 777);
+  const cuts = referenceLengths(random);
+  // Both masks must have been exercised: some chunks end before the normal size, some after it.
+  t.true(cuts.some((n) => n < 832 * 1024) && cuts.some((n) => n > 832 * 1024 && n < CHUNK_MAX), `cuts ${cuts.join(',')}`);
+  t.deepEqual(await lengths(pieces(random, 300_001)), cuts, 'random data');
+  // Low-entropy data: long runs of one byte, a short repeating text, zeros (cuts forced at the maximum).
+  const runs = Buffer.alloc(12 * 1024 * 1024);
+  for (let i = 0; i < runs.length; i++) runs[i] = (i >> 17) & 0xff;
+  const text = Buffer.from('joblet runtime '.repeat(700_000));
+  for (const [name, data] of [['runs', runs], ['text', text], ['zeros', Buffer.alloc(9 * 1024 * 1024)], ['short', random.subarray(0, CHUNK_MIN + 5)]] as const) {
+    t.deepEqual(await lengths([data]), referenceLengths(data), name);
+  }
+});
+
+test('gear-wasm.ts is what gear.wat compiles to', async (t) => {
+  t.is(GEAR_WASM_BASE64, (await compileGearWat()).toString('base64'), 'run node dist/scripts/build-gear-wasm.js');
 });
