@@ -1,13 +1,14 @@
-// Small files and directories are created in batches by one worker thread with synchronous system calls. Through the
-// promise API each file costs four round trips to the thread pool (open, write, utimes, close), and for a tree
-// of tens of thousands of small files those round trips, not the kernel's work, were most of an extraction's
-// CPU (20,000 files of 4 KB on tmpfs: 2.5 – 3 CPU s with promises, 0.35 s with sync calls; on ext4 4.3 – 4.9
-// against 2.0). In a worker the sync calls cost the main thread nothing but one message per batch.
+// Small files and directories are created in batches by one worker thread with synchronous system calls.
+// Through the promise API each file costs four round trips to the thread pool (open, write, utimes, close), and
+// for a tree of tens of thousands of small files those round trips, not the kernel's work, were most of an
+// extraction's CPU (20,000 files of 4 KB on tmpfs: 2.5 – 3 CPU s with promises, 0.35 s with sync calls; on
+// ext4 4.3 – 4.9 against 2.0). In a worker the sync calls cost the main thread nothing but one message per
+// batch.
 //
-// The worker runs the operations in the order they were queued, so a directory queued before a file exists when
-// the file is created. The caller keeps every safety rule: it queues the parent directories (paths its rules have
-// shown to be free of symlinks) before a file, and the worker opens with O_CREAT|O_EXCL|O_NOFOLLOW, so nothing
-// can land outside the destination.
+// The worker runs the operations in the order they were queued, so a directory queued before a file exists
+// when the file is created. The caller keeps every safety rule: it queues the parent directories (paths its
+// rules have shown to be free of symlinks) before a file, and the worker opens with O_CREAT|O_EXCL|O_NOFOLLOW,
+// so nothing can land outside the destination.
 import { constants } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
