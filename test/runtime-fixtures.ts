@@ -169,7 +169,13 @@ async function canonicalOnce(input: string, dest: string, strip: 'auto' | 'none'
   });
   stream.pipe(tee);
   stream.on('error', (err) => tee.destroy(err));
-  const [extracted, info] = await Promise.all([extractTar(tee, dest, { limits: opts.limits }), done]);
+  // Both settle before anything is decided: on a StripGuessError the caller empties `dest` and extracts again,
+  // and the first extraction must have stopped writing into it by then (Promise.all would return at the first
+  // rejection, while the aborted extraction was still finishing its queued files).
+  const [extraction, reading] = await Promise.allSettled([extractTar(tee, dest, { limits: opts.limits }), done]);
+  if (reading.status === 'rejected') throw reading.reason;
+  if (extraction.status === 'rejected') throw extraction.reason;
+  const [extracted, info] = [extraction.value, reading.value];
   if (copy) await new Promise<void>((resolve, reject) => copy.end((err?: Error | null) => (err ? reject(err) : resolve())));
   return { info, tarBytes, tarSha256: hash.digest('hex'), extracted };
 }
