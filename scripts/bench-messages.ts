@@ -19,14 +19,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { noise } from '@chainsafe/libp2p-noise';
-import { yamux } from '@chainsafe/libp2p-yamux';
-import { tcp } from '@libp2p/tcp';
-import { createLibp2p, type Libp2p } from 'libp2p';
+import type { Libp2p } from 'libp2p';
 
-import { fleetPrologue } from '../src/agent/swarm/fleet-key.js';
-import { createP2PNode, DEFAULT_MUXER_TUNING as tuning } from '../src/agent/swarm/p2p-node.js';
+import { createP2PNode } from '../src/agent/swarm/p2p-node.js';
 import { serveHave, subscribeHave } from '../src/protocol/have.js';
+import { createStockLibp2pNode } from './stock-node.js';
 
 const FLEET_KEY = Buffer.alloc(32, 7);
 const MANIFEST = `sha256:${'ab'.repeat(32)}`;
@@ -37,22 +34,6 @@ function option(flag: string, fallback: number): number {
   const n = Number(process.argv[at + 1]);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`${flag} needs a positive whole number, got ${process.argv[at + 1]}`);
   return n;
-}
-
-async function stockNode(): Promise<Libp2p> {
-  return createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise({ prologueBytes: fleetPrologue(FLEET_KEY) })],
-    streamMuxers: [yamux({
-      maxMessageSize: tuning.maxMessageSize,
-      streamOptions: {
-        initialStreamWindowSize: tuning.initialStreamWindowSize, maxStreamWindowSize: tuning.maxStreamWindowSize,
-        maxReadBufferLength: tuning.maxStreamWindowSize + tuning.maxMessageSize,
-      },
-    })],
-    connectionMonitor: { enabled: false },
-  });
 }
 
 async function agentNode(dir: string, name: string): Promise<Libp2p> {
@@ -95,8 +76,8 @@ async function main(): Promise<void> {
   try {
     for (let round = 1; round <= rounds; round++) {
       for (const kind of ['stock', 'agent'] as const) {
-        const a = kind === 'stock' ? await stockNode() : await agentNode(dir, `a${round}`);
-        const b = kind === 'stock' ? await stockNode() : await agentNode(dir, `b${round}`);
+        const a = kind === 'stock' ? await createStockLibp2pNode(FLEET_KEY) : await agentNode(dir, `a${round}`);
+        const b = kind === 'stock' ? await createStockLibp2pNode(FLEET_KEY) : await agentNode(dir, `b${round}`);
         try {
           const r = await measure(a, b, count);
           results[kind].push(r.userUs + r.systemUs);

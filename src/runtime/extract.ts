@@ -27,8 +27,6 @@ const UMASK = process.umask();
 // Large files whose metadata and close are still in flight: enough to keep the thread pool busy, few
 // enough to stay far below any descriptor limit.
 const MAX_BACKGROUND = 32;
-// Files up to this size are gathered in memory and created by the small-file worker (small-files.ts).
-const SMALL_FILE = SMALL_FILE_MAX;
 
 interface DirAttributes {
   mode: number;
@@ -197,7 +195,7 @@ class Extractor {
   }
 
   /**
-   * A file of `size` bytes at `path`. Files up to SMALL_FILE are gathered in memory and handed to the
+   * A file of `size` bytes at `path`. Files up to SMALL_FILE_MAX are gathered in memory and handed to the
    * small-file worker, which creates them in batches while the next entries are parsed: for trees of small
    * files, the round trips to the thread pool (open, write, utimes, close) dominate otherwise. Larger files
    * are written as they come, each write awaited so the producer is held back while the disk catches up.
@@ -205,7 +203,7 @@ class Extractor {
   async openFile(path: string, mode: number, mtime: Date, size: number, replace: boolean): Promise<OpenFile> {
     await this.ensureParent(path);
     await this.replaceable(path, replace);
-    if (size <= SMALL_FILE) {
+    if (size <= SMALL_FILE_MAX) {
       const pieces: Buffer[] = [];
       let got = 0;
       return {

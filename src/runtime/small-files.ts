@@ -21,7 +21,7 @@ interface FileJob {
   op: 'file' | 'mkdir' | 'attrs';
   path: string;
   mode: number;
-  /** fchmod after open: the umask removed bits of `mode`, or an owner is set. */
+  /** For a file: fchmod after open (the umask removed bits of `mode`, or an owner is set). */
   fixMode: boolean;
   mtime: number;
   offset: number;
@@ -101,7 +101,8 @@ const FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | consta
 // A batch goes to the worker at this many files or bytes: one message per batch, while the next one fills.
 const BATCH_FILES = 64;
 const BATCH_BYTES = 1024 * 1024;
-// Each batch buffer holds a batch that is not yet full plus one file of up to this size.
+// Files up to this size are small: the tree writer gathers them in memory and hands them to this worker. Each
+// batch buffer holds a batch that is not yet full plus one such file.
 export const SMALL_FILE_MAX = 1024 * 1024;
 const BUFFER_BYTES = BATCH_BYTES + SMALL_FILE_MAX;
 // Buffers in circulation (filling, queued, in the worker): the data a run of small files can pin. They go back
@@ -165,7 +166,7 @@ export class SmallFileWriter {
 
   /** Queues setting a directory's final mode and mtime (seconds, or -1 to keep it), and owner. */
   async setDirectoryAttributes(path: string, mode: number, mtime: number): Promise<void> {
-    await this.queue({ op: 'attrs', path, mode, fixMode: true, mtime, offset: 0, size: 0 });
+    await this.queue({ op: 'attrs', path, mode, fixMode: false, mtime, offset: 0, size: 0 });
   }
 
   private async queue(job: FileJob): Promise<void> {
