@@ -279,6 +279,7 @@ export class Agent {
         log.info('removed', { name: r.name, version: r.version, path: r.path });
       }
       const gc = await this.store.gc({ chunkGraceMs: 0 });
+      this.budget.freed(gc.removed, gc.bytes, `removed ${victims.map((r) => `${r.name}@${r.version}`).join(', ')}`);
       return { removed: victims.map((r) => ({ name: r.name, version: r.version, path: r.path })), freedBytes: gc.bytes };
     });
   }

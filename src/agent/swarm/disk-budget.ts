@@ -163,27 +163,26 @@ export class DiskBudget {
     const result = await this.lock(() => evict(this.store, { protect, targetBytes: Math.max(0, targetBytes) }));
     this.lastUsage = result.after.bytes;
     if (result.manifests.length > 0) this.onEvicted?.(result.manifests.map((m) => m.id));
-    if (result.files > 0 || result.manifests.length > 0) {
-      this.generation++;
-      this.totals.runs++;
-      this.totals.files += result.files;
-      this.totals.bytes += result.bytes;
-      this.totals.manifests += result.manifests.length;
-      metrics.gcFreed(result.files, result.bytes);
-      this.lastRun = {
-        at: new Date().toISOString(), reason, files: result.files, bytes: result.bytes,
-        manifests: result.manifests.map((m) => `${m.name}@${m.version} (${m.id})`),
-      };
-      log.info('gc', { reason, files: result.files, bytes: result.bytes, evictedManifests: this.lastRun.manifests,
-        usageBefore: result.before.bytes, usageAfter: result.after.bytes, budget: this.budget.maxBytes });
-    }
+    this.freed(result.files, result.bytes, reason, result.manifests.map((m) => `${m.name}@${m.version} (${m.id})`),
+      { usageBefore: result.before.bytes, usageAfter: result.after.bytes });
     return result;
   }
 
-  /** The store shrank outside collect() (a removal ran its own GC): waiting downloads get another look. */
-  storeShrank(): void {
+  /**
+   * The store shrank: by collect(), or by a GC run elsewhere (a removal, superseded manifests dropped). Counted
+   * here whichever ran it, so that status and the metrics show every GC; waiting downloads get another look.
+   */
+  freed(files: number, bytes: number, reason: string, manifests: string[] = [], usage?: { usageBefore: number; usageAfter: number }): void {
+    if (files === 0 && manifests.length === 0) return;
+    if (!usage) this.lastUsage = null;
     this.generation++;
-    this.lastUsage = null;
+    this.totals.runs++;
+    this.totals.files += files;
+    this.totals.bytes += bytes;
+    this.totals.manifests += manifests.length;
+    metrics.gcFreed(files, bytes);
+    this.lastRun = { at: new Date().toISOString(), reason, files, bytes, manifests };
+    log.info('gc', { reason, files, bytes, evictedManifests: manifests, ...usage, budget: this.budget.maxBytes });
   }
 
   // ---- downloads waiting for space ---------------------------------------------------------------------

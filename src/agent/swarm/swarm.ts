@@ -146,8 +146,8 @@ export class Swarm implements DownloadHost {
   private stopping = false;
   /** What the last state message said about downloads, failures and skips (see fleet-state.ts). */
   private lastProgressSig = '';
-  /** An install or publish may have left chunks that no manifest references (see collectSuperseded). */
-  private gcDue = false;
+  /** An install or publish may have left chunks that no manifest references (see collectSuperseded): why the next maintenance round collects garbage, or null. */
+  private gcDue: string | null = null;
   corruptChunksReceived = 0;
 
   private constructor(readonly node: P2PNode, private readonly opts: SwarmOptions) {
@@ -282,7 +282,7 @@ export class Swarm implements DownloadHost {
   /** Called by the daemon after a local publish. */
   async announcePublished(sm: SignedManifest): Promise<void> {
     this.digestCache = undefined;
-    this.gcDue = true; // a --force publish replaced a manifest
+    this.gcDue = `published ${sm.manifest.runtime.name}@${sm.manifest.runtime.version}`; // a --force publish replaced a manifest
     this.nudge();
     await this.publishGossip({
       t: 'published', id: sm.id, name: sm.manifest.runtime.name, version: sm.manifest.runtime.version, publisher: sm.manifest.publisher,
@@ -514,10 +514,13 @@ export class Swarm implements DownloadHost {
   private async collectSuperseded(): Promise<boolean> {
     return this.opts.mutex.run(async () => {
       const dropped = await dropSuperseded(this.store.index, (id) => this.downloads.has(id));
-      if (dropped.length === 0 && !this.gcDue) return false;
-      this.gcDue = false;
+      if (dropped.length === 0 && this.gcDue === null) return false;
+      const reason = dropped.length ? 'superseded manifests dropped' : this.gcDue!;
+      this.gcDue = null;
       this.digestCache = undefined;
       const gc = await this.store.gc({ chunkGraceMs: 0 });
+      // Counted as GC whichever runs first, this or the tidy that the publish or install runs after the lock.
+      this.opts.budget?.freed(gc.removed, gc.bytes, reason);
       if (dropped.length) {
         log.info('superseded_dropped', { manifests: dropped.map((sm) => `${sm.manifest.runtime.name}@${sm.manifest.runtime.version} ${sm.id}`), freedBytes: gc.bytes });
       }
@@ -759,7 +762,7 @@ export class Swarm implements DownloadHost {
       if (installError !== null) throw installError;
       this.failures.delete(sm.id);
       if (record) {
-        this.gcDue = true; // it may have replaced an older manifest of the same name@version
+        this.gcDue = `installed ${name}@${version}`; // it may have replaced an older manifest of the same name@version
         metrics.installFinished(sm.id, 'installed');
         const st = d.status();
         log.info('installed', { name, version, manifestId: sm.id, path: record.path, chunks: st.fetchedChunks, bytes: st.fetchedBytes,
@@ -983,9 +986,9 @@ export class Swarm implements DownloadHost {
         await unmarkNotForThisHost(this.store.index, sm.id);
         this.digestCache = undefined;
       }
-      const freedBytes = out.length ? (await this.store.gc({ chunkGraceMs: 0 })).bytes : 0;
-      if (freedBytes > 0) this.opts.budget?.storeShrank();
-      return { out, freedBytes };
+      const gc = out.length ? await this.store.gc({ chunkGraceMs: 0 }) : { removed: 0, bytes: 0 };
+      this.opts.budget?.freed(gc.removed, gc.bytes, `removed ${out.map((o) => `${o.name}@${o.version}`).join(', ')}`);
+      return { out, freedBytes: gc.bytes };
     });
     const removed = done.out;
     if (removed.length) log.info('removed', { runtimes: removed.map((x) => `${x.name}@${x.version}`), removal: label(r), fromFleet: fromGossip });
