@@ -18,7 +18,7 @@ import {
   type ChunkServerOptions,
 } from '../src/protocol/chunk-exchange.js';
 import { encodeFrameHead } from '../src/protocol/frames.js';
-import { ChunkStore } from '../src/store/chunk-store.js';
+import { ChunkStore, NEW_CHUNK_CODEC } from '../src/store/chunk-store.js';
 import { CorruptChunkError } from '../src/store/types.js';
 import { newFleetKey, startNode, tempDir } from './p2p-helpers.js';
 
@@ -92,7 +92,7 @@ test('64 MiB of chunks transfer with several requests in flight and verify on ar
   const refs = await Promise.all(transfers);
 
   t.deepEqual(refs.map((r) => r.id), ids);
-  t.true(refs.some((r) => r.codec === 'brotli') && refs.some((r) => r.codec === 'raw'));
+  t.true(refs.some((r) => r.codec === NEW_CHUNK_CODEC) && refs.some((r) => r.codec === 'raw'));
   let total = 0;
   for (const id of ids) {
     const bytes = await pair.clientStore.get(id);

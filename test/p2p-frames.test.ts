@@ -121,13 +121,16 @@ test('chunk messages are validated strictly', (t) => {
   t.throws(() => parseChunkRequest({ t: 'get', rid: 7, id: 'sha256:XYZ' }), { instanceOf: MessageError, message: /field 'id'/ });
   t.throws(() => parseChunkRequest({ t: 'get', rid: -1, id: ID }), { instanceOf: MessageError, message: /field 'rid'/ });
   t.throws(() => parseChunkRequest({ t: 'get', rid: 1.5, id: ID }), { instanceOf: MessageError });
+  t.deepEqual(parseChunkRequest({ t: 'get', rid: 7, id: ID, zstd: true }), { t: 'get', rid: 7, id: ID, zstd: true });
+  t.throws(() => parseChunkRequest({ t: 'get', rid: 7, id: ID, zstd: 1 }), { instanceOf: MessageError, message: /field 'zstd' must be true/ });
   t.throws(() => parseChunkRequest({ t: 'get', rid: 1, id: ID, extra: true }), { instanceOf: MessageError, message: /unexpected field 'extra'/ });
   t.throws(() => parseChunkRequest({ t: 'put', rid: 1, id: ID }), { instanceOf: MessageError, message: /unknown kind "put"/ });
   t.throws(() => parseChunkRequest([]), { instanceOf: MessageError });
 
   const hit = { t: 'chunk', rid: 1, id: ID, codec: 'deflate', size: 10, len: 5 };
   t.deepEqual(parseChunkResponse(hit), hit);
-  t.throws(() => parseChunkResponse({ ...hit, codec: 'zstd' }), { instanceOf: MessageError, message: /field 'codec'/ });
+  t.deepEqual(parseChunkResponse({ ...hit, codec: 'zstd' }), { ...hit, codec: 'zstd' });
+  t.throws(() => parseChunkResponse({ ...hit, codec: 'lz4' }), { instanceOf: MessageError, message: /field 'codec' must be one of raw, deflate, brotli, zstd/ });
   t.throws(() => parseChunkResponse({ ...hit, size: 5 * 1024 * 1024 }), { instanceOf: MessageError, message: /field 'size'/ });
   t.deepEqual(parseChunkResponse({ t: 'miss', rid: 2, id: ID }), { t: 'miss', rid: 2, id: ID });
   t.deepEqual(parseChunkResponse({ t: 'busy', rid: 3 }), { t: 'busy', rid: 3 });

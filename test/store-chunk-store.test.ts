@@ -2,7 +2,7 @@ import test from 'ava';
 import { deflateRawSync } from 'node:zlib';
 import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CHUNK_HEADER_BYTES, ChunkNotFoundError, ChunkStore, sha256Id } from '../src/store/chunk-store.js';
+import { CHUNK_HEADER_BYTES, ChunkNotFoundError, ChunkStore, NEW_CHUNK_CODEC, sha256Id } from '../src/store/chunk-store.js';
 import { CorruptChunkError } from '../src/store/types.js';
 import { seededBytes, tempDir, textBytes } from './store-helpers.js';
 
@@ -29,7 +29,7 @@ test('put then get returns the same bytes; compressible data is compressed, rand
   const a = await store.put(text);
   t.true(a.created);
   t.is(a.ref.id, sha256Id(text));
-  t.is(a.ref.codec, 'brotli');
+  t.is(a.ref.codec, NEW_CHUNK_CODEC);
   t.true(a.ref.storedSize < text.length / 5, `stored ${a.ref.storedSize} bytes of text`);
   t.is((await stat(store.pathOf(a.ref.id))).size, CHUNK_HEADER_BYTES + a.ref.storedSize);
   t.true((await store.get(a.ref.id)).equals(text));
@@ -63,7 +63,7 @@ test('getStored returns the wire form, which putStored in another store accepts 
   const text = textBytes(700_000);
   const { ref } = await source.put(text);
   const stored = await source.getStored(ref.id);
-  t.is(stored.codec, 'brotli');
+  t.is(stored.codec, NEW_CHUNK_CODEC);
   t.is(stored.size, text.length);
   t.is(stored.data.length, ref.storedSize);
 

@@ -11,6 +11,7 @@
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface';
 
 import type { ChunkRef, Codec } from '../store/types.js';
+import { ZSTD_AVAILABLE } from '../store/zstd.js';
 import { asError, FrameReader, FrameWriter } from './frames.js';
 import type { RateLimiter } from './rate-limit.js';
 import {
@@ -53,6 +54,8 @@ export interface StoredChunk {
 export interface ChunkSource {
   /** Rejects when the chunk is not held (or fails its check): the server answers `miss`. */
   getStored(id: string): Promise<StoredChunk>;
+  /** The verified uncompressed bytes, for a requester that cannot decode the stored codec (zstd). */
+  get?(id: string): Promise<Buffer>;
 }
 
 /** What `fetchAndStore` needs from the chunk store: a write that verifies the bytes against the id. */
@@ -159,6 +162,9 @@ export async function registerChunkServer(
       // Not held (no file), gone (GC) or failing its own verification: either way we do not hold a good copy,
       // and the honest answer is `miss`.
       stored = await store.getStored(req.id);
+      if (stored.codec === 'zstd' && req.zstd !== true) {
+        stored = store.get === undefined ? undefined : { codec: 'raw', data: await store.get(req.id), size: stored.size };
+      }
     } catch {
       stored = undefined;
     }
@@ -460,7 +466,7 @@ export class ChunkClient {
       }, this.timeoutMs);
       session.pending.set(rid, { id, sentAt: performance.now(), timer, resolve, reject });
     });
-    session.writer.write({ t: 'get', rid, id }).catch((err: unknown) => {
+    session.writer.write(ZSTD_AVAILABLE ? { t: 'get', rid, id, zstd: true } : { t: 'get', rid, id }).catch((err: unknown) => {
       this.kill(session, `sending a request failed: ${asError(err, 'send failed').message}`);
     });
     return answer;

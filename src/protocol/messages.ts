@@ -4,7 +4,7 @@
  * Every message from a peer goes through a validator before use: unknown kinds, missing or extra fields,
  * wrong types and out-of-range numbers are refused with a MessageError naming the field.
  */
-import type { Codec } from '../store/types.js';
+import { CODECS, type Codec } from '../store/types.js';
 
 /** Largest uncompressed chunk the chunker emits (DESIGN.md: max 4 MiB). */
 export const MAX_CHUNK_SIZE = 4 * 1024 * 1024;
@@ -20,13 +20,17 @@ export const MAX_RID = 0xffff_ffff;
 
 const CONTENT_ID = /^sha256:[0-9a-f]{64}$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const CODECS: readonly Codec[] = ['raw', 'deflate', 'brotli'];
 
 /** Client -> server on '/joblet-agent/chunks/1': ask for one chunk. */
 export interface ChunkGet {
   t: 'get';
   rid: number;
   id: string;
+  /**
+   * Set by a requester whose Node decodes zstd (store/zstd.ts). Without it a server holding the chunk as zstd
+   * sends it decoded, codec raw: a node on Node 20 can still fetch from the rest of the fleet.
+   */
+  zstd?: true;
 }
 
 /** Server -> client: the chunk follows as the frame payload, `len` stored bytes in `codec`. */
@@ -130,8 +134,13 @@ function kindOf(fields: Fields, allowed: readonly string[], what: string): strin
 export function parseChunkRequest(value: unknown): ChunkRequestMessage {
   const fields = expectObject(value, 'chunk request');
   kindOf(fields, ['get'], 'chunk request');
-  expectKeys(fields, 'get', ['t', 'rid', 'id']);
-  return { t: 'get', rid: expectInt(fields, 'get', 'rid', MAX_RID), id: expectContentId(fields, 'get', 'id') };
+  expectKeys(fields, 'get', ['t', 'rid', 'id', 'zstd']);
+  const get: ChunkGet = { t: 'get', rid: expectInt(fields, 'get', 'rid', MAX_RID), id: expectContentId(fields, 'get', 'id') };
+  if (fields.zstd !== undefined) {
+    if (fields.zstd !== true) throw new MessageError(`'get' message field 'zstd' must be true when present`);
+    get.zstd = true;
+  }
+  return get;
 }
 
 /** Validate a response read by the chunk client. */

@@ -4,7 +4,7 @@
 // the stored bytes exactly as they go on the wire:
 //   0..3   magic "JBCK"
 //   4      format version (1)
-//   5      codec: 0 = raw, 1 = deflate (zlib deflateRaw, no zlib/gzip wrapper), 2 = brotli
+//   5      codec: 0 = raw, 1 = deflate (zlib deflateRaw, no zlib/gzip wrapper), 2 = brotli, 3 = zstd
 //   6..7   zero
 //   8..11  uncompressed size, uint32 little endian
 // Keeping the codec in the file (not in the name) means has() is one stat and a chunk has a
@@ -27,7 +27,8 @@ import { brotliCompress, brotliDecompress, constants as zlibConstants, inflateRa
 import { CHUNK_MAX } from './chunker.js';
 import { VerifiedChunks } from './chunk-trust.js';
 import { RecentChunks } from './recent-chunks.js';
-import { CorruptChunkError, type ChunkRef, type Codec } from './types.js';
+import { CODECS, CorruptChunkError, type ChunkRef, type Codec } from './types.js';
+import { ZSTD_AVAILABLE, ZstdUnavailableError, zstdCompress, zstdDecompress } from './zstd.js';
 
 const brotliCompressAsync = promisify(brotliCompress);
 const brotliDecompressAsync = promisify(brotliDecompress);
@@ -36,11 +37,14 @@ const inflateRawAsync = promisify(inflateRaw);
 const MAGIC = Buffer.from('JBCK', 'latin1');
 const FORMAT_VERSION = 1;
 export const CHUNK_HEADER_BYTES = 12;
-const CODEC_BYTES: Record<Codec, number> = { raw: 0, deflate: 1, brotli: 2 };
-const CODEC_BY_BYTE: readonly Codec[] = ['raw', 'deflate', 'brotli'];
+const CODEC_BYTES: Record<Codec, number> = { raw: 0, deflate: 1, brotli: 2, zstd: 3 };
+const CODEC_BY_BYTE: readonly Codec[] = CODECS;
+
+/** What new chunks are compressed with: zstd where this Node has it (zstd.ts), brotli where not. */
+export const NEW_CHUNK_CODEC: 'zstd' | 'brotli' = ZSTD_AVAILABLE ? 'zstd' : 'brotli';
 
 /**
- * New chunks are compressed with brotli at quality 1. Measured on 1 MiB pieces of a 588 MB tar of
+ * Without zstd, new chunks are compressed with brotli at quality 1. Measured on 1 MiB pieces of a 588 MB tar of
  * /usr/lib/jvm (2 cores, loaded machine): brotli q1 278 MB/s and 1.02x the gzip -6 size; deflateRaw
  * level 3 93 MB/s and 1.04x; brotli q2 166 MB/s and 0.97x. Compression is the publish hot spot, so
  * q1. Decoding: brotli 463 MB/s, inflate 556 MB/s. Deflate chunks are still read and accepted.
@@ -111,6 +115,8 @@ export class ChunkStore {
   constructor(
     readonly dir: string,
     private readonly brotliQuality = DEFAULT_BROTLI_QUALITY,
+    /** For tests and benchmarks that compare the two; zstd where this Node lacks it fails at the first put. */
+    private readonly codec: 'zstd' | 'brotli' = NEW_CHUNK_CODEC,
   ) {}
 
   async init(): Promise<void> {
@@ -131,7 +137,7 @@ export class ChunkStore {
     const existing = await this.refIfPresent(id, true);
     if (existing) return { ref: existing, created: false };
 
-    const compressed = await brotliCompressAsync(raw, {
+    const compressed = this.codec === 'zstd' ? await zstdCompress(raw) : await brotliCompressAsync(raw, {
       params: {
         [zlibConstants.BROTLI_PARAM_QUALITY]: this.brotliQuality,
         [zlibConstants.BROTLI_PARAM_SIZE_HINT]: raw.length,
@@ -143,7 +149,7 @@ export class ChunkStore {
       chunkSize: Math.max(64 * 1024, raw.length + 1024),
     });
     const compress = compressed.length <= raw.length * (1 - MIN_SAVING);
-    const codec: Codec = compress ? 'brotli' : 'raw';
+    const codec: Codec = compress ? this.codec : 'raw';
     const stored = compress ? compressed : raw;
     await this.writeChunkFile(id, codec, stored, raw.length);
     this.recent.add(id, { codec, data: stored, size: raw.length });
@@ -162,6 +168,8 @@ export class ChunkStore {
   async receive(id: string, codec: Codec, stored: Buffer, size: number): Promise<{ ref: ChunkRef; raw: Buffer }> {
     const path = this.pathOf(id);
     if (!(codec in CODEC_BYTES)) throw new CorruptChunkError(id, `unknown codec ${JSON.stringify(codec)}`);
+    // A peer sends zstd only to a node that said it reads it (ChunkGet.zstd): this one did not.
+    if (codec === 'zstd' && !ZSTD_AVAILABLE) throw new CorruptChunkError(id, `a peer sent it zstd-compressed, which Node ${process.version} cannot decode and did not ask for`);
     // The size comes from a verified manifest, but bound it anyway: it sizes the inflate buffer.
     if (!Number.isSafeInteger(size) || size < 0 || size > CHUNK_MAX) {
       throw new CorruptChunkError(id, `claimed size ${size} is outside 0..${CHUNK_MAX}`);
@@ -386,10 +394,14 @@ export class ChunkStore {
       // drive, for a 260 MB transfer).
       const opts = { maxOutputLength: Math.max(size, 1), chunkSize: Math.max(64 * 1024, size + 1) };
       try {
-        raw = codec === 'brotli'
-          ? await brotliDecompressAsync(stored, { ...opts, params: BROTLI_DECODE_PARAMS })
-          : await inflateRawAsync(stored, opts);
+        raw = codec === 'zstd'
+          ? await zstdDecompress(stored, size, `chunk ${id} (${where})`)
+          : codec === 'brotli'
+            ? await brotliDecompressAsync(stored, { ...opts, params: BROTLI_DECODE_PARAMS })
+            : await inflateRawAsync(stored, opts);
       } catch (err) {
+        // Not the chunk's fault: it is kept, and the error says what this Node lacks.
+        if (err instanceof ZstdUnavailableError) throw err;
         throw new CorruptChunkError(id, `its ${codec} data does not decode to ${size} bytes (${(err as Error).message}; ${where})`);
       }
     }

@@ -13,7 +13,7 @@ import type { RuntimeMeta } from '../runtime/types.js';
 import { versionProblem } from '../runtime/version-rule.js';
 import { CHUNK_MAX } from './chunker.js';
 import { assertNotFromTheFuture } from './clock.js';
-import { MANIFEST_SCHEMA, type ChunkRef, type Codec, type ContentRef, type EntryListRef, type Manifest, type SignedManifest } from './types.js';
+import { CODECS, MANIFEST_SCHEMA, type ChunkRef, type Codec, type ContentRef, type EntryListRef, type Manifest, type SignedManifest } from './types.js';
 
 /**
  * Deterministic JSON bytes: object keys sorted (by UTF-16 code units, JavaScript's default
@@ -172,7 +172,6 @@ const SHA256_HEX = /^[0-9a-f]{64}$/;
 const CHUNK_ID = /^sha256:[0-9a-f]{64}$/;
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
-const CODECS: readonly Codec[] = ['raw', 'deflate', 'brotli'];
 
 /**
  * Checks a manifest received from anywhere: exact shape, consistent sizes, id, signature and

@@ -1,7 +1,10 @@
 import type { RuntimeMeta } from '../runtime/types.js';
 
 /** How a chunk's bytes are kept on disk and sent on the wire. */
-export type Codec = 'raw' | 'deflate' | 'brotli';
+export type Codec = 'raw' | 'deflate' | 'brotli' | 'zstd';
+
+/** Every codec, in the order of their byte in a chunk file's header. */
+export const CODECS: readonly Codec[] = ['raw', 'deflate', 'brotli', 'zstd'];
 
 /** One content-defined chunk of a canonical tar stream. */
 export interface ChunkRef {

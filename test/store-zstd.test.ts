@@ -1,0 +1,113 @@
+// zstd chunks: stored, verified, served and fetched. These need a Node with zstd (22.15+); on Node 20 they are
+// skipped here and run under the Node the release carries by test/zstd-shipped-node.test.ts.
+import '../src/agent/polyfill.js';
+
+import { createHash, randomBytes } from 'node:crypto';
+import { open, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as zlib from 'node:zlib';
+
+import test, { type ExecutionContext } from 'ava';
+
+import { CHUNK_PROTOCOL, ChunkClient, fetchAndStore, registerChunkServer } from '../src/protocol/chunk-exchange.js';
+import { FrameReader, FrameWriter } from '../src/protocol/frames.js';
+import { ChunkStore, CHUNK_HEADER_BYTES, NEW_CHUNK_CODEC } from '../src/store/chunk-store.js';
+import { CorruptChunkError } from '../src/store/types.js';
+import { ZSTD_AVAILABLE } from '../src/store/zstd.js';
+import { newFleetKey, startNode, tempDir } from './p2p-helpers.js';
+
+const zstdTest = ZSTD_AVAILABLE ? test : test.skip;
+
+const sha256Id = (bytes: Uint8Array): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+/** Compressible bytes that differ from run to run, so no chunk is ever shared with another test's. */
+const text = (size: number): Buffer => Buffer.from(`${randomBytes(8).toString('hex')} line of a text file\n`.repeat(size).slice(0, size));
+const zstdSync = (raw: Buffer): Buffer => (zlib as unknown as { zstdCompressSync(b: Buffer): Buffer }).zstdCompressSync(raw);
+
+async function store(t: ExecutionContext, name: string): Promise<ChunkStore> {
+  const s = new ChunkStore(join(await tempDir(t, `zstd-${name}`), 'chunks'));
+  await s.init();
+  return s;
+}
+
+zstdTest('new chunks are zstd on a Node that has it: header byte 3, served as stored, read back exact', async (t) => {
+  t.is(NEW_CHUNK_CODEC, 'zstd');
+  const s = await store(t, 'put');
+  const raw = text(1024 * 1024);
+  const { ref } = await s.put(raw);
+  t.is(ref.codec, 'zstd');
+  t.true(ref.storedSize < raw.length / 10, `stored ${ref.storedSize} bytes of ${raw.length}`);
+  const file = await readFile(s.pathOf(ref.id));
+  t.is(file[5], 3, 'codec byte 3 in the chunk file header');
+  t.is(file.length, CHUNK_HEADER_BYTES + ref.storedSize);
+  const stored = await s.getStored(ref.id);
+  t.is(stored.codec, 'zstd');
+  t.true(stored.data.equals(file.subarray(CHUNK_HEADER_BYTES)));
+  // A fresh store instance has nothing in memory: the bytes come from the file, decoded and hashed.
+  const again = new ChunkStore(s.dir);
+  t.true((await again.get(ref.id)).equals(raw));
+});
+
+zstdTest('a received zstd chunk that decodes to other bytes, or to more than its size, is refused and not stored', async (t) => {
+  const s = await store(t, 'receive');
+  const raw = text(200_000);
+  const id = sha256Id(raw);
+  const other = zstdSync(text(200_000));
+  await t.throwsAsync(s.receive(id, 'zstd', other, raw.length), { instanceOf: CorruptChunkError, message: /hash to/ });
+  // A bomb: a frame of 200,000 bytes claimed to be 1,000.
+  await t.throwsAsync(s.receive(id, 'zstd', zstdSync(raw), 1000), { instanceOf: CorruptChunkError, message: /does not decode to 1000 bytes/ });
+  await t.throwsAsync(s.receive(id, 'zstd', Buffer.from('not a zstd frame'), raw.length), { instanceOf: CorruptChunkError });
+  t.false(await s.has(id));
+  const { ref } = await s.receive(id, 'zstd', zstdSync(raw), raw.length);
+  t.is(ref.codec, 'zstd');
+  t.true((await s.get(id)).equals(raw));
+});
+
+zstdTest('a zstd chunk file damaged on disk fails its read and is deleted', async (t) => {
+  const s = await store(t, 'damaged');
+  const { ref } = await s.put(text(300_000));
+  const handle = await open(s.pathOf(ref.id), 'r+');
+  await handle.write(Buffer.from([0xff, 0xff, 0xff, 0xff]), 0, 4, CHUNK_HEADER_BYTES + Math.floor(ref.storedSize / 2));
+  await handle.close();
+  await t.throwsAsync(new ChunkStore(s.dir).get(ref.id), { instanceOf: CorruptChunkError });
+  t.false(await s.has(ref.id));
+});
+
+zstdTest('the server sends zstd to a requester that asks for it, and the decoded bytes, codec raw, to one that does not', async (t) => {
+  const dir = await tempDir(t, 'zstd-serve');
+  const fleetKey = newFleetKey();
+  const server = await startNode(t, dir, 'server', fleetKey);
+  const client = await startNode(t, dir, 'client', fleetKey);
+  await client.dial(server.getMultiaddrs()[0]!);
+  const serverStore = new ChunkStore(join(dir, 'server-chunks'));
+  const clientStore = new ChunkStore(join(dir, 'client-chunks'));
+  await serverStore.init();
+  await clientStore.init();
+  const raw = text(2 * 1024 * 1024);
+  const { ref } = await serverStore.put(raw);
+  t.is(ref.codec, 'zstd');
+  const chunkServer = await registerChunkServer(server, serverStore, { maxConcurrentUploads: 4 });
+  t.teardown(() => chunkServer.close());
+
+  const ask = async (request: object) => {
+    const stream = await client.dialProtocol(server.peerId, CHUNK_PROTOCOL);
+    const reader = new FrameReader(stream, { maxHeaderBytes: 4096, maxPayloadBytes: 8 * 1024 * 1024 });
+    await new FrameWriter(stream).write(request);
+    const frame = await reader.next();
+    stream.abort(new Error('done'));
+    return frame!;
+  };
+  const plain = await ask({ t: 'get', rid: 1, id: ref.id });
+  t.like(plain.header, { t: 'chunk', codec: 'raw', size: raw.length, len: raw.length });
+  t.true(plain.payload.equals(raw));
+  const packed = await ask({ t: 'get', rid: 2, id: ref.id, zstd: true });
+  t.like(packed.header, { t: 'chunk', codec: 'zstd', size: raw.length, len: ref.storedSize });
+  t.true(packed.payload.equals((await serverStore.getStored(ref.id)).data));
+
+  // The agent's own client asks for zstd, and the chunk is kept as it came.
+  const chunks = new ChunkClient(client, server.peerId, { maxInFlight: 2 });
+  t.teardown(() => chunks.close());
+  const got = await fetchAndStore(chunks, clientStore, ref.id);
+  t.is(got.codec, 'zstd');
+  t.is(got.storedSize, ref.storedSize);
+  t.true((await new ChunkStore(clientStore.dir).get(ref.id)).equals(raw));
+});
