@@ -323,7 +323,8 @@ export async function startFleet(hosts: Host[], opts: Pick<ScenarioOptions, 'zon
 
 async function assertNode(a: Agent): Promise<void> {
   const comm = await commOf(a.pid);
-  if (comm !== 'node') throw new Error(`pid ${a.pid} of ${a.host.ns} runs "${comm}", not node: cannot measure the agent`);
+  // Node 24 names its main thread, and with it the process, "MainThread"; Node 20 leaves "node".
+  if (comm !== 'node' && comm !== 'MainThread') throw new Error(`pid ${a.pid} of ${a.host.ns} runs "${comm}", not node: cannot measure the agent`);
 }
 
 /** Wait until every agent has at least one peer (two when the fleet is bigger), then let gossip settle. */
