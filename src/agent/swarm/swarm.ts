@@ -752,6 +752,10 @@ export class Swarm implements DownloadHost {
       try {
         // A failed install does not stop the download: its chunks serve the fleet, and the retry reads them here.
         await d.run();
+        // Every chunk is here; what is left is the extraction's backlog and the rename. The gap between this and
+        // `installed` is the install's tail, which the fleet benchmarks look for.
+        log.info('download_finished', { name, version, manifestId: sm.id, ms: Date.now() - d.startedAt,
+          chunksExtracted: feed.cursor, chunks: refs.length, readBackChunks: feed.readBack });
       } catch (err) {
         feed.close(); // stopped: the install gives up too
         // Its staging dir is gone before a full disk is reported: nothing half-written stays behind.
