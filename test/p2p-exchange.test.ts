@@ -6,7 +6,6 @@ import { join } from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
 
-import type { P2PNode } from '../src/agent/swarm/p2p-node.js';
 import {
   CHUNK_PROTOCOL,
   ChunkBusyError,
@@ -20,7 +19,7 @@ import {
 import { encodeFrameHead } from '../src/protocol/frames.js';
 import { ChunkStore, NEW_CHUNK_CODEC } from '../src/store/chunk-store.js';
 import { CorruptChunkError } from '../src/store/types.js';
-import { newFleetKey, startNode, tempDir } from './p2p-helpers.js';
+import { connectedPair, type NodePair } from './p2p-helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -42,33 +41,13 @@ async function fillStore(store: ChunkStore, total: number): Promise<string[]> {
   return ids;
 }
 
-interface Pair {
-  server: P2PNode;
-  client: P2PNode;
-  serverStore: ChunkStore;
-  clientStore: ChunkStore;
-}
-
-async function setup(t: ExecutionContext, name: string): Promise<Pair> {
-  const dir = await tempDir(t, `p2p-${name}`);
-  const fleetKey = newFleetKey();
-  const server = await startNode(t, dir, 'server', fleetKey);
-  const client = await startNode(t, dir, 'client', fleetKey);
-  await client.dial(server.getMultiaddrs()[0]!);
-  const serverStore = new ChunkStore(join(dir, 'server-chunks'));
-  const clientStore = new ChunkStore(join(dir, 'client-chunks'));
-  await serverStore.init();
-  await clientStore.init();
-  return { server, client, serverStore, clientStore };
-}
-
-async function serve(t: ExecutionContext, pair: Pair, opts: ChunkServerOptions) {
+async function serve(t: ExecutionContext, pair: NodePair, opts: ChunkServerOptions) {
   const server = await registerChunkServer(pair.server, pair.serverStore, opts);
   t.teardown(() => server.close());
   return server;
 }
 
-function client(t: ExecutionContext, pair: Pair, maxInFlight: number, timeoutMs?: number): ChunkClient {
+function client(t: ExecutionContext, pair: NodePair, maxInFlight: number, timeoutMs?: number): ChunkClient {
   const c = new ChunkClient(pair.client, pair.server.peerId, { maxInFlight, timeoutMs });
   t.teardown(() => c.close());
   return c;
@@ -81,7 +60,7 @@ async function fileCount(dir: string): Promise<number> {
 }
 
 test('64 MiB of chunks transfer with several requests in flight and verify on arrival', async (t) => {
-  const pair = await setup(t, 'bulk');
+  const pair = await connectedPair(t, 'bulk');
   const ids = await fillStore(pair.serverStore, 64 * MiB);
   const server = await serve(t, pair, { maxConcurrentUploads: 8 });
   const c = client(t, pair, 4);
@@ -115,7 +94,7 @@ test('64 MiB of chunks transfer with several requests in flight and verify on ar
 });
 
 test('a peer serving corrupt bytes makes fetchAndStore throw CorruptChunkError and nothing is written', async (t) => {
-  const pair = await setup(t, 'corrupt');
+  const pair = await connectedPair(t, 'corrupt');
   const ids = await fillStore(pair.serverStore, 2 * MiB);
   await serve(t, pair, {
     maxConcurrentUploads: 4,
@@ -135,7 +114,7 @@ test('a peer serving corrupt bytes makes fetchAndStore throw CorruptChunkError a
 });
 
 test('garbage on a stream makes the server reset that stream and keep serving others', async (t) => {
-  const pair = await setup(t, 'garbage');
+  const pair = await connectedPair(t, 'garbage');
   const [id] = await fillStore(pair.serverStore, 300 * 1024);
   const server = await serve(t, pair, { maxConcurrentUploads: 4 });
   const c = client(t, pair, 2);
@@ -169,7 +148,7 @@ test('garbage on a stream makes the server reset that stream and keep serving ot
 });
 
 test('with one upload slot, a second client is told busy while the first is served', async (t) => {
-  const pair = await setup(t, 'busy');
+  const pair = await connectedPair(t, 'busy');
   const ids = await fillStore(pair.serverStore, 1 * MiB);
   const server = await serve(t, pair, {
     maxConcurrentUploads: 1,
@@ -195,7 +174,7 @@ test('with one upload slot, a second client is told busy while the first is serv
 });
 
 test('a missing chunk is a ChunkMissError; a stalled answer times out and the client re-opens the stream', async (t) => {
-  const pair = await setup(t, 'miss');
+  const pair = await connectedPair(t, 'miss');
   const ids = await fillStore(pair.serverStore, 600 * 1024);
   let stall = true;
   await serve(t, pair, {

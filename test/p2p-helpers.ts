@@ -10,6 +10,7 @@ import type { Libp2p } from 'libp2p';
 
 import { createStockLibp2pNode } from '../scripts/stock-node.js';
 import { createP2PNode, generateFleetKey, type P2PNode } from '../src/agent/swarm/p2p-node.js';
+import { ChunkStore } from '../src/store/chunk-store.js';
 
 export async function tempDir(t: ExecutionContext, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), `${prefix}-`));
@@ -39,4 +40,25 @@ export async function stockLibp2pNode(t: ExecutionContext, fleetKey: Buffer): Pr
   const node = await createStockLibp2pNode(fleetKey);
   t.teardown(() => node.stop());
   return node;
+}
+
+/** Two connected nodes in one fleet, each with an empty chunk store of its own. */
+export interface NodePair {
+  server: P2PNode;
+  client: P2PNode;
+  serverStore: ChunkStore;
+  clientStore: ChunkStore;
+}
+
+export async function connectedPair(t: ExecutionContext, name: string): Promise<NodePair> {
+  const dir = await tempDir(t, `p2p-${name}`);
+  const fleetKey = newFleetKey();
+  const server = await startNode(t, dir, 'server', fleetKey);
+  const client = await startNode(t, dir, 'client', fleetKey);
+  await client.dial(server.getMultiaddrs()[0]!);
+  const serverStore = new ChunkStore(join(dir, 'server-chunks'));
+  const clientStore = new ChunkStore(join(dir, 'client-chunks'));
+  await serverStore.init();
+  await clientStore.init();
+  return { server, client, serverStore, clientStore };
 }

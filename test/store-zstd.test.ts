@@ -14,7 +14,7 @@ import { FrameReader, FrameWriter } from '../src/protocol/frames.js';
 import { ChunkStore, CHUNK_HEADER_BYTES, NEW_CHUNK_CODEC } from '../src/store/chunk-store.js';
 import { CorruptChunkError } from '../src/store/types.js';
 import { ZSTD_AVAILABLE } from '../src/store/zstd.js';
-import { newFleetKey, startNode, tempDir } from './p2p-helpers.js';
+import { connectedPair, tempDir } from './p2p-helpers.js';
 
 const zstdTest = ZSTD_AVAILABLE ? test : test.skip;
 
@@ -73,15 +73,7 @@ zstdTest('a zstd chunk file damaged on disk fails its read and is deleted', asyn
 });
 
 zstdTest('the server sends zstd to a requester that asks for it, and the decoded bytes, codec raw, to one that does not', async (t) => {
-  const dir = await tempDir(t, 'zstd-serve');
-  const fleetKey = newFleetKey();
-  const server = await startNode(t, dir, 'server', fleetKey);
-  const client = await startNode(t, dir, 'client', fleetKey);
-  await client.dial(server.getMultiaddrs()[0]!);
-  const serverStore = new ChunkStore(join(dir, 'server-chunks'));
-  const clientStore = new ChunkStore(join(dir, 'client-chunks'));
-  await serverStore.init();
-  await clientStore.init();
+  const { server, client, serverStore, clientStore } = await connectedPair(t, 'zstd-serve');
   const raw = text(2 * 1024 * 1024);
   const { ref } = await serverStore.put(raw);
   t.is(ref.codec, 'zstd');
