@@ -18,8 +18,9 @@ const arch = os.arch();
 // Where this Node has zstd, store-zstd.test.ts runs in this suite directly.
 const needed = !ZSTD_AVAILABLE && os.platform() === 'linux' && (arch === 'x64' || arch === 'arm64');
 
-/** A cache of its own: the release test fetches into release/.cache at the same time. */
-const shippedNode = () => fetchNode(repoRoot, arch as Arch, path.join(repoRoot, 'release', '.cache-zstd-test'));
+/** Fetched once for both tests, into a cache of its own: the release test fetches into release/.cache at the same time. */
+let fetching: ReturnType<typeof fetchNode> | undefined;
+const shippedNode = () => (fetching ??= fetchNode(repoRoot, arch as Arch, path.join(repoRoot, 'release', '.cache-zstd-test')));
 
 (needed ? test : test.skip)('the zstd tests pass under the Node a release carries', async (t) => {
   const node = await shippedNode();

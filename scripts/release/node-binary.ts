@@ -40,8 +40,9 @@ export async function fetchNode(repoRoot: string, arch: Arch, cacheDir: string):
   if ((await fs.readFile(stamp, 'utf8').catch(() => '')) === pin.integrity && (await fs.stat(binary.path).catch(() => null))?.isFile()) {
     return binary;
   }
-  // Per process, and renamed into place at the end, so that a build running at the same time never sees half a binary.
-  const tmp = path.join(cacheDir, `fetch-${process.pid}`);
+  // Per call (two in one process once shared a dir and broke each other), and renamed into place at the end, so
+  // that a build running at the same time never sees half a binary.
+  const tmp = path.join(cacheDir, `fetch-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
   await fs.mkdir(tmp, { recursive: true });
   try {
     // npm's own cache makes a second fetch of the same version cost nothing.
