@@ -22,7 +22,7 @@ export const ZSTD_AVAILABLE = typeof api.zstdCompress === 'function' && typeof a
 const compressAsync = ZSTD_AVAILABLE ? promisify(api.zstdCompress!) : undefined;
 const decompressAsync = ZSTD_AVAILABLE ? promisify(api.zstdDecompress!) : undefined;
 
-/** Level 1: the level whose speed is measured above; level 3 saved 3 % more bytes at half the speed. */
+/** Level 1, measured above. Level 3 stored 3 % fewer bytes (93.7 MB) at 310 – 400 MB/s compressing, 510 – 1000 decoding. */
 const LEVEL = 1;
 
 /** Thrown where zstd is needed and this Node lacks it: not a corrupt chunk, a runtime too old to read it. */
