@@ -115,8 +115,6 @@ export class ChunkStore {
   constructor(
     readonly dir: string,
     private readonly brotliQuality = DEFAULT_BROTLI_QUALITY,
-    /** For tests and benchmarks that compare the two; zstd where this Node lacks it fails at the first put. */
-    private readonly codec: 'zstd' | 'brotli' = NEW_CHUNK_CODEC,
   ) {}
 
   async init(): Promise<void> {
@@ -137,7 +135,7 @@ export class ChunkStore {
     const existing = await this.refIfPresent(id, true);
     if (existing) return { ref: existing, created: false };
 
-    const compressed = this.codec === 'zstd' ? await zstdCompress(raw) : await brotliCompressAsync(raw, {
+    const compressed = NEW_CHUNK_CODEC === 'zstd' ? await zstdCompress(raw) : await brotliCompressAsync(raw, {
       params: {
         [zlibConstants.BROTLI_PARAM_QUALITY]: this.brotliQuality,
         [zlibConstants.BROTLI_PARAM_SIZE_HINT]: raw.length,
@@ -149,7 +147,7 @@ export class ChunkStore {
       chunkSize: Math.max(64 * 1024, raw.length + 1024),
     });
     const compress = compressed.length <= raw.length * (1 - MIN_SAVING);
-    const codec: Codec = compress ? this.codec : 'raw';
+    const codec: Codec = compress ? NEW_CHUNK_CODEC : 'raw';
     const stored = compress ? compressed : raw;
     await this.writeChunkFile(id, codec, stored, raw.length);
     this.recent.add(id, { codec, data: stored, size: raw.length });
