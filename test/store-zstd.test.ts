@@ -23,6 +23,20 @@ const sha256Id = (bytes: Uint8Array): string => `sha256:${createHash('sha256').u
 const text = (size: number): Buffer => Buffer.from(`${randomBytes(8).toString('hex')} line of a text file\n`.repeat(size).slice(0, size));
 const zstdSync = (raw: Buffer): Buffer => (zlib as unknown as { zstdCompressSync(b: Buffer): Buffer }).zstdCompressSync(raw);
 
+/** Frame_Content_Size from a zstd frame header (RFC 8878, 3.1.1.1), or undefined when the frame leaves it out. */
+function frameContentSize(frame: Buffer): number | undefined {
+  if (frame.readUInt32LE(0) !== 0xfd2fb528) throw new Error('not a zstd frame');
+  const fhd = frame[4]!;
+  const singleSegment = (fhd >> 5) & 1;
+  const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fhd >> 6]!;
+  const at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][fhd & 3]!;
+  if (fcsBytes === 0) return undefined;
+  if (fcsBytes === 1) return frame[at]!;
+  if (fcsBytes === 2) return frame.readUInt16LE(at) + 256;
+  if (fcsBytes === 4) return frame.readUInt32LE(at);
+  return Number(frame.readBigUInt64LE(at));
+}
+
 async function store(t: ExecutionContext, name: string): Promise<ChunkStore> {
   const s = new ChunkStore(join(await tempDir(t, `zstd-${name}`), 'chunks'));
   await s.init();
@@ -39,6 +53,8 @@ zstdTest('new chunks are zstd on a Node that has it: header byte 3, served as st
   const file = await readFile(s.pathOf(ref.id));
   t.is(file[5], 3, 'codec byte 3 in the chunk file header');
   t.is(file.length, CHUNK_HEADER_BYTES + ref.storedSize);
+  // The frame names its content size, so a decoder writes straight into its output instead of a window buffer.
+  t.is(frameContentSize(file.subarray(CHUNK_HEADER_BYTES)), raw.length, 'the zstd frame header carries the chunk size');
   const stored = await s.getStored(ref.id);
   t.is(stored.codec, 'zstd');
   t.true(stored.data.equals(file.subarray(CHUNK_HEADER_BYTES)));
