@@ -287,6 +287,12 @@ export async function cpuSeconds(pid: number): Promise<number> {
   return ticksOf(await fs.readFile(`/proc/${pid}/stat`, 'utf8')) / CLOCK_TICKS;
 }
 
+/** Minor page faults of the whole process so far: each is a fresh page the kernel zeroed (or mapped) for it. */
+export async function minorFaults(pid: number): Promise<number> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]); // minflt, field 10 of the full line
+}
+
 function ticksOf(stat: string): number {
   // The command name (field 2) may hold spaces; the fields after its closing parenthesis are fixed.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

@@ -138,6 +138,7 @@ export function describe(r: ScenarioResult): string {
     `all agents together used ${r.agents.reduce((s, a) => s + a.cpuDuringTransferS, 0).toFixed(1)} CPU s during the transfer, ` +
       `on ${r.machine.cores} cores over ${r.methods['joblet-agent']?.lastS.toFixed(1) ?? '?'} s; ` +
       `the whole machine (all processes, kernel) was ${r.machine.busyDuringTransfer === null ? '?' : (r.machine.busyDuringTransfer * 100).toFixed(0)}% busy meanwhile`,
+    uploadSources(r.agents),
     r.links.publisherUploadShare === null ? '' : `host 0 upload used ${(r.links.publisherUploadShare * 100).toFixed(0)}% of B during the first S/B seconds; ` +
       `all uploads together used ${((r.links.totalUploadShare ?? 0) * 100).toFixed(0)}% of N x B until the last install`,
     '',
@@ -190,4 +191,12 @@ async function main(): Promise<number> {
 // Run only as a program, so the tests can import parseSimArgs and describe.
 if (process.argv[1] && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href) {
   main().then((code) => process.exit(code), (err: Error) => { console.error(`fleet-sim failed: ${err.message}`); process.exit(1); });
+}
+
+/** Where the agents' chunk uploads came from: the chunks each wrote last (memory) or the chunk files. */
+function uploadSources(agents: ScenarioResult['agents']): string {
+  const memory = agents.reduce((s, a) => s + (a.uploadsFromMemory ?? 0), 0);
+  const disk = agents.reduce((s, a) => s + (a.uploadsFromDisk ?? 0), 0);
+  if (memory + disk === 0) return 'chunk uploads: none counted';
+  return `chunk uploads: ${memory + disk}, ${((100 * memory) / (memory + disk)).toFixed(0)}% answered from the chunks kept in memory, the rest read from chunk files`;
 }

@@ -48,6 +48,9 @@ export interface HostFigures {
   /** The transfer's CPU split into user (JS, crypto, zlib) and system (kernel: sockets, files) time. */
   userDuringTransferS: number;
   systemDuringTransferS: number;
+  /** Chunk uploads this agent answered from the chunks it wrote last (kept in memory) and from chunk files (status uploads). */
+  uploadsFromMemory: number | null;
+  uploadsFromDisk: number | null;
 }
 
 export interface ScenarioResult {
@@ -151,6 +154,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
   for (const [i, a] of agents.entries()) {
     const rec = await installed(a, ident.name, ident.version);
     const xfer = await transferCounters(a, rec?.manifestId);
+    const uploads = await uploadCounters(a);
     const digest = rec?.path ? (await hashTree(rec.path)).digest : null;
     agentFigures.push({
       host: i, rack: a.host.rack, installedS: installedMs[i] === null ? null : round(installedMs[i]! / 1000, 3), treeDigest: digest,
@@ -159,6 +163,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
       cpuDuringTransferS: round(usage[i].cpuSeconds - cpuBefore[i].cpuSeconds, 2),
       userDuringTransferS: round(usage[i].userSeconds - cpuBefore[i].userSeconds, 2),
       systemDuringTransferS: round(usage[i].systemSeconds - cpuBefore[i].systemSeconds, 2),
+      uploadsFromMemory: uploads?.fromMemory ?? null, uploadsFromDisk: uploads?.fromDisk ?? null,
     });
   }
   const treesIdentical = agentFigures.every((f) => f.treeDigest === reference.digest);
@@ -353,6 +358,11 @@ async function transferCounters(a: Agent, manifestId: string | undefined): Promi
   if (!manifestId) return undefined;
   const s = await call<{ swarm?: { transfers?: TransferView[]; recentTransfers?: TransferView[] } }>(a.socket, 'status').catch(() => undefined);
   return [...(s?.swarm?.recentTransfers ?? []), ...(s?.swarm?.transfers ?? [])].find((x) => x.manifestId === manifestId);
+}
+
+async function uploadCounters(a: Agent): Promise<{ fromMemory: number; fromDisk: number } | undefined> {
+  const s = await call<{ swarm?: { uploads?: { fromMemory: number; fromDisk: number } } }>(a.socket, 'status').catch(() => undefined);
+  return s?.swarm?.uploads;
 }
 
 async function countKnownZones(agents: Agent[]): Promise<{ known: number; peers: number }> {
