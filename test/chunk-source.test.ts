@@ -87,3 +87,23 @@ test('the time the install waited for chunks that had not arrived is counted', a
   await waiting;
   t.true(feed.waitedMs >= 50, `waited ${feed.waitedMs} ms`);
 });
+
+test('nothing is evicted for an arrival that would not fit even then', async (t) => {
+  // Sizes 60, 60 and 100 bytes, room for 120: chunk 2 arrives needing 100 with only chunk 1 (60) kept later than it.
+  const sized = (n: number, size: number) => {
+    const raw = Buffer.alloc(size, n);
+    return { ref: { id: `sha256:${createHash('sha256').update(raw).digest('hex')}`, size, storedSize: size, codec: 'raw' as const }, raw };
+  };
+  const chunks = [sized(0, 10), sized(1, 60), sized(2, 100), sized(3, 60)];
+  const { store, readBacks } = fakeStore(chunks);
+  const feed = new LiveChunkSource(store, chunks.map((c) => c.ref), () => false, 120);
+  const first = take(feed, 0);
+  feed.arrived(chunks[1]!.ref.id, chunks[1]!.raw); // kept (60)
+  feed.arrived(chunks[3]!.ref.id, chunks[3]!.raw); // kept (120)
+  // Chunk 2 is needed before chunk 3, but evicting 3 leaves 60 + 100 > 120: chunk 3 stays, 2 is not kept.
+  feed.arrived(chunks[2]!.ref.id, chunks[2]!.raw);
+  feed.arrived(chunks[0]!.ref.id, chunks[0]!.raw);
+  t.is(await first, 0);
+  for (const i of [1, 2, 3]) t.is(await take(feed, i), i);
+  t.deepEqual(readBacks, [2]);
+});

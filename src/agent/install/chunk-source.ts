@@ -97,13 +97,17 @@ export class LiveChunkSource implements ChunkSource {
     // Only chunks the install has yet to reach are worth keeping.
     const at = this.nextUse(id, this.cursor);
     if (at < 0) return;
-    while (this.cacheBytes + raw.length > this.maxCacheBytes) {
-      let farthest: string | undefined;
-      let farthestAt = at;
-      for (const [k, v] of this.cache) if (v.at > farthestAt) { farthest = k; farthestAt = v.at; }
-      if (farthest === undefined) return; // everything kept is needed sooner than this one
-      this.cacheBytes -= this.cache.get(farthest)!.raw.length;
-      this.cache.delete(farthest);
+    if (this.cacheBytes + raw.length > this.maxCacheBytes) {
+      // Only chunks needed later than this one may make room for it, farthest first; if evicting all of them
+      // would not make enough, nothing is evicted and this one is not kept.
+      const later = [...this.cache].filter(([, v]) => v.at > at).sort((a, b) => b[1].at - a[1].at);
+      const freeable = later.reduce((sum, [, v]) => sum + v.raw.length, 0);
+      if (this.cacheBytes - freeable + raw.length > this.maxCacheBytes) return;
+      for (const [k, v] of later) {
+        if (this.cacheBytes + raw.length <= this.maxCacheBytes) break;
+        this.cache.delete(k);
+        this.cacheBytes -= v.raw.length;
+      }
     }
     this.cache.set(id, { raw, at });
     this.cacheBytes += raw.length;
