@@ -2,8 +2,9 @@
 //
 // Measured on this 2-core machine on 1 MiB pieces of the JDK 17 tar (Node 24, same run): zstd level 1
 // compresses at 490-600 MB/s and decodes at 1300-1430 MB/s; brotli quality 1 compresses at 220-280 MB/s and
-// decodes at 350-430 MB/s, for the same size (96.7 vs 96.4 MB of 134 MB). Decoding is a receiver's largest
-// single cost after its file writes, and compressing the publisher's, so new chunks are zstd wherever it exists.
+// decodes at 350-430 MB/s, for the same size (96.7 vs 96.4 MB of 134 MB). Brotli decoding was a receiver's
+// largest single cost after its file writes, and compressing the publisher's, so new chunks are zstd wherever it
+// exists.
 // Node 20 has no zstd: there chunks stay brotli, and a peer sends such a node zstd chunks decoded (messages.ts).
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
