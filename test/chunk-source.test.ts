@@ -1,4 +1,5 @@
-// LiveChunkSource's memory: which chunks that arrive ahead of the install are kept, and which are read back.
+// LiveChunkSource: the install takes the entry list's chunks in order and the content chunks in arrival order;
+// which arrivals wait in memory, and which are read back from the store.
 import test from 'ava';
 import { createHash } from 'node:crypto';
 
@@ -24,86 +25,83 @@ function fakeStore(chunks: { ref: ChunkRef; raw: Buffer }[]) {
   return { store, readBacks };
 }
 
-/** get(index) once the install would call it; resolves with the chunk's first byte, to check what came back. */
-const take = async (feed: LiveChunkSource, index: number): Promise<number> => (await feed.get(index))[0]!;
+/** Everything `each` yields for [from, end), as [index, first byte] pairs, once it is done. */
+async function collect(feed: LiveChunkSource, from: number, end: number): Promise<[number, number][]> {
+  const out: [number, number][] = [];
+  for await (const { index, raw } of feed.each(from, end)) out.push([index, raw[0]!]);
+  return out;
+}
 
-test('a full cache keeps the chunks the install reaches first: a nearer arrival evicts the one kept farthest ahead', async (t) => {
+test('content chunks are handed over in arrival order, those present before the download first; the entry list is left to get', async (t) => {
   const chunks = [0, 1, 2, 3, 4, 5].map(chunk);
-  const refs = chunks.map((c) => c.ref);
   const { store, readBacks } = fakeStore(chunks);
-  // Room for one chunk.
-  const feed = new LiveChunkSource(store, refs, () => false, 100);
+  // Chunk 4 was on disk before the download started (a resume).
+  const feed = new LiveChunkSource(store, chunks.map((c) => c.ref), (i) => i === 4);
   const arrive = (i: number) => feed.arrived(chunks[i]!.ref.id, chunks[i]!.raw);
-
-  const first = take(feed, 0); // the install waits for chunk 0
-  arrive(5); // kept: there is room
-  arrive(2); // nearer than 5: evicts it
+  t.is(feed.cursor, 0, 'before anything, the scheduler is told the install needs chunk 0 first');
+  arrive(3); // content, before the entry list
   arrive(0);
-  t.is(await first, 0);
-  const second = take(feed, 1);
+  t.is((await feed.get(0))[0], 0);
+  const all = collect(feed, 1, 6);
+  t.is(feed.cursor, undefined, 'content is taken in any order: no in-order preference');
+  arrive(5);
   arrive(1);
-  t.is(await second, 1);
-  t.is(await take(feed, 2), 2, 'chunk 2 comes from memory');
-  arrive(4); // the cache is empty again
-  const fourth = take(feed, 3);
-  arrive(3);
-  t.is(await fourth, 3);
-  t.is(await take(feed, 4), 4);
-  t.is(await take(feed, 5), 5);
-  // Only the chunk that was evicted for a nearer one is read back. Keeping whatever came first would have kept
-  // chunk 5 and read back 2 and 4.
-  t.deepEqual(readBacks, [5]);
+  await new Promise((r) => setTimeout(r, 10));
+  arrive(2);
+  t.deepEqual(await all, [[4, 4], [3, 3], [5, 5], [1, 1], [2, 2]]);
+  t.deepEqual(readBacks, [4], 'only the chunk present at the start is read from the store');
+  t.is(feed.readBack, 0);
+  t.is(feed.delivered, 6);
+});
+
+test('arrivals beyond the memory allowance are read back when their turn comes; the one the install waits for is always kept', async (t) => {
+  const chunks = [0, 1, 2, 3, 4].map(chunk);
+  const { store, readBacks } = fakeStore(chunks);
+  // Room for two chunks of 100 bytes.
+  const feed = new LiveChunkSource(store, chunks.map((c) => c.ref), () => false, 200);
+  const arrive = (i: number) => feed.arrived(chunks[i]!.ref.id, chunks[i]!.raw);
+  const list = feed.get(0);
+  arrive(1);
+  arrive(2);
+  arrive(3); // no room left: not kept
+  arrive(0); // the one get(0) waits for: kept although there is no room
+  t.is((await list)[0], 0);
+  t.deepEqual(readBacks, [], 'chunk 0 came from memory');
+  const all = collect(feed, 1, 5);
+  await new Promise((r) => setTimeout(r, 10));
+  arrive(4);
+  t.deepEqual(await all, [[1, 1], [2, 2], [3, 3], [4, 4]]);
+  t.deepEqual(readBacks, [3]);
   t.is(feed.readBack, 1);
 });
 
-test('an arrival farther ahead than everything in a full cache is not kept; a chunk used twice stays for its second use', async (t) => {
-  const chunks = [0, 1, 2, 3].map(chunk);
-  // Chunk 1's bytes are used again at index 4.
+test('a chunk repeated in one manifest is handed over at each of its indices from one arrival', async (t) => {
+  const chunks = [0, 1, 2].map(chunk);
+  // Chunk 1's bytes are used again at index 3.
   const refs = [...chunks.map((c) => c.ref), chunks[1]!.ref];
   const { store, readBacks } = fakeStore(chunks);
-  const feed = new LiveChunkSource(store, refs, () => false, 100);
+  const feed = new LiveChunkSource(store, refs, () => false);
   const arrive = (i: number) => feed.arrived(chunks[i]!.ref.id, chunks[i]!.raw);
-
-  const first = take(feed, 0);
-  arrive(1);
-  arrive(3); // farther than chunk 1, and no room: not kept
-  arrive(2); // farther than chunk 1 too
   arrive(0);
-  t.is(await first, 0);
-  t.is(await take(feed, 1), 1, 'from memory');
-  t.is(await take(feed, 2), 2, 'read back');
-  t.is(await take(feed, 3), 3, 'read back');
-  t.is(await take(feed, 4), 1, 'chunk 1 again, still in memory');
-  t.deepEqual(readBacks, [2, 3]);
+  await feed.get(0);
+  const all = collect(feed, 1, 4);
+  arrive(1);
+  arrive(2);
+  t.deepEqual(await all, [[1, 1], [3, 1], [2, 2]]);
+  t.deepEqual(readBacks, []);
 });
 
-test('the time the install waited for chunks that had not arrived is counted', async (t) => {
-  const chunks = [0].map(chunk);
+test('the time the install waited for chunks is counted; stopping the download ends a waiting install', async (t) => {
+  const chunks = [0, 1].map(chunk);
   const { store } = fakeStore(chunks);
   const feed = new LiveChunkSource(store, chunks.map((c) => c.ref), () => false);
-  const waiting = take(feed, 0);
+  const waiting = feed.get(0);
   await new Promise((r) => setTimeout(r, 60));
   feed.arrived(chunks[0]!.ref.id, chunks[0]!.raw);
   await waiting;
   t.true(feed.waitedMs >= 50, `waited ${feed.waitedMs} ms`);
-});
-
-test('nothing is evicted for an arrival that would not fit even then', async (t) => {
-  // Sizes 60, 60 and 100 bytes, room for 120: chunk 2 arrives needing 100 with only chunk 1 (60) kept later than it.
-  const sized = (n: number, size: number) => {
-    const raw = Buffer.alloc(size, n);
-    return { ref: { id: `sha256:${createHash('sha256').update(raw).digest('hex')}`, size, storedSize: size, codec: 'raw' as const }, raw };
-  };
-  const chunks = [sized(0, 10), sized(1, 60), sized(2, 100), sized(3, 60)];
-  const { store, readBacks } = fakeStore(chunks);
-  const feed = new LiveChunkSource(store, chunks.map((c) => c.ref), () => false, 120);
-  const first = take(feed, 0);
-  feed.arrived(chunks[1]!.ref.id, chunks[1]!.raw); // kept (60)
-  feed.arrived(chunks[3]!.ref.id, chunks[3]!.raw); // kept (120)
-  // Chunk 2 is needed before chunk 3, but evicting 3 leaves 60 + 100 > 120: chunk 3 stays, 2 is not kept.
-  feed.arrived(chunks[2]!.ref.id, chunks[2]!.raw);
-  feed.arrived(chunks[0]!.ref.id, chunks[0]!.raw);
-  t.is(await first, 0);
-  for (const i of [1, 2, 3]) t.is(await take(feed, i), i);
-  t.deepEqual(readBacks, [2]);
+  const all = collect(feed, 1, 2);
+  await new Promise((r) => setTimeout(r, 10));
+  feed.close();
+  await t.throwsAsync(all, { message: /stopped/ });
 });

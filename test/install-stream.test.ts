@@ -4,12 +4,9 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { generateKeyPairSync } from 'node:crypto';
 import { Store } from '../src/store/store.js';
-import { TreeIngest } from '../src/store/ingest.js';
-import { buildManifest, manifestChunks, publicKeyOf, signManifest } from '../src/store/manifest.js';
+import { manifestChunks, signManifest } from '../src/store/manifest.js';
 import { CorruptChunkError, type SignedManifest } from '../src/store/types.js';
-import { readPackage, StripGuessError } from '../src/runtime/canonical.js';
 import { RuntimesDir } from '../src/runtime/install.js';
 import { DEFAULT_LIMITS } from '../src/runtime/types.js';
 import { installManifest } from '../src/agent/install/install-manifest.js';
@@ -17,23 +14,7 @@ import { LiveChunkSource } from '../src/agent/install/chunk-source.js';
 import { Download, type DownloadHost } from '../src/agent/swarm/download.js';
 import { tmpDir, execFileP, comparable, listAll } from './helpers/agent.js';
 import { makeRuntimeTree, seededBytes } from './helpers/fixtures.js';
-
-const { privateKey } = generateKeyPairSync('ed25519');
-
-async function publishInto(store: Store, pkg: string, strip: 'auto' | 'none' = 'auto'): Promise<{ sm: SignedManifest; created: string[] }> {
-  const ingest = new TreeIngest(store.chunks);
-  let info;
-  try {
-    info = await readPackage(pkg, ingest, { strip });
-  } catch (err) {
-    await ingest.abort();
-    if (err instanceof StripGuessError) return publishInto(store, pkg, 'none');
-    throw err;
-  }
-  const tree = await ingest.finish();
-  const sm = signManifest(buildManifest(info.meta, tree, publicKeyOf(privateKey)), privateKey);
-  return { sm, created: tree.createdIds };
-}
+import { deliver, privateKey, publishInto } from './helpers/streaming.js';
 
 async function fixture(t: any, bulkBytes = 6 * 1024 * 1024) {
   const dir = await tmpDir(t);
@@ -50,13 +31,6 @@ async function fixture(t: any, bulkBytes = 6 * 1024 * 1024) {
   await fs.mkdir(path.join(dir, 'runtimes'));
   const runtimes = new RuntimesDir(path.join(dir, 'runtimes'));
   return { dir, src, pkg, pubStore, store, sm, runtimes, ctx: { store, runtimes, limits: DEFAULT_LIMITS } };
-}
-
-/** What a Download does per chunk: receive (verify, store) the bytes as a peer sends them, then hand them on. */
-async function deliver(from: Store, to: Store, feed: LiveChunkSource, id: string): Promise<void> {
-  const stored = await from.chunks.getStored(id);
-  const { raw } = await to.chunks.receive(id, stored.codec, Buffer.from(stored.data), stored.size);
-  feed.arrived(id, raw);
 }
 
 test('a manifest holds an entry list and content chunks; chunks arriving out of order install the same tree', async (t) => {

@@ -20,6 +20,11 @@ export interface ExtractOptions {
 }
 
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+// For a file this extraction created itself (placeFile): never O_CREAT, never through a symlink.
+const REOPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_NOFOLLOW;
+const REOPEN_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW;
+// Mode of a placed file until its last byte is in: writable by the agent whatever its final mode.
+const PLACED_MODE = 0o600;
 const IMPLICIT_DIR_MODE = 0o755;
 // Read once: files are created with their final mode, and only fixed with fchmod when the umask
 // removed some of its bits (one system call less per file in the common case).
@@ -28,7 +33,7 @@ const UMASK = process.umask();
 // enough to stay far below any descriptor limit.
 const MAX_BACKGROUND = 32;
 
-interface DirAttributes {
+export interface DirAttributes {
   mode: number;
   mtime: Date | null;
 }
@@ -162,13 +167,18 @@ export async function extractTar(tar: Readable, destDir: string, opts: ExtractOp
 }
 
 /** A regular file being written: small ones are gathered and written in the background in one go. */
-interface OpenFile {
+export interface OpenFile {
   write(piece: Buffer): Promise<void>;
   end(): Promise<void>;
   close(): Promise<void>;
 }
 
-class Extractor {
+/**
+ * The file-system half of an extraction: directories, files, links, with the background work that overlaps them.
+ * The callers (TreeWriter in entry order, AnyOrderTreeWriter in the order content arrives) apply the safety
+ * rules first.
+ */
+export class Extractor {
   // Directories known to exist (created by us, explicitly or as parents); '' is destDir itself.
   private readonly existing = new Set<string>(['']);
   private readonly background = new Set<Promise<void>>();
@@ -246,6 +256,45 @@ class Extractor {
         closed = true;
       },
     };
+  }
+
+  /**
+   * Creates the file at `path` empty, writable (PLACED_MODE), for its bytes to be written at their offsets in
+   * any order (writeAt), then finished with finishPlaced. The parent must have been ensured.
+   */
+  async placeFile(path: string): Promise<void> {
+    await this.ensureParent(path);
+    await this.small.add(this.abs(path), PLACED_MODE, true, 0, [], 0);
+  }
+
+  /** Writes `piece` at `position` of a file created by placeFile. */
+  async writeAt(path: string, piece: Buffer, position: number): Promise<void> {
+    await this.small.created(this.abs(path));
+    const handle = await open(this.abs(path), REOPEN_WRITE_FLAGS);
+    try {
+      let done = 0;
+      while (done < piece.length) done += (await handle.write(piece, done, piece.length - done, position + done)).bytesWritten;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * In the background: `check` reads the complete placed file (to verify it), then it gets its owner, final mode
+   * and mtime. Resolves once there is room for more background work.
+   */
+  async finishPlaced(path: string, mode: number, mtime: Date, check: (handle: FileHandle) => Promise<void>): Promise<void> {
+    await this.inBackground(path, async () => {
+      const handle = await open(this.abs(path), REOPEN_READ_FLAGS);
+      try {
+        await check(handle);
+        if (this.owner) await handle.chown(this.owner.uid, this.owner.gid);
+        await handle.chmod(mode);
+        await handle.utimes(mtime, mtime);
+      } finally {
+        await handle.close();
+      }
+    });
   }
 
   private async writeSmallFile(path: string, mode: number, mtime: Date, pieces: Buffer[], size: number): Promise<void> {

@@ -1,12 +1,14 @@
-// Where an install takes a manifest's chunks from, in order: the store (a retry, a resume, a local
-// reinstall), or a download in progress, whose chunks are handed over as they arrive so that the install
-// ends with the last chunk instead of reading every chunk back afterwards.
+// Where an install takes a manifest's chunks from: the store (a retry, a resume, a local reinstall), or a
+// download in progress, whose chunks are handed over as they arrive, in whatever order the swarm delivers them,
+// so that the install ends with the last chunk instead of reading chunks back afterwards.
 import type { ChunkStore } from '../../store/chunk-store.js';
 import type { ChunkRef } from '../../store/types.js';
 
 export interface ChunkSource {
-  /** The verified, uncompressed bytes of chunk `index`; called for 0, 1, 2, ... in order. */
+  /** The verified, uncompressed bytes of chunk `index`, once it is there. */
   get(index: number): Promise<Buffer>;
+  /** Every chunk index in [from, end) once, with its verified bytes, in the order they become available. */
+  each(from: number, end: number): AsyncIterable<{ index: number; raw: Buffer }>;
   /** The install is over (done or failed): release what is held. */
   close(): void;
 }
@@ -26,6 +28,10 @@ export class StoreChunkSource implements ChunkSource {
     return read;
   }
 
+  async *each(from: number, end: number): AsyncIterable<{ index: number; raw: Buffer }> {
+    for (let index = from; index < end; index++) yield { index, raw: await this.get(index) };
+  }
+
   close(): void {
     this.ahead.clear();
   }
@@ -39,113 +45,134 @@ export class StoreChunkSource implements ChunkSource {
 }
 
 /**
- * Chunks of a download, handed over as they are verified. A chunk that arrives while the install waits
- * for it goes straight in; one that arrives ahead of its turn is kept in memory while the cache has room,
- * and read back from the store otherwise. When the cache is full, the chunks the install reaches first
- * stay: a later arrival nearer the cursor evicts the one kept farthest ahead. (Rarest-first downloading
- * delivers chunks from all over the manifest; a cache that kept whatever came first filled with chunks the
- * install would reach last, and nearly every chunk near the cursor was read back: measured at N = 16, 20 of
- * the first 21 chunks extracted.) Chunks present before the download started are read from the store.
+ * Chunks of a download, handed over as they are verified. The install first asks for the entry list's chunks
+ * (`get`), then takes the content chunks in arrival order (`each`): an arrival goes straight to the install when
+ * it is waiting, and otherwise waits in memory while the ones waiting fit in `maxPendingBytes` (beyond that it
+ * is read back from the store when its turn comes). Chunks present before the download started are read from
+ * the store, first.
  */
 export class LiveChunkSource implements ChunkSource {
-  /** Kept chunks by id, with the manifest index the install will next take each at. */
-  private readonly cache = new Map<string, { raw: Buffer; at: number }>();
-  private cacheBytes = 0;
-  private readonly stored = new Set<string>();
-  /** Every index of each chunk id, ascending (a chunk can repeat within a manifest). */
+  /** Every index of each chunk id (a chunk can repeat within a manifest). */
   private readonly indexes = new Map<string, number[]>();
-  private waiting: { id: string; resolve: (b: Buffer | null) => void } | null = null;
+  private readonly presentAtStart: boolean[];
+  private readonly stored: boolean[];
+  private readonly taken: boolean[];
+  /** Arrivals the install has not taken yet, in arrival order; null: not kept in memory, read it back. */
+  private readonly pending = new Map<number, Buffer | null>();
+  private pendingBytes = 0;
+  /** The install waiting for an arrival, and the indices it waits for, [from, to), until it has one. */
+  private wake: (() => void) | null = null;
+  private wanted: [number, number] = [0, 0];
   private closed = false;
-  /** The index the install waits for or will ask for next. */
-  cursor = 0;
+  /**
+   * Where the install needs chunks in order, for the scheduler: the entry list's chunk it waits for or will ask
+   * for next; undefined once it takes content in any order.
+   */
+  cursor: number | undefined = 0;
+  /** Chunks handed to the install. */
+  delivered = 0;
   /** Chunks that had to be read back from the store although they arrived during this download. */
   readBack = 0;
-  /** Milliseconds the install spent waiting for a chunk that had not arrived yet: the download's order, not its work. */
+  /** Milliseconds the install spent waiting for a chunk to arrive. */
   waitedMs = 0;
 
   constructor(
     private readonly store: ChunkStore,
     private readonly refs: ChunkRef[],
     present: (index: number) => boolean,
-    private readonly maxCacheBytes = 24 * 1024 * 1024,
+    private readonly maxPendingBytes = 16 * 1024 * 1024,
   ) {
+    this.presentAtStart = refs.map((_, i) => present(i));
+    this.stored = [...this.presentAtStart];
+    this.taken = refs.map(() => false);
     refs.forEach((r, i) => {
-      if (present(i)) this.stored.add(r.id);
       const list = this.indexes.get(r.id);
       if (list) list.push(i);
       else this.indexes.set(r.id, [i]);
     });
   }
 
-  /** The first index at or after the cursor that uses chunk `id`, or -1 when the install is past all of them. */
-  private nextUse(id: string, from: number): number {
-    for (const i of this.indexes.get(id) ?? []) if (i >= from) return i;
-    return -1;
-  }
-
   /** Chunk `id` was verified and stored; `raw` is its uncompressed bytes. */
   arrived(id: string, raw: Buffer): void {
     if (this.closed) return;
-    this.stored.add(id);
-    if (this.waiting?.id === id) {
-      const w = this.waiting;
-      this.waiting = null;
-      w.resolve(raw);
-      return;
+    for (const i of this.indexes.get(id) ?? []) {
+      if (this.stored[i]) continue;
+      this.stored[i] = true;
+      // One the install waits for is kept whatever the others take.
+      const awaited = i >= this.wanted[0] && i < this.wanted[1];
+      const keep = awaited || this.pendingBytes + raw.length <= this.maxPendingBytes;
+      this.pending.set(i, keep ? raw : null);
+      if (keep) this.pendingBytes += raw.length;
     }
-    if (this.cache.has(id) || raw.length > this.maxCacheBytes) return;
-    // Only chunks the install has yet to reach are worth keeping.
-    const at = this.nextUse(id, this.cursor);
-    if (at < 0) return;
-    if (this.cacheBytes + raw.length > this.maxCacheBytes) {
-      // Only chunks needed later than this one may make room for it, farthest first; if evicting all of them
-      // would not make enough, nothing is evicted and this one is not kept.
-      const later = [...this.cache].filter(([, v]) => v.at > at).sort((a, b) => b[1].at - a[1].at);
-      const freeable = later.reduce((sum, [, v]) => sum + v.raw.length, 0);
-      if (this.cacheBytes - freeable + raw.length > this.maxCacheBytes) return;
-      for (const [k, v] of later) {
-        if (this.cacheBytes + raw.length <= this.maxCacheBytes) break;
-        this.cache.delete(k);
-        this.cacheBytes -= v.raw.length;
-      }
-    }
-    this.cache.set(id, { raw, at });
-    this.cacheBytes += raw.length;
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
   }
 
   async get(index: number): Promise<Buffer> {
-    if (this.closed) throw new Error('the download was stopped');
-    this.cursor = index;
-    const id = this.refs[index]!.id;
-    const cached = this.cache.get(id);
-    if (cached) {
-      // Keep it while a later index still needs the same bytes (a chunk repeated in one manifest).
-      const later = this.nextUse(id, index + 1);
-      if (later < 0) {
-        this.cache.delete(id);
-        this.cacheBytes -= cached.raw.length;
-      } else {
-        cached.at = later;
+    if (this.cursor !== undefined) this.cursor = index;
+    this.wanted = [index, index + 1];
+    while (!this.stored[index]) await this.arrival();
+    this.wanted = [0, 0];
+    return this.take(index);
+  }
+
+  async *each(from: number, end: number): AsyncIterable<{ index: number; raw: Buffer }> {
+    this.cursor = undefined;
+    for (let index = from; index < end; index++) {
+      if (this.presentAtStart[index] && !this.taken[index]) yield { index, raw: await this.take(index) };
+    }
+    let left = 0;
+    for (let index = from; index < end; index++) if (!this.taken[index]) left++;
+    while (left > 0) {
+      const next = this.firstPending(from, end);
+      if (next === undefined) {
+        this.wanted = [from, end];
+        await this.arrival();
+        continue;
       }
-      return cached.raw;
+      this.wanted = [0, 0];
+      left--;
+      yield { index: next, raw: await this.take(next) };
     }
-    if (!this.stored.has(id)) {
-      const since = performance.now();
-      const raw = await new Promise<Buffer | null>((resolve) => { this.waiting = { id, resolve }; });
-      this.waitedMs += performance.now() - since;
-      if (raw === null) throw new Error('the download was stopped');
-      return raw;
-    }
-    this.readBack++;
-    return this.store.get(id);
   }
 
   close(): void {
     this.closed = true;
-    this.cache.clear();
-    this.cacheBytes = 0;
-    const w = this.waiting;
-    this.waiting = null;
-    w?.resolve(null);
+    this.pending.clear();
+    this.pendingBytes = 0;
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  /** The earliest arrival in [from, end) not taken yet; others (the entry list's) are left for `get`. */
+  private firstPending(from: number, end: number): number | undefined {
+    for (const index of this.pending.keys()) if (index >= from && index < end && !this.taken[index]) return index;
+    return undefined;
+  }
+
+  /** Resolves at the next arrival; rejects once the download is stopped. */
+  private async arrival(): Promise<void> {
+    if (this.closed) throw new Error('the download was stopped');
+    const since = performance.now();
+    await new Promise<void>((resolve) => { this.wake = resolve; });
+    this.waitedMs += performance.now() - since;
+    if (this.closed) throw new Error('the download was stopped');
+  }
+
+  /** The bytes of stored chunk `index`: the ones kept from its arrival, or a read from the store. */
+  private async take(index: number): Promise<Buffer> {
+    if (this.closed) throw new Error('the download was stopped');
+    this.taken[index] = true;
+    this.delivered++;
+    const kept = this.pending.get(index);
+    this.pending.delete(index);
+    if (kept) {
+      this.pendingBytes -= kept.length;
+      return kept;
+    }
+    if (!this.presentAtStart[index]) this.readBack++;
+    return this.store.get(this.refs[index]!.id);
   }
 }

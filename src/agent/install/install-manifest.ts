@@ -1,10 +1,13 @@
-// Install a runtime from the chunks of a verified manifest: the entry list is read first, then every entry
-// is created in a staging dir, regular files taking their bytes from the content stream in order, each file
-// checked against its sha256 from the list. Only when everything matched is the tree renamed into place.
+// Install a runtime from the chunks of a verified manifest: the entry list is read first, then the tree is
+// created in a staging dir, each content chunk's bytes written into their files as the chunk comes, in any
+// order (extract-any-order.ts), each file checked against its sha256 from the list. Only when everything
+// matched is the tree renamed into place. A list where a later entry replaces an earlier one is extracted in
+// content order instead (its meaning depends on order).
 //
 // The chunks come from a ChunkSource: during a download, as they arrive (one pass from wire to tree);
 // otherwise from the store.
 import { createHash } from 'node:crypto';
+import { AnyOrderTreeWriter, planAnyOrder } from '../../runtime/extract-any-order.js';
 import { TreeWriter } from '../../runtime/extract.js';
 import { syncTreeFilesystem } from '../../runtime/durable.js';
 import type { RuntimesDir } from '../../runtime/install.js';
@@ -145,6 +148,25 @@ async function extractInto(staging: string, sm: SignedManifest, source: ChunkSou
   }
   listParts.length = 0;
 
+  const sizes = m.content.chunks.map((c) => c.size);
+  const plan = planAnyOrder(decodeEntries(list), sizes, { limits: ctx.limits, label, count: m.entries.count, contentSize: m.content.size });
+  if (plan === null) return extractInOrder(staging, sm, list, source, ctx);
+  const writer = new AnyOrderTreeWriter(staging, plan, sizes, label, { owner: ctx.owner });
+  const first = m.entries.chunks.length;
+  try {
+    await writer.prepare();
+    for await (const { index, raw } of source.each(first, first + sizes.length)) await writer.place(index - first, raw);
+    await writer.finish();
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+}
+
+/** Entry by entry, each file taking its bytes from the content stream in order. */
+async function extractInOrder(staging: string, sm: SignedManifest, list: Buffer, source: ChunkSource, ctx: InstallContext): Promise<void> {
+  const m = sm.manifest;
+  const label = `${m.runtime.name}@${m.runtime.version}`;
   const writer = new TreeWriter(staging, { limits: ctx.limits, owner: ctx.owner });
   const first = m.entries.chunks.length;
   const content = new ContentCursor(source, first, first + m.content.chunks.length);

@@ -81,8 +81,8 @@ export class Download {
   private nextToken = 1;
 
   /**
-   * `feed`, when given, receives every chunk as it is verified and tells the scheduler where the install
-   * stands, so that the chunks it waits for are asked for first.
+   * `feed`, when given, receives every chunk as it is verified and tells the scheduler which chunk of the
+   * entry list the install waits for, so that it is asked for first.
    */
   constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[], private readonly feed?: LiveChunkSource) {
     this.chunks = manifestChunks(sm.manifest);
@@ -197,8 +197,8 @@ export class Download {
       duplicateChunks: this.duplicateChunks,
       errors: this.errors,
       inFlight: this.sched.inFlight(),
-      // How far the streaming install has got (chunks extracted), and how many it had to read back from disk.
-      installedChunks: this.feed ? this.feed.cursor : null,
+      // How far the streaming install has got (chunks handed to it), and how many it had to read back from disk.
+      installedChunks: this.feed ? this.feed.delivered : null,
       readBackChunks: this.feed ? this.feed.readBack : null,
       startedAt: new Date(this.startedAt).toISOString(),
       sources: [...this.sources.values()].sort((a, b) => b.bytes - a.bytes),

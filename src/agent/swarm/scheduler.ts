@@ -40,11 +40,11 @@ export interface SchedulerOptions {
    */
   mayUseFarPeer?: (index: number, now: number, nearHolder: boolean) => boolean;
   /**
-   * The index the install is waiting for (chunks are extracted in order as they arrive). The first few
-   * missing chunks from there are asked for before the rarest-first draw, so the extraction keeps pace
-   * with the download instead of waiting for the last chunk. Absent = pure rarest first.
+   * The index the install needs next in order, if any (the entry list's chunks: nothing can be extracted
+   * before the list is in). The first few missing chunks from there are asked for before the rarest-first
+   * draw. Absent or undefined = pure rarest first.
    */
-  inOrderFrom?: () => number;
+  inOrderFrom?: () => number | undefined;
   /** Injectable for tests; must return values in [0, 1). */
   random?: () => number;
 }

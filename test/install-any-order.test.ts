@@ -1,0 +1,195 @@
+// The streaming install writes each content chunk into its files as it arrives, in whatever order: the tree it
+// leaves must be the package's, to the mtime, mode, symlink and hardlink, for any delivery order; a list whose
+// later entries replace earlier ones still installs (in order); a reassembly that does not match the per-file
+// digests fails and leaves nothing.
+import test, { type ExecutionContext } from 'ava';
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { installManifest } from '../src/agent/install/install-manifest.js';
+import { LiveChunkSource } from '../src/agent/install/chunk-source.js';
+import { RuntimesDir } from '../src/runtime/install.js';
+import { DEFAULT_LIMITS } from '../src/runtime/types.js';
+import { manifestChunks, signManifest } from '../src/store/manifest.js';
+import { Store } from '../src/store/store.js';
+import type { ChunkRef, SignedManifest } from '../src/store/types.js';
+import { execFileP, listAll, tmpDir, waitFor } from './helpers/agent.js';
+import { seededBytes } from './helpers/fixtures.js';
+import { deliver, privateKey, publishInto } from './helpers/streaming.js';
+
+const T0 = 1_600_000_000;
+
+/**
+ * A tree with every shape the any-order writer sorts: hundreds of small files (many cut by chunk boundaries), a
+ * read-only file spanning several chunks and hardlinked, a file just over the small-file limit, an empty file,
+ * a symlink, a read-only directory with a file in it; every mtime distinct.
+ */
+async function makeTree(root: string): Promise<void> {
+  await fs.mkdir(path.join(root, 'lib/s'), { recursive: true });
+  await fs.mkdir(path.join(root, 'bin'));
+  await fs.mkdir(path.join(root, 'ro'));
+  await fs.writeFile(path.join(root, 'runtime.yml'), 'name: anyorder\nversion: 1.0.0\n');
+  for (let i = 0; i < 400; i++) {
+    const f = path.join(root, 'lib/s', `f${String(i).padStart(3, '0')}.txt`);
+    await fs.writeFile(f, seededBytes(3000 + ((i * 7919) % 37000), `s${i}`), { mode: [0o644, 0o755, 0o600][i % 3] });
+    await fs.utimes(f, T0 + i, T0 + i);
+  }
+  const big = path.join(root, 'lib/big.bin');
+  await fs.writeFile(big, seededBytes(6 * 1024 * 1024 + 12345, 'big'));
+  await fs.chmod(big, 0o444);
+  await fs.utimes(big, T0 - 10, T0 - 10);
+  await fs.link(big, path.join(root, 'lib/big-link'));
+  const mid = path.join(root, 'lib/mid.bin');
+  await fs.writeFile(mid, seededBytes(1024 * 1024 + 1, 'mid'), { mode: 0o640 });
+  await fs.utimes(mid, T0 - 20, T0 - 20);
+  await fs.writeFile(path.join(root, 'empty.txt'), '');
+  await fs.utimes(path.join(root, 'empty.txt'), T0 - 30, T0 - 30);
+  await fs.symlink('../lib/mid.bin', path.join(root, 'bin/mid'));
+  await fs.lutimes(path.join(root, 'bin/mid'), T0 - 40, T0 - 40);
+  await fs.writeFile(path.join(root, 'ro/inside.txt'), 'inside a read-only directory\n');
+  await fs.chmod(path.join(root, 'ro'), 0o555);
+  for (const [d, s] of [['ro', 50], ['bin', 60], ['lib/s', 70], ['lib', 80]] as const) await fs.utimes(path.join(root, d), T0 - s, T0 - s);
+}
+
+/** Everything an install must reproduce: kind, mode, mtime (s), bytes or target; hardlinks as shared inodes. */
+async function picture(root: string): Promise<{ entries: Record<string, string>; links: string[][] }> {
+  const entries: Record<string, string> = {};
+  const inodes = new Map<number, string[]>();
+  for (const rel of await listAll(root)) {
+    const abs = path.join(root, rel);
+    const st = await fs.lstat(abs);
+    const mtime = Math.floor(st.mtimeMs / 1000);
+    if (st.isSymbolicLink()) entries[rel] = `symlink ${await fs.readlink(abs)} ${mtime}`;
+    else if (st.isDirectory()) entries[rel] = `dir ${(st.mode & 0o7777).toString(8)} ${mtime}`;
+    else {
+      const sha = crypto.createHash('sha256').update(await fs.readFile(abs)).digest('hex');
+      entries[rel] = `file ${(st.mode & 0o7777).toString(8)} ${mtime} ${st.size} ${sha}`;
+      if (st.nlink > 1) inodes.set(st.ino, [...(inodes.get(st.ino) ?? []), rel]);
+    }
+  }
+  return { entries, links: [...inodes.values()].map((l) => l.sort()) };
+}
+
+/** A repeatable shuffle (mulberry32). */
+function shuffled<T>(items: T[], seed: number): T[] {
+  let s = seed >>> 0;
+  const random = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(s ^ (s >>> 15), 1 | s);
+    x ^= x + Math.imul(x ^ (x >>> 7), 61 | x);
+    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+  };
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+async function setup(t: ExecutionContext, make: (src: string, pkg: string) => Promise<void>) {
+  const dir = await tmpDir(t);
+  const src = path.join(dir, 'src');
+  const pkg = path.join(dir, 'pkg.tar');
+  await make(src, pkg);
+  const pubStore = await Store.open(path.join(dir, 'pub'));
+  t.teardown(() => pubStore.close());
+  const { sm } = await publishInto(pubStore, pkg);
+  const store = await Store.open(path.join(dir, 'data'));
+  t.teardown(() => store.close());
+  await fs.mkdir(path.join(dir, 'runtimes'));
+  const runtimes = new RuntimesDir(path.join(dir, 'runtimes'));
+  return { dir, src, pubStore, store, sm, ctx: { store, runtimes, limits: DEFAULT_LIMITS } };
+}
+
+const leftovers = async (dir: string) =>
+  (await listAll(path.join(dir, 'runtimes'))).filter((p) => !/^\.joblet-agent(\/(staging|trash))?$/.test(p));
+
+for (const [name, order] of [
+  ['reversed', (refs: ChunkRef[]) => [...refs].reverse()],
+  ['shuffled', (refs: ChunkRef[]) => shuffled(refs, 7)],
+  ['shuffled differently', (refs: ChunkRef[]) => shuffled(refs, 12345)],
+] as const) {
+  test(`chunks delivered ${name} install the package's tree, to the mtime, mode and hardlink`, async (t) => {
+    const { dir, src, pubStore, store, sm, ctx } = await setup(t, async (s, pkg) => {
+      await makeTree(s);
+      await execFileP('tar', ['cf', pkg, '--sort=name', '-C', s, '.']);
+    });
+    const refs = manifestChunks(sm.manifest);
+    t.true(sm.manifest.content.chunks.length >= 8, `${sm.manifest.content.chunks.length} content chunks`);
+    const feed = new LiveChunkSource(store.chunks, refs, () => false);
+    const installing = installManifest(ctx, sm, { source: feed });
+    for (const ref of order(refs)) await deliver(pubStore, store, feed, ref.id);
+    const rec = await installing;
+    t.truthy(rec);
+    t.deepEqual(await picture(rec!.path), await picture(src));
+    t.deepEqual((await picture(rec!.path)).links, [['lib/big-link', 'lib/big.bin']]);
+    t.is(feed.readBack, 0, 'every arrival was written from memory');
+    t.deepEqual((await leftovers(dir)).filter((p) => !p.startsWith('anyorder')), []);
+  });
+}
+
+test('every chunk but the first content chunk is written before that one arrives', async (t) => {
+  const { src, pubStore, store, sm, ctx } = await setup(t, async (s, pkg) => {
+    await makeTree(s);
+    await execFileP('tar', ['cf', pkg, '--sort=name', '-C', s, '.']);
+  });
+  const refs = manifestChunks(sm.manifest);
+  const firstContent = refs[sm.manifest.entries.chunks.length]!;
+  const feed = new LiveChunkSource(store.chunks, refs, () => false);
+  const installing = installManifest(ctx, sm, { source: feed });
+  for (const ref of refs) if (ref !== firstContent) await deliver(pubStore, store, feed, ref.id);
+  // An install in content order could take nothing past the entry list here.
+  await waitFor('the install to take every delivered chunk', async () => feed.delivered === refs.length - 1, 20_000, 20);
+  t.is(feed.delivered, refs.length - 1);
+  await deliver(pubStore, store, feed, firstContent.id);
+  const rec = await installing;
+  t.deepEqual(await picture(rec!.path), await picture(src));
+});
+
+test('a package whose later entry replaces an earlier file installs the later one, from chunks in any order', async (t) => {
+  const { src, pubStore, store, sm, ctx } = await setup(t, async (s, pkg) => {
+    await makeTree(s);
+    const dup = path.join(s, 'lib/s/f010.txt');
+    await execFileP('tar', ['cf', pkg, '--sort=name', '-C', s, '.']);
+    // The same path again at the end of the archive, with other bytes: tar's rule is that the last one wins.
+    await fs.writeFile(dup, seededBytes(5000, 'second version'));
+    await fs.utimes(dup, T0 + 9999, T0 + 9999);
+    await execFileP('tar', ['rf', pkg, '-C', s, './lib/s/f010.txt']);
+  });
+  t.is(sm.manifest.entries.count, (await listAll(src)).length + 1, 'the list holds the file twice');
+  const refs = manifestChunks(sm.manifest);
+  const feed = new LiveChunkSource(store.chunks, refs, () => false);
+  const installing = installManifest(ctx, sm, { source: feed });
+  for (const ref of shuffled(refs, 99)) await deliver(pubStore, store, feed, ref.id);
+  const rec = await installing;
+  t.deepEqual(await picture(rec!.path), await picture(src));
+});
+
+for (const [where, pick] of [
+  // The first content chunks lie inside lib/big.bin: delivered in reverse, its pieces come out of its order and
+  // the digest is taken by reading the file back.
+  ['inside a file that spans chunks', (_n: number) => [1, 2]],
+  ['among whole small files', (n: number) => [n - 2, n - 1]],
+] as const) {
+  test(`chunks that reassemble to files other than the entry list says (${where}) fail the install and leave nothing`, async (t) => {
+    const { dir, pubStore, store, sm, ctx } = await setup(t, async (s, pkg) => {
+      await makeTree(s);
+      await execFileP('tar', ['cf', pkg, '--sort=name', '-C', s, '.']);
+    });
+    // Every chunk valid on its own, two of them swapped in a re-signed manifest: only the per-file digests see it.
+    const m = structuredClone(sm.manifest);
+    const c = m.content.chunks;
+    const [a, b] = pick(c.length);
+    t.not(c[a]!.size, c[b]!.size);
+    [c[a], c[b]] = [c[b]!, c[a]!];
+    const bad: SignedManifest = signManifest(m, privateKey);
+    const refs = manifestChunks(m);
+    const feed = new LiveChunkSource(store.chunks, refs, () => false);
+    const installing = installManifest(ctx, bad, { source: feed });
+    installing.catch(() => {});
+    for (const ref of [...refs].reverse()) await deliver(pubStore, store, feed, ref.id);
+    await t.throwsAsync(installing, { message: /hashes to [0-9a-f]{64}, not the [0-9a-f]{64} of its entry list/ });
+    t.deepEqual(await leftovers(dir), []);
+  });
+}
