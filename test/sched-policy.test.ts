@@ -382,20 +382,20 @@ test('options are validated', (t) => {
   t.throws(() => s.peerHas('a', 2), { instanceOf: RangeError, message: /chunk index 2 is outside 0\.\.1/ });
 });
 
-test('the in-order window asks first only for chunks with a second copy in the swarm, unless there is one peer', (t) => {
-  // Several peers: the publisher holds all 10 chunks, another host only chunk 2. With the install at chunk 0,
-  // the first request is chunk 2 (in order among the replicated ones), not chunk 0, which only the publisher
-  // holds and every other host would ask it for at the same moment.
+test('the first-needed chunks (the entry list) are asked for before the rarest, from any holder, a few at once', (t) => {
+  // The publisher holds all 10 chunks, another host only chunk 7, so rarest first alone would never start with
+  // chunks 0 - 5; the install needs chunks 0 - 5 first (its entry list).
   for (const seed of [1, 2, 3, 4, 5]) {
-    const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 1, random: seeded(seed), inOrderFrom: () => 0 });
+    const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 6, maxInFlightPerPeer: 6, random: seeded(seed), firstNeeded: () => ({ from: 0, to: 6 }) });
     s.setPeerHave('publisher', holding(10, range(0, 10)));
-    s.setPeerHave('peer', holding(10, [2]));
-    t.deepEqual(s.next(0).map((a) => a.index), [2], `seed ${seed}`);
+    s.setPeerHave('peer', holding(10, [7]));
+    const first = s.next(0).map((a) => a.index);
+    t.deepEqual(first.slice(0, 4), [0, 1, 2, 3], `seed ${seed}: four of the list's chunks first, in order`);
+    t.is(first.length, 6, `seed ${seed}: then the rarest, ${first}`);
   }
-  // One peer: nothing to spread; the install's next chunk comes first.
-  for (const seed of [1, 2, 3]) {
-    const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 1, random: seeded(seed), inOrderFrom: () => 3 });
-    s.setPeerHave('publisher', holding(10, range(0, 10)));
-    t.deepEqual(s.next(0).map((a) => a.index), [3], `seed ${seed}`);
-  }
+  // Once the list is in, nothing is first-needed: rarest first again.
+  const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 1, random: seeded(1), firstNeeded: () => undefined });
+  s.setPeerHave('publisher', holding(10, range(0, 10)));
+  s.setPeerHave('peer', holding(10, [7]));
+  t.notDeepEqual(s.next(0).map((a) => a.index), [7], 'chunk 7 has two holders: not the rarest');
 });

@@ -87,7 +87,7 @@ export class Download {
   constructor(private readonly swarm: DownloadHost, readonly sm: SignedManifest, have: boolean[], private readonly feed?: LiveChunkSource) {
     this.chunks = manifestChunks(sm.manifest);
     this.sched = new DownloadScheduler(this.chunks, have, {
-      inOrderFrom: feed ? () => feed.cursor : undefined,
+      firstNeeded: feed ? () => (feed.cursor === undefined ? undefined : { from: feed.cursor, to: sm.manifest.entries.chunks.length }) : undefined,
       localZone: swarm.zone,
       mayUseFarPeer: swarm.zone ? (index, now, nearHolder) => this.mayUseFarPeer(index, now, nearHolder) : undefined,
     });

@@ -40,11 +40,12 @@ export interface SchedulerOptions {
    */
   mayUseFarPeer?: (index: number, now: number, nearHolder: boolean) => boolean;
   /**
-   * The index the install needs next in order, if any (the entry list's chunks: nothing can be extracted
-   * before the list is in). The first few missing chunks from there are asked for before the rarest-first
-   * draw. Absent or undefined = pure rarest first.
+   * Chunks the install cannot do without, [from, to), or undefined when there are none: the entry list's,
+   * without which nothing can be extracted. The first few missing ones are asked for before the rarest-first
+   * draw, from any holder (at first that is the publisher, which then uploads the list to every host: cheap,
+   * as it is metadata). Absent or undefined = pure rarest first.
    */
-  inOrderFrom?: () => number | undefined;
+  firstNeeded?: () => { from: number; to: number } | undefined;
   /** Injectable for tests; must return values in [0, 1). */
   random?: () => number;
 }
@@ -76,7 +77,7 @@ export interface SchedulerStats {
   peers: PeerStats[];
 }
 
-const DEFAULTS: Omit<SchedulerOptions, 'localZone' | 'random' | 'mayUseFarPeer' | 'inOrderFrom'> = {
+const DEFAULTS: Omit<SchedulerOptions, 'localZone' | 'random' | 'mayUseFarPeer' | 'firstNeeded'> = {
   maxInFlightPerPeer: 4,
   maxInFlightTotal: 16,
   endgameRemaining: 8,
@@ -93,12 +94,8 @@ const RTT_BUCKETS_PER_DOUBLING = 4;
 const MIN_DELIVERY_MS = 0.05;
 /** At most this many peers are asked for one chunk at once, endgame included. */
 const MAX_REQUESTS_PER_CHUNK = 2;
-/**
- * Missing chunks from the install's position that are asked for ahead of rarest first. Small, so most
- * requests still follow rarity (which keeps hosts holding different chunks to trade), yet enough that the
- * chunk the extraction waits for is nearly always on its way.
- */
-const IN_ORDER_WINDOW = 4;
+/** How many of the install's first-needed chunks (the entry list) are asked for at once ahead of rarest first. */
+const FIRST_NEEDED_WINDOW = 4;
 
 interface PeerState {
   id: string;
@@ -161,7 +158,7 @@ export class DownloadScheduler {
       busyBackoffMs: opts.busyBackoffMs ?? DEFAULTS.busyBackoffMs,
       localZone: opts.localZone ?? null,
       mayUseFarPeer: opts.mayUseFarPeer,
-      inOrderFrom: opts.inOrderFrom,
+      firstNeeded: opts.firstNeeded,
       random: opts.random ?? Math.random,
     };
     requireInteger('maxInFlightPerPeer', this.opts.maxInFlightPerPeer, 1);
@@ -328,19 +325,13 @@ export class DownloadScheduler {
     const open = this.openPeers(now);
     if (open.length === 0) return out;
 
-    const cursor = this.opts.inOrderFrom?.();
-    if (cursor !== undefined) {
-      // Only chunks that already have a second copy in the swarm (or any chunk when there is a single
-      // peer to ask anyway): if every host asked for the next chunks in order, they would all ask the
-      // publisher for the same few chunks at once, and the publisher would upload every chunk once per host.
-      let live = 0;
-      for (const p of this.peers.values()) if (p.connected && !p.banned) live++;
-      const minHolders = live <= 1 ? 1 : 2;
+    const needed = this.opts.firstNeeded?.();
+    if (needed !== undefined) {
       let looked = 0;
-      for (let index = Math.max(0, cursor); index < this.chunks.length && looked < IN_ORDER_WINDOW; index++) {
+      for (let index = Math.max(0, needed.from); index < Math.min(needed.to, this.chunks.length) && looked < FIRST_NEEDED_WINDOW; index++) {
         if (this.local[index] === 1) continue;
         looked++;
-        if (this.holderCount[index]! < minHolders || this.servers[index]!.length > 0) continue;
+        if (this.holderCount[index] === 0 || this.servers[index]!.length > 0) continue;
         if (freeTotal <= 0 || open.length === 0) return out;
         const holder = this.bestHolder(index, open, now);
         if (holder === undefined) continue;
