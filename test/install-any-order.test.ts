@@ -8,7 +8,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { installManifest } from '../src/agent/install/install-manifest.js';
 import { LiveChunkSource } from '../src/agent/install/chunk-source.js';
+import { AnyOrderTreeWriter, planAnyOrder } from '../src/runtime/extract-any-order.js';
 import { RuntimesDir } from '../src/runtime/install.js';
+import type { TreeEntry } from '../src/runtime/tree-entry.js';
 import { DEFAULT_LIMITS } from '../src/runtime/types.js';
 import { manifestChunks, signManifest } from '../src/store/manifest.js';
 import { Store } from '../src/store/store.js';
@@ -193,3 +195,33 @@ for (const [where, pick] of [
     t.deepEqual(await leftovers(dir), []);
   });
 }
+
+test('spanning files beyond the open-handle cap are closed between their pieces and opened again', async (t) => {
+  const dir = await tmpDir(t);
+  // 12 files of 3,000 bytes in chunks of 1,000: every file spans 3 or 4 chunks; at most 2 files open at once.
+  const files = Array.from({ length: 12 }, (_, i) => seededBytes(3000, `span${i}`));
+  const content = Buffer.concat(files);
+  const entries: TreeEntry[] = [{ type: 'directory', path: 'd', mode: 0o755, mtime: T0 }];
+  files.forEach((bytes, i) => entries.push({
+    type: 'file', path: `d/f${i}`, mode: 0o444, mtime: T0 + i, size: bytes.length,
+    sha256: crypto.createHash('sha256').update(bytes).digest('hex'),
+  }));
+  // Cut 500 bytes off the first chunk so the files do not start on chunk boundaries.
+  const sizes = [500, ...Array.from({ length: 35 }, () => 1000), 500];
+  t.is(sizes.reduce((a, b) => a + b), content.length);
+  const plan = planAnyOrder(entries, sizes, { label: 'span', count: entries.length, contentSize: content.length });
+  t.truthy(plan);
+  t.true(plan!.files.every((f) => !f.whole));
+  const writer = new AnyOrderTreeWriter(dir, plan!, sizes, 'span', { maxOpen: 2 });
+  await writer.prepare();
+  const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  for (const i of shuffled(sizes.map((_, k) => k), 3)) await writer.place(i, content.subarray(starts[i]!, starts[i]! + sizes[i]!));
+  await writer.finish();
+  for (const [i, bytes] of files.entries()) {
+    const f = path.join(dir, `d/f${i}`);
+    t.deepEqual(await fs.readFile(f), bytes);
+    const st = await fs.stat(f);
+    t.is(st.mode & 0o7777, 0o444);
+    t.is(Math.floor(st.mtimeMs / 1000), T0 + i);
+  }
+});

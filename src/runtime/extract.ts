@@ -20,9 +20,9 @@ export interface ExtractOptions {
 }
 
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-// For a file this extraction created itself (placeFile): never O_CREAT, never through a symlink.
-const REOPEN_WRITE_FLAGS = constants.O_WRONLY | constants.O_NOFOLLOW;
-const REOPEN_READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW;
+// For a file this extraction created itself (placeFile): never O_CREAT, never through a symlink. Read and
+// write: its pieces are written through the handle, then it is read back through it to be hashed.
+const REOPEN_FLAGS = constants.O_RDWR | constants.O_NOFOLLOW;
 // Mode of a placed file until its last byte is in: writable by the agent whatever its final mode.
 const PLACED_MODE = 0o600;
 const IMPLICIT_DIR_MODE = 0o755;
@@ -260,32 +260,27 @@ export class Extractor {
 
   /**
    * Creates the file at `path` empty, writable (PLACED_MODE), for its bytes to be written at their offsets in
-   * any order (writeAt), then finished with finishPlaced. The parent must have been ensured.
+   * any order (through openPlaced), then finished with finishPlaced.
    */
   async placeFile(path: string): Promise<void> {
     await this.ensureParent(path);
     await this.small.add(this.abs(path), PLACED_MODE, true, 0, [], 0);
   }
 
-  /** Writes `piece` at `position` of a file created by placeFile. */
-  async writeAt(path: string, piece: Buffer, position: number): Promise<void> {
+  /** A read-write handle on a file created by placeFile, once it exists; the caller closes it or hands it to finishPlaced. */
+  async openPlaced(path: string): Promise<FileHandle> {
     await this.small.created(this.abs(path));
-    const handle = await open(this.abs(path), REOPEN_WRITE_FLAGS);
-    try {
-      let done = 0;
-      while (done < piece.length) done += (await handle.write(piece, done, piece.length - done, position + done)).bytesWritten;
-    } finally {
-      await handle.close();
-    }
+    return open(this.abs(path), REOPEN_FLAGS);
   }
 
   /**
-   * In the background: `check` reads the complete placed file (to verify it), then it gets its owner, final mode
-   * and mtime. Resolves once there is room for more background work.
+   * In the background: `check` reads the complete placed file through `handle` (to verify it), then the file
+   * gets its owner, final mode and mtime, and the handle is closed. Resolves once there is room for more
+   * background work.
    */
-  async finishPlaced(path: string, mode: number, mtime: Date, check: (handle: FileHandle) => Promise<void>): Promise<void> {
+  async finishPlaced(path: string, opened: Promise<FileHandle>, mode: number, mtime: Date, check: (handle: FileHandle) => Promise<void>): Promise<void> {
     await this.inBackground(path, async () => {
-      const handle = await open(this.abs(path), REOPEN_READ_FLAGS);
+      const handle = await opened;
       try {
         await check(handle);
         if (this.owner) await handle.chown(this.owner.uid, this.owner.gid);
