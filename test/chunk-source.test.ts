@@ -105,3 +105,18 @@ test('the time the install waited for chunks is counted; stopping the download e
   feed.close();
   await t.throwsAsync(all, { message: /stopped/ });
 });
+
+test('read-backs start two ahead of their turn', async (t) => {
+  const chunks = [0, 1, 2, 3, 4, 5].map(chunk);
+  const { store, readBacks } = fakeStore(chunks);
+  // Room for one chunk: 1 is kept, 2 - 5 are read back.
+  const feed = new LiveChunkSource(store, chunks.map((c) => c.ref), () => false, 100);
+  feed.arrived(chunks[0]!.ref.id, chunks[0]!.raw);
+  await feed.get(0);
+  for (const i of [1, 2, 3, 4, 5]) feed.arrived(chunks[i]!.ref.id, chunks[i]!.raw);
+  const seen: number[][] = [];
+  for await (const { index } of feed.each(1, 6)) seen.push([index, readBacks.length]);
+  // When chunk 2 is handed over, the reads of 3 and 4 have started as well.
+  t.deepEqual(seen, [[1, 0], [2, 3], [3, 4], [4, 4], [5, 4]]);
+  t.deepEqual(readBacks, [2, 3, 4, 5]);
+});

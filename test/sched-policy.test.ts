@@ -382,18 +382,21 @@ test('options are validated', (t) => {
   t.throws(() => s.peerHas('a', 2), { instanceOf: RangeError, message: /chunk index 2 is outside 0\.\.1/ });
 });
 
-test('the first-needed chunks (the entry list) are asked for before the rarest, from any holder, a few at once', (t) => {
+test('the first-needed chunks (the entry list) are asked for first and alone, from any holder, a few at once', (t) => {
   // The publisher holds all 10 chunks, another host only chunk 7, so rarest first alone would never start with
   // chunks 0 - 5; the install needs chunks 0 - 5 first (its entry list).
   for (const seed of [1, 2, 3, 4, 5]) {
-    const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 6, maxInFlightPerPeer: 6, random: seeded(seed), firstNeeded: () => ({ from: 0, to: 6 }) });
+    const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 8, maxInFlightPerPeer: 8, random: seeded(seed), firstNeeded: () => ({ from: 0, to: 6 }) });
     s.setPeerHave('publisher', holding(10, range(0, 10)));
     s.setPeerHave('peer', holding(10, [7]));
-    const first = s.next(0).map((a) => a.index);
-    t.deepEqual(first.slice(0, 4), [0, 1, 2, 3], `seed ${seed}: four of the list's chunks first, in order`);
-    t.is(first.length, 6, `seed ${seed}: then the rarest, ${first}`);
+    t.deepEqual(s.next(0).map((a) => a.index), [0, 1, 2, 3], `seed ${seed}: four of the list's chunks, and nothing else while they are missing`);
+    for (const i of [0, 1, 2, 3]) s.delivered('publisher', i, 1000, 1);
+    t.deepEqual(s.next(1).map((a) => a.index), [4, 5], `seed ${seed}: the rest of the list`);
+    s.delivered('publisher', 4, 1000, 1);
+    s.delivered('publisher', 5, 1000, 1);
+    t.deepEqual([...new Set(s.next(2).map((a) => a.index))].sort(), [6, 7, 8, 9], `seed ${seed}: the list is in: the content`);
   }
-  // Once the list is in, nothing is first-needed: rarest first again.
+  // Nothing first-needed: rarest first.
   const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 1, random: seeded(1), firstNeeded: () => undefined });
   s.setPeerHave('publisher', holding(10, range(0, 10)));
   s.setPeerHave('peer', holding(10, [7]));

@@ -101,11 +101,11 @@ const KEPT_READ_BUFFERS = 8;
 // Spanning files kept open between their pieces; beyond it the one written least recently is closed (and
 // opened again for its next piece). Far below any descriptor limit.
 const MAX_OPEN = 64;
-// Bytes of pieces being written at once. Writes are not awaited one by one: on a loaded host each round trip to
-// the thread pool waits for the event loop, and an install that awaited every piece fell behind the download
-// (measured at 16 hosts on 2 cores: up to 116 chunks read back). The chunks the pieces belong to stay in memory
-// until written, so this is also what the writes can pin.
-const MAX_WRITE_BYTES = 16 * 1024 * 1024;
+// Bytes of pieces being written at once: writes are not awaited one by one, since on a loaded host each round
+// trip to the thread pool waits for the event loop. Kept small: the thread pool (4 threads) also serves the
+// store's writes and reads, which should not queue behind a burst of tree writes. The chunks the pieces belong
+// to stay in memory until written, so this is also what the writes can pin.
+const MAX_WRITE_BYTES = 4 * 1024 * 1024;
 
 /**
  * Writes a planned tree into `destDir` (existing, empty) from content chunks in any order. A rejected call

@@ -44,6 +44,9 @@ export class StoreChunkSource implements ChunkSource {
   }
 }
 
+/** Read-backs of a LiveChunkSource started ahead of their turn. */
+const READ_AHEAD = 2;
+
 /**
  * Chunks of a download, handed over as they are verified. The install first asks for the entry list's chunks
  * (`get`), then takes the content chunks in arrival order (`each`): an arrival goes straight to the install when
@@ -60,6 +63,8 @@ export class LiveChunkSource implements ChunkSource {
   /** Arrivals the install has not taken yet, in arrival order; null: not kept in memory, read it back. */
   private readonly pending = new Map<number, Buffer | null>();
   private pendingBytes = 0;
+  /** Read-backs started ahead of their turn: a store read waits in the thread pool, so a few run at once. */
+  private readonly readingAhead = new Map<number, Promise<Buffer>>();
   /** The install waiting for an arrival, and the indices it waits for, [from, to), until it has one. */
   private wake: (() => void) | null = null;
   private wanted: [number, number] = [0, 0];
@@ -75,6 +80,13 @@ export class LiveChunkSource implements ChunkSource {
   readBack = 0;
   /** Milliseconds the install spent waiting for a chunk to arrive. */
   waitedMs = 0;
+  /** Milliseconds spent reading chunks back from the store (those that arrived during this download). */
+  readBackMs = 0;
+  /** Milliseconds the install spent on the content chunks handed to it (writing them into the tree). */
+  placeMs = 0;
+  /** Milliseconds from this source's creation until the install asked for content (entry list in, tree prepared). */
+  contentFromMs: number | null = null;
+  private readonly createdAt = performance.now();
 
   constructor(
     private readonly store: ChunkStore,
@@ -119,8 +131,9 @@ export class LiveChunkSource implements ChunkSource {
 
   async *each(from: number, end: number): AsyncIterable<{ index: number; raw: Buffer }> {
     this.cursor = undefined;
+    this.contentFromMs = performance.now() - this.createdAt;
     for (let index = from; index < end; index++) {
-      if (this.presentAtStart[index] && !this.taken[index]) yield { index, raw: await this.take(index) };
+      if (this.presentAtStart[index] && !this.taken[index]) yield* this.handOver(index, await this.take(index));
     }
     let left = 0;
     for (let index = from; index < end; index++) if (!this.taken[index]) left++;
@@ -133,13 +146,21 @@ export class LiveChunkSource implements ChunkSource {
       }
       this.wanted = [0, 0];
       left--;
-      yield { index: next, raw: await this.take(next) };
+      yield* this.handOver(next, await this.take(next));
     }
+  }
+
+  /** Yields one chunk, timing how long the install works on it before it asks for the next. */
+  private *handOver(index: number, raw: Buffer): Generator<{ index: number; raw: Buffer }> {
+    const since = performance.now();
+    yield { index, raw };
+    this.placeMs += performance.now() - since;
   }
 
   close(): void {
     this.closed = true;
     this.pending.clear();
+    this.readingAhead.clear();
     this.pendingBytes = 0;
     const wake = this.wake;
     this.wake = null;
@@ -172,7 +193,23 @@ export class LiveChunkSource implements ChunkSource {
       this.pendingBytes -= kept.length;
       return kept;
     }
-    if (!this.presentAtStart[index]) this.readBack++;
-    return this.store.get(this.refs[index]!.id);
+    if (this.presentAtStart[index]) return this.store.get(this.refs[index]!.id);
+    this.readBack++;
+    const since = performance.now();
+    const read = this.readingAhead.get(index) ?? this.store.get(this.refs[index]!.id);
+    this.readingAhead.delete(index);
+    // The next arrivals that were not kept in memory: their reads start now.
+    for (const [i, kept] of this.pending) {
+      if (this.readingAhead.size >= READ_AHEAD) break;
+      if (kept !== null || this.readingAhead.has(i)) continue;
+      const ahead = this.store.get(this.refs[i]!.id);
+      ahead.catch(() => {}); // observed when its turn comes
+      this.readingAhead.set(i, ahead);
+    }
+    try {
+      return await read;
+    } finally {
+      this.readBackMs += performance.now() - since;
+    }
   }
 }

@@ -41,9 +41,9 @@ export interface SchedulerOptions {
   mayUseFarPeer?: (index: number, now: number, nearHolder: boolean) => boolean;
   /**
    * Chunks the install cannot do without, [from, to), or undefined when there are none: the entry list's,
-   * without which nothing can be extracted. The first few missing ones are asked for before the rarest-first
-   * draw, from any holder (at first that is the publisher, which then uploads the list to every host: cheap,
-   * as it is metadata). Absent or undefined = pure rarest first.
+   * without which nothing can be extracted. The first few missing ones are asked for from any holder (at first
+   * that is the publisher, which then uploads the list to every host: cheap, as it is metadata), and while any
+   * of them is missing and held by a peer nothing else is asked for. Absent or undefined = pure rarest first.
    */
   firstNeeded?: () => { from: number; to: number } | undefined;
   /** Injectable for tests; must return values in [0, 1). */
@@ -328,10 +328,13 @@ export class DownloadScheduler {
     const needed = this.opts.firstNeeded?.();
     if (needed !== undefined) {
       let looked = 0;
+      let held = false;
       for (let index = Math.max(0, needed.from); index < Math.min(needed.to, this.chunks.length) && looked < FIRST_NEEDED_WINDOW; index++) {
         if (this.local[index] === 1) continue;
         looked++;
-        if (this.holderCount[index] === 0 || this.servers[index]!.length > 0) continue;
+        if (this.holderCount[index] === 0) continue;
+        held = true;
+        if (this.servers[index]!.length > 0) continue;
         if (freeTotal <= 0 || open.length === 0) return out;
         const holder = this.bestHolder(index, open, now);
         if (holder === undefined) continue;
@@ -340,6 +343,10 @@ export class DownloadScheduler {
         freeTotal--;
         if (holder.state.inFlight.size >= this.opts.maxInFlightPerPeer) open.splice(open.indexOf(holder), 1);
       }
+      // Nothing else until they are in: at the start every host asks the publisher, and a request for the list
+      // queued behind content requests there waited for up to 20 s (measured at 16 hosts), while the install
+      // could do nothing and the content that arrived meanwhile had to be read back.
+      if (held) return out;
     }
 
     // Bucket the requestable chunks by how many peers hold them; rarest bucket first.

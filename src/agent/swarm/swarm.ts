@@ -755,7 +755,9 @@ export class Swarm implements DownloadHost {
         // Every chunk is here; what is left is the extraction's backlog and the rename. The gap between this and
         // `installed` is the install's tail, which the fleet benchmarks look for.
         log.info('download_finished', { name, version, manifestId: sm.id, ms: Date.now() - d.startedAt,
-          chunksExtracted: feed.delivered, chunks: refs.length, readBackChunks: feed.readBack, installWaitedMs: Math.round(feed.waitedMs) });
+          chunksExtracted: feed.delivered, chunks: refs.length, readBackChunks: feed.readBack, installWaitedMs: Math.round(feed.waitedMs),
+          installReadBackMs: Math.round(feed.readBackMs), installPlaceMs: Math.round(feed.placeMs),
+          installContentFromMs: feed.contentFromMs === null ? null : Math.round(feed.contentFromMs) });
       } catch (err) {
         feed.close(); // stopped: the install gives up too
         // Its staging dir is gone before a full disk is reported: nothing half-written stays behind.
