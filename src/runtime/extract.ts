@@ -4,7 +4,7 @@
 // write can land outside destDir, and the only directories created implicitly are parents of paths
 // the rules have already shown to be free of symlinks.
 import { constants } from 'node:fs';
-import { lchown, link, lutimes, open, symlink, unlink, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { EntryRules, hardlinkTarget, normaliseEntryPath } from './entry-rules.js';
@@ -305,22 +305,20 @@ export class Extractor {
     await handle.utimes(mtime, mtime);
   }
 
+  /** Symlinks and hardlinks are made by the small-file worker too: one round trip per batch, not three per link. */
   async symlink(path: string, target: string, mtime: Date, replace: boolean): Promise<void> {
     await this.ensureParent(path);
     await this.replaceable(path, replace);
-    await this.parentReady(path);
-    await symlink(target, this.abs(path));
-    if (this.owner) await lchown(this.abs(path), this.owner.uid, this.owner.gid);
-    await lutimes(this.abs(path), mtime, mtime);
+    await this.small.symlink(this.abs(path), target, mtime.getTime() / 1000);
   }
 
   async hardlink(path: string, target: string, replace: boolean): Promise<void> {
     await this.ensureParent(path);
     await this.replaceable(path, replace);
-    await this.created(target);
-    await this.parentReady(path);
-    // link(2) does not follow a symlink target: a hardlink to a symlink links the symlink itself.
-    await link(this.abs(target), this.abs(path));
+    // A target made by the worker is made before this link (its queue is in order); one made here, a large file,
+    // exists since its open, but its background finish is waited for as before.
+    await this.creations.get(target);
+    await this.small.link(this.abs(path), this.abs(target));
   }
 
   /** Waits until a file still being created at `path` exists, and unlinks it when it is to be replaced. */
@@ -394,7 +392,7 @@ export class Extractor {
 
   /**
    * Queues the directory (and its missing parents) to the small-file worker, which creates it before anything
-   * queued later. Work done here on the main thread (a large file, a link) waits for it with parentReady().
+   * queued later. Work done here on the main thread (a large file) waits for it with parentReady().
    */
   private async ensureDir(path: string): Promise<void> {
     if (this.existing.has(path)) return;

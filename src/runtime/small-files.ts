@@ -16,10 +16,13 @@ import { Worker } from 'node:worker_threads';
  * One operation of a batch. 'file': a new file whose bytes are [offset, offset + size) of the batch's buffer.
  * 'mkdir': a directory (mode 0700 until its attributes are set), which may exist already only as a directory.
  * 'attrs': a directory's final owner, mode and mtime (an mtime of -1 keeps the one it has).
+ * 'symlink': a new symlink to `target` (verbatim), with the owner and mtime.
+ * 'link': a new hardlink to the existing path `target` (link(2) does not follow a symlink there).
  */
 interface FileJob {
-  op: 'file' | 'mkdir' | 'attrs';
+  op: 'file' | 'mkdir' | 'attrs' | 'symlink' | 'link';
   path: string;
+  target?: string;
   mode: number;
   /** For a file: fchmod after open (the umask removed bits of `mode`, or an owner is set). */
   fixMode: boolean;
@@ -63,6 +66,16 @@ function workerMain(require: NodeJS.Require): void {
             // Only possible when the destination was not empty: never build on something not created here.
             if (!fs.lstatSync(f.path).isDirectory()) throw new Error(`${f.path} exists and is not a directory`);
           }
+          continue;
+        }
+        if (f.op === 'symlink') {
+          fs.symlinkSync(f.target!, f.path);
+          if (batch.owner) fs.lchownSync(f.path, batch.owner.uid, batch.owner.gid);
+          fs.lutimesSync(f.path, f.mtime, f.mtime);
+          continue;
+        }
+        if (f.op === 'link') {
+          fs.linkSync(f.target!, f.path);
           continue;
         }
         if (f.op === 'attrs') {
@@ -167,6 +180,16 @@ export class SmallFileWriter {
   /** Queues setting a directory's final mode and mtime (seconds, or -1 to keep it), and owner. */
   async setDirectoryAttributes(path: string, mode: number, mtime: number): Promise<void> {
     await this.queue({ op: 'attrs', path, mode, fixMode: false, mtime, offset: 0, size: 0 });
+  }
+
+  /** Queues a new symlink at absolute `path` to `target` (verbatim), with mtime (seconds) and owner. */
+  async symlink(path: string, target: string, mtime: number): Promise<void> {
+    await this.queue({ op: 'symlink', path, target, mode: 0, fixMode: false, mtime, offset: 0, size: 0 });
+  }
+
+  /** Queues a new hardlink at absolute `path` to the absolute path `target`, which exists by then. */
+  async link(path: string, target: string): Promise<void> {
+    await this.queue({ op: 'link', path, target, mode: 0, fixMode: false, mtime: -1, offset: 0, size: 0 });
   }
 
   private async queue(job: FileJob): Promise<void> {

@@ -84,6 +84,8 @@ export class LiveChunkSource implements ChunkSource {
   readBackMs = 0;
   /** Milliseconds the install spent on the content chunks handed to it (writing them into the tree). */
   placeMs = 0;
+  /** Milliseconds from this source's creation until the last chunk asked for with `get` (the entry list) was there. */
+  listMs: number | null = null;
   /** Milliseconds from this source's creation until the install asked for content (entry list in, tree prepared). */
   contentFromMs: number | null = null;
   private readonly createdAt = performance.now();
@@ -126,6 +128,7 @@ export class LiveChunkSource implements ChunkSource {
     this.wanted = [index, index + 1];
     while (!this.stored[index]) await this.arrival();
     this.wanted = [0, 0];
+    this.listMs = performance.now() - this.createdAt;
     return this.take(index);
   }
 

@@ -757,6 +757,7 @@ export class Swarm implements DownloadHost {
         log.info('download_finished', { name, version, manifestId: sm.id, ms: Date.now() - d.startedAt,
           chunksExtracted: feed.delivered, chunks: refs.length, readBackChunks: feed.readBack, installWaitedMs: Math.round(feed.waitedMs),
           installReadBackMs: Math.round(feed.readBackMs), installPlaceMs: Math.round(feed.placeMs),
+          installListMs: feed.listMs === null ? null : Math.round(feed.listMs),
           installContentFromMs: feed.contentFromMs === null ? null : Math.round(feed.contentFromMs) });
       } catch (err) {
         feed.close(); // stopped: the install gives up too
