@@ -125,7 +125,6 @@ export class AnyOrderTreeWriter {
   private readonly writing = new Set<Promise<void>>();
   private writingBytes = 0;
   private failure: Error | null = null;
-
   private readonly maxOpen: number;
 
   constructor(destDir: string, private readonly plan: AnyOrderPlan, private readonly chunkSizes: readonly number[], private readonly label: string, opts: ExtractOptions & { maxOpen?: number } = {}) {
@@ -133,11 +132,6 @@ export class AnyOrderTreeWriter {
     this.extractor = new Extractor(destDir, opts.owner, this.dirs);
     for (const size of chunkSizes) this.starts.push(this.starts[this.starts.length - 1]! + size);
     this.placed = chunkSizes.map(() => false);
-  }
-
-  /** Content chunks placed so far. */
-  get chunksPlaced(): number {
-    return this.placedCount;
   }
 
   /** Creates everything that needs no content: directories, symlinks, empty files, the spanning files. */
