@@ -51,13 +51,13 @@ test('a manifest holds an entry list and content chunks; chunks arriving out of 
 
   const feed = new LiveChunkSource(store.chunks, refs, () => false, 2 * 1024 * 1024);
   const installing = installManifest(ctx, sm, { source: feed });
-  // Reverse order: the install can take nothing until the very last delivery, and the small cache overflows,
-  // so some chunks are read back from the store.
+  // Reverse order: the entry list comes last, so the install can take nothing until the very last delivery, and
+  // the content that waits for it overflows the small memory allowance (2 MiB): some chunks are read back.
   for (const ref of [...refs].reverse()) await deliver(pubStore, store, feed, ref.id);
   const rec = await installing;
   t.truthy(rec);
   t.deepEqual(await comparable(rec!.path), await comparable(src));
-  t.true(feed.readBack > 0, 'chunks that did not fit the cache were read back from the store');
+  t.true(feed.readBack > 0, 'chunks that did not fit in memory were read back from the store');
 });
 
 test('in-order arrivals are extracted as they come, without reading anything back', async (t) => {
