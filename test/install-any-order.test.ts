@@ -225,3 +225,26 @@ test('spanning files beyond the open-handle cap are closed between their pieces 
     t.is(Math.floor(st.mtimeMs / 1000), T0 + i);
   }
 });
+
+test('the owner given applies to every entry of an install from chunks in any order', async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.pass('needs root to chown');
+    return;
+  }
+  const { pubStore, store, sm, ctx } = await setup(t, async (s, pkg) => {
+    await makeTree(s);
+    await execFileP('tar', ['cf', pkg, '--sort=name', '-C', s, '.']);
+  });
+  const refs = manifestChunks(sm.manifest);
+  const feed = new LiveChunkSource(store.chunks, refs, () => false);
+  const installing = installManifest({ ...ctx, owner: { uid: 1234, gid: 5678 } }, sm, { source: feed });
+  for (const ref of shuffled(refs, 5)) await deliver(pubStore, store, feed, ref.id);
+  const rec = await installing;
+  const paths = await listAll(rec!.path);
+  t.true(paths.length > 400);
+  for (const p of paths) {
+    const st = await fs.lstat(path.join(rec!.path, p));
+    if (st.uid !== 1234 || st.gid !== 5678) t.fail(`${p} is owned by ${st.uid}:${st.gid}`);
+  }
+  t.is((await fs.stat(path.join(rec!.path, 'lib/big.bin'))).mode & 0o7777, 0o444, 'chown did not leave the placed file writable');
+});
