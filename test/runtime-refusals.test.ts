@@ -320,6 +320,14 @@ test('extractTar replaces duplicate files, refuses file/directory clashes and a 
   await extractTar(createReadStream(dup), box.dest);
   t.is(await readFile(join(box.dest, 'a'), 'utf8'), 'two');
   t.is(await readFile(join(box.dest, 'b'), 'utf8'), 'one', 'the hardlink keeps the first content');
+  // The same with a large first file (written on the main thread, not by the small-file worker, which makes links).
+  const big = Buffer.alloc(2 * 1024 * 1024 + 3, 7);
+  const dupBig = join(box.work, 'dup-big.tar');
+  await craftTar(dupBig, [ROOT_YML, { header: { name: 'big' }, data: big }, { header: { name: 'alias', type: 'link', linkname: 'big' } }, { header: { name: 'big' }, data: 'small now' }]);
+  const boxBig = await sandboxFor(t);
+  await extractTar(createReadStream(dupBig), boxBig.dest);
+  t.is(await readFile(join(boxBig.dest, 'big'), 'utf8'), 'small now');
+  t.deepEqual(await readFile(join(boxBig.dest, 'alias')), big, 'the hardlink keeps the first content');
 
   const clash = join(box.work, 'clash.tar');
   await craftTar(clash, [{ header: { name: 'x', type: 'directory' } }, { header: { name: 'x' }, data: 'file' }]);

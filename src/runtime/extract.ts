@@ -325,7 +325,11 @@ export class Extractor {
   private async replaceable(path: string, replace: boolean): Promise<void> {
     await this.created(path);
     if (this.backgroundError !== null) throw this.backgroundError;
-    if (replace) await unlink(this.abs(path));
+    if (!replace) return;
+    // A hardlink to this path may still wait in the worker's queue: it must be made before the unlink. Replacing
+    // an entry is rare, so waiting for the whole queue costs nothing in the common case.
+    await this.small.drain();
+    await unlink(this.abs(path));
   }
 
   /** Waits until a file still being created at `path` (by either writer) exists. */
