@@ -396,6 +396,15 @@ test('the first-needed chunks (the entry list) are asked for first and alone, fr
     s.delivered('publisher', 5, 1000, 1);
     t.deepEqual([...new Set(s.next(2).map((a) => a.index))].sort(), [6, 7, 8, 9], `seed ${seed}: the list is in: the content`);
   }
+  // The list's only holder is busy (backing off): content from the other peer goes ahead meanwhile.
+  const busy = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 4, random: seeded(1), busyBackoffMs: 500, firstNeeded: () => ({ from: 0, to: 1 }) });
+  busy.setPeerHave('publisher', holding(10, [0]));
+  busy.setPeerHave('peer', holding(10, range(1, 10)));
+  t.deepEqual(busy.next(0).filter((a) => a.peer === 'publisher').map((a) => a.index), [0]);
+  t.deepEqual(busy.next(0), [], 'nothing more while chunk 0 is on its way');
+  busy.busy('publisher', 0, 0);
+  const meanwhile = busy.next(1);
+  t.true(meanwhile.length > 0 && meanwhile.every((a) => a.peer === 'peer' && a.index > 0), `content while the publisher backs off: ${JSON.stringify(meanwhile)}`);
   // Nothing first-needed: rarest first.
   const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 1, random: seeded(1), firstNeeded: () => undefined });
   s.setPeerHave('publisher', holding(10, range(0, 10)));

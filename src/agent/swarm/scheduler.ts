@@ -43,7 +43,7 @@ export interface SchedulerOptions {
    * Chunks the install cannot do without, [from, to), or undefined when there are none: the entry list's,
    * without which nothing can be extracted. The first few missing ones are asked for from any holder (at first
    * that is the publisher, which then uploads the list to every host: cheap, as it is metadata), and while any
-   * of them is missing and held by a peer nothing else is asked for. Absent or undefined = pure rarest first.
+   * of them is on its way nothing else is asked for. Absent or undefined = pure rarest first.
    */
   firstNeeded?: () => { from: number; to: number } | undefined;
   /** Injectable for tests; must return values in [0, 1). */
@@ -332,20 +332,24 @@ export class DownloadScheduler {
       for (let index = Math.max(0, needed.from); index < Math.min(needed.to, this.chunks.length) && looked < FIRST_NEEDED_WINDOW; index++) {
         if (this.local[index] === 1) continue;
         looked++;
+        if (this.servers[index]!.length > 0) {
+          held = true;
+          continue;
+        }
         if (this.holderCount[index] === 0) continue;
-        held = true;
-        if (this.servers[index]!.length > 0) continue;
         if (freeTotal <= 0 || open.length === 0) return out;
+        // None may be usable now (all busy, or only far ones the zone rule holds back): then content goes ahead.
         const holder = this.bestHolder(index, open, now);
         if (holder === undefined) continue;
+        held = true;
         this.assign(holder.state, index, now);
         out.push({ peer: holder.state.id, index });
         freeTotal--;
         if (holder.state.inFlight.size >= this.opts.maxInFlightPerPeer) open.splice(open.indexOf(holder), 1);
       }
-      // Nothing else until they are in: at the start every host asks the publisher, and a request for the list
-      // queued behind content requests there waited for up to 20 s (measured at 16 hosts), while the install
-      // could do nothing and the content that arrived meanwhile had to be read back.
+      // Nothing else while they are on their way: at the start every host asks the publisher, and a request for
+      // the list queued behind content requests there waited for up to 20 s (measured at 16 hosts), while the
+      // install could do nothing and the content that arrived meanwhile had to be read back.
       if (held) return out;
     }
 
