@@ -101,10 +101,10 @@ const KEPT_READ_BUFFERS = 8;
 // Spanning files kept open between their pieces; beyond it the one written least recently is closed (and
 // opened again for its next piece). Far below any descriptor limit.
 const MAX_OPEN = 64;
-// Bytes of pieces being written at once: writes are not awaited one by one, since on a loaded host each round
-// trip to the thread pool waits for the event loop. Kept small: the thread pool (4 threads) also serves the
-// store's writes and reads, which should not queue behind a burst of tree writes. The chunks the pieces belong
-// to stay in memory until written, so this is also what the writes can pin.
+// Writes in flight, counted as the bytes of the chunks their pieces belong to (which stay in memory until the
+// write is done; a chunk with two pieces in flight counts twice): writes are not awaited one by one, since on a
+// loaded host each round trip to the thread pool waits for the event loop. Kept small: the thread pool (4 threads)
+// also serves the store's writes and reads, which should not queue behind a burst of tree writes.
 const MAX_WRITE_BYTES = 4 * 1024 * 1024;
 
 /**
@@ -175,7 +175,7 @@ export class AnyOrderTreeWriter {
       const to = Math.min(f.start + f.entry.size, cEnd);
       const piece = raw.subarray(from - cStart, to - cStart);
       if (f.whole) await this.writeWhole(f, piece);
-      else await this.writePiece(f, piece, from - f.start);
+      else await this.writePiece(f, piece, from - f.start, raw.length);
     }
     this.placed[index] = true;
     this.placedCount++;
@@ -192,14 +192,15 @@ export class AnyOrderTreeWriter {
     await file.end();
   }
 
-  private async writePiece(f: ContentFile, piece: Buffer, at: number): Promise<void> {
+  /** `pins`: the bytes of the chunk `piece` is part of, which stay in memory until the write is done. */
+  private async writePiece(f: ContentFile, piece: Buffer, at: number, pins: number): Promise<void> {
     if (at === f.hashedTo) {
       f.hash ??= createHash('sha256');
       f.hash.update(piece);
       f.hashedTo += piece.length;
     }
     const handle = this.handleFor(f);
-    this.track(f.writes, piece.length, handle.then(async (h) => {
+    this.track(f.writes, pins, handle.then(async (h) => {
       let done = 0;
       while (done < piece.length) done += (await h.write(piece, done, piece.length - done, at + done)).bytesWritten;
     }));
