@@ -289,13 +289,16 @@ export async function cpuSeconds(pid: number): Promise<number> {
 
 /** Minor page faults of the whole process so far: each is a fresh page the kernel zeroed (or mapped) for it. */
 export async function minorFaults(pid: number): Promise<number> {
-  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]); // minflt, field 10 of the full line
+  return Number(fieldsAfterComm(await fs.readFile(`/proc/${pid}/stat`, 'utf8'))[7]); // minflt, field 10 of the full line
+}
+
+/** The fields of a /proc stat line after the command name (field 2), which may hold spaces: from field 3 on. */
+function fieldsAfterComm(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
 
 function ticksOf(stat: string): number {
-  // The command name (field 2) may hold spaces; the fields after its closing parenthesis are fixed.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const fields = fieldsAfterComm(stat);
   return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of the full line)
 }
 

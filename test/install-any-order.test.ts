@@ -9,15 +9,12 @@ import path from 'node:path';
 import { installManifest } from '../src/agent/install/install-manifest.js';
 import { LiveChunkSource } from '../src/agent/install/chunk-source.js';
 import { AnyOrderTreeWriter, planAnyOrder } from '../src/runtime/extract-any-order.js';
-import { RuntimesDir } from '../src/runtime/install.js';
 import type { TreeEntry } from '../src/runtime/tree-entry.js';
-import { DEFAULT_LIMITS } from '../src/runtime/types.js';
 import { manifestChunks, signManifest } from '../src/store/manifest.js';
-import { Store } from '../src/store/store.js';
 import type { ChunkRef, SignedManifest } from '../src/store/types.js';
 import { execFileP, listAll, tmpDir, waitFor } from './helpers/agent.js';
 import { seededBytes } from './helpers/fixtures.js';
-import { deliver, privateKey, publishInto } from './helpers/streaming.js';
+import { deliver, leftovers, privateKey, publisherAndReceiver } from './helpers/streaming.js';
 
 const T0 = 1_600_000_000;
 
@@ -94,18 +91,8 @@ async function setup(t: ExecutionContext, make: (src: string, pkg: string) => Pr
   const src = path.join(dir, 'src');
   const pkg = path.join(dir, 'pkg.tar');
   await make(src, pkg);
-  const pubStore = await Store.open(path.join(dir, 'pub'));
-  t.teardown(() => pubStore.close());
-  const { sm } = await publishInto(pubStore, pkg);
-  const store = await Store.open(path.join(dir, 'data'));
-  t.teardown(() => store.close());
-  await fs.mkdir(path.join(dir, 'runtimes'));
-  const runtimes = new RuntimesDir(path.join(dir, 'runtimes'));
-  return { dir, src, pubStore, store, sm, ctx: { store, runtimes, limits: DEFAULT_LIMITS } };
+  return { dir, src, ...(await publisherAndReceiver(t, dir, pkg)) };
 }
-
-const leftovers = async (dir: string) =>
-  (await listAll(path.join(dir, 'runtimes'))).filter((p) => !/^\.joblet-agent(\/(staging|trash))?$/.test(p));
 
 for (const [name, order] of [
   ['reversed', (refs: ChunkRef[]) => [...refs].reverse()],
@@ -127,7 +114,7 @@ for (const [name, order] of [
     t.deepEqual(await picture(rec!.path), await picture(src));
     t.deepEqual((await picture(rec!.path)).links, [['lib/big-link', 'lib/big.bin']]);
     t.is(feed.readBack, 0, 'every arrival was written from memory');
-    t.deepEqual((await leftovers(dir)).filter((p) => !p.startsWith('anyorder')), []);
+    t.deepEqual((await leftovers(path.join(dir, 'runtimes'))).filter((p) => !p.startsWith('anyorder')), []);
   });
 }
 
@@ -192,7 +179,7 @@ for (const [where, pick] of [
     installing.catch(() => {});
     for (const ref of [...refs].reverse()) await deliver(pubStore, store, feed, ref.id);
     await t.throwsAsync(installing, { message: /hashes to [0-9a-f]{64}, not the [0-9a-f]{64} of its entry list/ });
-    t.deepEqual(await leftovers(dir), []);
+    t.deepEqual(await leftovers(path.join(dir, 'runtimes')), []);
   });
 }
 

@@ -7,14 +7,12 @@ import path from 'node:path';
 import { Store } from '../src/store/store.js';
 import { manifestChunks, signManifest } from '../src/store/manifest.js';
 import { CorruptChunkError, type SignedManifest } from '../src/store/types.js';
-import { RuntimesDir } from '../src/runtime/install.js';
-import { DEFAULT_LIMITS } from '../src/runtime/types.js';
 import { installManifest } from '../src/agent/install/install-manifest.js';
 import { LiveChunkSource } from '../src/agent/install/chunk-source.js';
 import { Download, type DownloadHost } from '../src/agent/swarm/download.js';
 import { tmpDir, execFileP, comparable, listAll } from './helpers/agent.js';
 import { makeRuntimeTree, seededBytes } from './helpers/fixtures.js';
-import { deliver, privateKey, publishInto } from './helpers/streaming.js';
+import { deliver, leftovers, privateKey, publisherAndReceiver, publishInto } from './helpers/streaming.js';
 
 async function fixture(t: any, bulkBytes = 6 * 1024 * 1024) {
   const dir = await tmpDir(t);
@@ -22,15 +20,7 @@ async function fixture(t: any, bulkBytes = 6 * 1024 * 1024) {
   await makeRuntimeTree(src, { name: 'streamed', version: '1.0.0', bulkBytes });
   const pkg = path.join(dir, 'pkg.tar.gz');
   await execFileP('tar', ['czf', pkg, '-C', src, '.']);
-  // The publisher's store, and the receiver's: separate data dirs, as on two hosts.
-  const pubStore = await Store.open(path.join(dir, 'pub'));
-  t.teardown(() => pubStore.close());
-  const { sm } = await publishInto(pubStore, pkg);
-  const store = await Store.open(path.join(dir, 'data'));
-  t.teardown(() => store.close());
-  await fs.mkdir(path.join(dir, 'runtimes'));
-  const runtimes = new RuntimesDir(path.join(dir, 'runtimes'));
-  return { dir, src, pkg, pubStore, store, sm, runtimes, ctx: { store, runtimes, limits: DEFAULT_LIMITS } };
+  return { dir, src, pkg, ...(await publisherAndReceiver(t, dir, pkg)) };
 }
 
 test('a manifest holds an entry list and content chunks; chunks arriving out of order install the same tree', async (t) => {
@@ -103,7 +93,7 @@ test('a download stopped mid-stream leaves no tree; a restart resumes from the c
   for (const ref of refs.slice(0, half)) await deliver(pubStore, store, feed, ref.id);
   feed.close(); // the agent is stopped
   await t.throwsAsync(installing, { message: /stopped/ });
-  t.deepEqual((await listAll(path.join(dir, 'runtimes'))).filter((p) => !/^\.joblet-agent(\/(staging|trash))?$/.test(p)), []);
+  t.deepEqual(await leftovers(path.join(dir, 'runtimes')), []);
 
   // Restart: what is on disk counts as present; only the rest is delivered.
   const have = await Promise.all(refs.map((r) => store.chunks.has(r.id)));
@@ -128,7 +118,7 @@ test('a file whose bytes do not match its digest in the entry list fails the ins
     await store.chunks.receive(ref.id, stored.codec, Buffer.from(stored.data), stored.size);
   }
   await t.throwsAsync(installManifest(ctx, bad), { message: /hashes to [0-9a-f]{64}, not the [0-9a-f]{64} of its entry list|ends inside|use \d+ bytes of content/ });
-  t.deepEqual((await listAll(path.join(dir, 'runtimes'))).filter((p) => !/^\.joblet-agent(\/(staging|trash))?$/.test(p)), []);
+  t.deepEqual(await leftovers(path.join(dir, 'runtimes')), []);
 });
 
 test('a rebuild with every mtime changed shares its content chunks; one changed small file costs at most 2 new chunks', async (t) => {

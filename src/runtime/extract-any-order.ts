@@ -19,7 +19,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { EntryRules } from './entry-rules.js';
-import { Extractor, type DirAttributes, type ExtractOptions } from './extract.js';
+import { Extractor, installedMode, type DirAttributes, type ExtractOptions } from './extract.js';
 import { SMALL_FILE_MAX } from './small-files.js';
 import type { TreeEntry } from './tree-entry.js';
 import { PackageError } from './types.js';
@@ -138,7 +138,7 @@ export class AnyOrderTreeWriter {
   async prepare(): Promise<void> {
     const x = this.extractor;
     for (const e of this.plan.structure) {
-      const mode = 'mode' in e ? e.mode & 0o7777 & ~0o6000 : 0;
+      const mode = 'mode' in e ? installedMode(e.mode) : 0;
       if (e.type === 'directory') await x.directory(e.path, mode, new Date(e.mtime * 1000));
       else if (e.type === 'symlink') {
         if (!e.target) throw new PackageError(`symlink ${e.path} has an empty target`);
@@ -187,7 +187,7 @@ export class AnyOrderTreeWriter {
     const e = f.entry;
     const digest = createHash('sha256').update(bytes).digest('hex');
     if (digest !== e.sha256) throw new Error(`file ${e.path} of ${this.label} hashes to ${digest}, not the ${e.sha256} of its entry list`);
-    const file = await this.extractor.openFile(e.path, e.mode & 0o7777 & ~0o6000, new Date(e.mtime * 1000), e.size, false);
+    const file = await this.extractor.openFile(e.path, installedMode(e.mode), new Date(e.mtime * 1000), e.size, false);
     await file.write(bytes);
     await file.end();
   }
@@ -212,7 +212,7 @@ export class AnyOrderTreeWriter {
     f.handle = null;
     const writes = [...f.writes];
     const e = f.entry;
-    await this.extractor.finishPlaced(e.path, handle, e.mode & 0o7777 & ~0o6000, new Date(e.mtime * 1000), async (h) => {
+    await this.extractor.finishPlaced(e.path, handle, installedMode(e.mode), new Date(e.mtime * 1000), async (h) => {
       await Promise.all(writes);
       this.throwIfFailed();
       await this.verify(f, h);

@@ -33,6 +33,11 @@ const UMASK = process.umask();
 // enough to stay far below any descriptor limit.
 const MAX_BACKGROUND = 32;
 
+/** The mode an entry is installed with: its permission bits without setuid and setgid. */
+export function installedMode(mode: number): number {
+  return mode & 0o7777 & ~0o6000;
+}
+
 export interface DirAttributes {
   mode: number;
   mtime: Date | null;
@@ -69,7 +74,7 @@ export class TreeWriter implements TreeSink {
       path: e.path, type: e.type, size: e.type === 'file' ? e.size : 0, linkTarget: e.type === 'link' ? e.target : undefined,
     });
     const replace = previous !== undefined;
-    const mode = 'mode' in e ? e.mode & 0o7777 & ~0o6000 : 0;
+    const mode = 'mode' in e ? installedMode(e.mode) : 0;
     switch (e.type) {
       case 'directory':
         await this.extractor.directory(e.path, mode, new Date(e.mtime * 1000));
@@ -167,7 +172,7 @@ export async function extractTar(tar: Readable, destDir: string, opts: ExtractOp
 }
 
 /** A regular file being written: small ones are gathered and written in the background in one go. */
-export interface OpenFile {
+interface OpenFile {
   write(piece: Buffer): Promise<void>;
   end(): Promise<void>;
   close(): Promise<void>;
