@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { startAgent, tmpDir, cli, comparable, listAll, execFileP } from './helpers/agent.js';
 import { makeRuntimeTree, seededBytes } from './helpers/fixtures.js';
+import { Store } from '../src/store/store.js';
 
 test('same name@version with other content needs --force; the same content is a no-op', async (t) => {
   const dir = await tmpDir(t);
@@ -108,6 +109,26 @@ test('remove uninstalls, frees chunks and keeps other runtimes', async (t) => {
   const missing = await agent.run(['remove', 'gone']);
   t.is(missing.code, 1);
   t.regex(missing.stderr, /gone is not installed/);
+});
+
+test('a removal stored before a kill, with its runtime still there, is finished at the next start', async (t) => {
+  const dir = await tmpDir(t);
+  await makeRuntimeTree(path.join(dir, 'gone'), { name: 'gone', version: '1.0.0', seed: 'g' });
+  await makeRuntimeTree(path.join(dir, 'other'), { name: 'stays', version: '1.0.0', seed: 'o' });
+  let agent = await startAgent(t, dir);
+  for (const p of ['gone', 'other']) await agent.json(['publish', path.join(dir, p)]);
+  t.is(await agent.stop(), 0);
+  // What a kill right after the tombstone was stored leaves: the tombstone, and the manifest and tree it covers.
+  const store = await Store.open(agent.dataDir);
+  await store.index.putMeta('tombstones', [{ removal: { name: 'gone', version: '1.0.0', createdAt: new Date().toISOString(), publisher: 'local' }, signature: null }]);
+  t.is((await store.index.listManifests()).length, 2);
+  await store.close();
+  agent = await startAgent(t, dir);
+  t.deepEqual((await agent.json(['list'])).map((r: any) => `${r.name}@${r.version}`), ['stays@1.0.0']);
+  t.deepEqual((await fs.readdir(agent.runtimesDir)).sort(), ['.joblet-agent', 'stays']);
+  const st = await agent.json(['status']);
+  t.deepEqual(st.swarm.fleet.map((m: any) => m.name), ['stays']);
+  t.regex(agent.logs(), /removed.*gone@1\.0\.0/);
 });
 
 test('CLI contract: no daemon, usage errors, socket mode', async (t) => {

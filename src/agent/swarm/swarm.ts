@@ -190,6 +190,9 @@ export class Swarm implements DownloadHost {
       };
     }
     this.tombstones = (await this.store.index.getMeta<Tombstone[]>('tombstones')) ?? [];
+    // A kill between storing a tombstone and removing what it covers leaves both; finish that removal now.
+    const late = await this.removeCovered((name, version, createdAt) => this.isTombstoned(name, version, createdAt));
+    if (late.out.length) log.info('removed', { runtimes: late.out.map((x) => `${x.name}@${x.version}`), reason: 'a removal stored before the last stop' });
     const fault = this.opts.fault;
     this.chunkServer = await registerChunkServer(this.node, this.store.chunks, {
       maxConcurrentUploads: this.opts.maxUploads,
@@ -627,6 +630,13 @@ export class Swarm implements DownloadHost {
       if (await supersededHere(this.store.index, name, version, sm.manifest.createdAt)) return;
       await this.store.index.putManifest(sm);
       this.digestCache = undefined;
+      // A removal that arrived while this one was checked and stored may have listed the manifests before it
+      // landed: it would then stay for ever (the removal is not applied twice). Looked at again after the put.
+      if (this.isTombstoned(name, version, sm.manifest.createdAt)) {
+        await this.store.index.deleteManifest(id);
+        this.digestCache = undefined;
+        return;
+      }
       this.nudge();
       log.info('learned', { name, version, manifestId: id, peer: peer.toString() });
       void this.consider(sm); // runs the whole download: do not hold up the caller
@@ -971,16 +981,27 @@ export class Swarm implements DownloadHost {
     const r = t.removal;
     const tomb: Tombstone = { removal: r, signature: t.signature };
     const dup = this.tombstones.some((x) => x.removal.name === r.name && x.removal.version === r.version && x.removal.createdAt === r.createdAt);
-    const done = await this.opts.mutex.run(async () => {
-      if (!dup) {
+    if (!dup) {
+      await this.opts.mutex.run(async () => {
         this.tombstones.push(tomb);
         this.digestCache = undefined;
         await this.store.index.putMeta('tombstones', this.tombstones);
-      }
+      });
+    }
+    const done = await this.removeCovered((name, version, createdAt) => removalCovers(r, name, version, createdAt));
+    const removed = done.out;
+    if (removed.length) log.info('removed', { runtimes: removed.map((x) => `${x.name}@${x.version}`), removal: label(r), fromFleet: fromGossip });
+    if (removed.length && fromGossip) await this.announceState();
+    return done;
+  }
+
+  /** Remove the manifests `covers` matches, their installs, downloads and chunks (under the mutex). */
+  private removeCovered(covers: (name: string, version: string, createdAt: string) => boolean) {
+    return this.opts.mutex.run(async () => {
       const out: { name: string; version: string; path: string }[] = [];
       for (const sm of await this.store.index.listManifests()) {
         const { name, version } = sm.manifest.runtime;
-        if (!removalCovers(r, name, version, sm.manifest.createdAt)) continue;
+        if (!covers(name, version, sm.manifest.createdAt)) continue;
         this.downloads.get(sm.id)?.stop();
         const inst = await this.store.index.getInstall(name, version);
         if (inst && inst.manifestId === sm.id) {
@@ -997,10 +1018,6 @@ export class Swarm implements DownloadHost {
       this.opts.budget?.freed(gc.removed, gc.bytes, `removed ${out.map((o) => `${o.name}@${o.version}`).join(', ')}`);
       return { out, freedBytes: gc.bytes };
     });
-    const removed = done.out;
-    if (removed.length) log.info('removed', { runtimes: removed.map((x) => `${x.name}@${x.version}`), removal: label(r), fromFleet: fromGossip });
-    if (removed.length && fromGossip) await this.announceState();
-    return done;
   }
 
   // ---- visibility -----------------------------------------------------------------------------------
