@@ -382,20 +382,35 @@ test('options are validated', (t) => {
   t.throws(() => s.peerHas('a', 2), { instanceOf: RangeError, message: /chunk index 2 is outside 0\.\.1/ });
 });
 
-test('the first-needed chunks (the entry list) are asked for first and alone, from any holder, a few at once', (t) => {
+test('the first-needed chunks (the entry list) are asked for first and alone, rarest first, one at a time from a sole holder', (t) => {
   // The publisher holds all 10 chunks, another host only chunk 7, so rarest first alone would never start with
   // chunks 0 - 5; the install needs chunks 0 - 5 first (its entry list).
-  for (const seed of [1, 2, 3, 4, 5]) {
+  const firstPicks = new Set<number>();
+  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
     const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 8, maxInFlightPerPeer: 8, random: seeded(seed), firstNeeded: () => ({ from: 0, to: 6 }) });
     s.setPeerHave('publisher', holding(10, range(0, 10)));
     s.setPeerHave('peer', holding(10, [7]));
-    t.deepEqual(s.next(0).map((a) => a.index), [0, 1, 2, 3], `seed ${seed}: four of the list's chunks, and nothing else while they are missing`);
-    for (const i of [0, 1, 2, 3]) s.delivered('publisher', i, 1000, 1);
-    t.deepEqual(s.next(1).map((a) => a.index), [4, 5], `seed ${seed}: the rest of the list`);
-    s.delivered('publisher', 4, 1000, 1);
-    s.delivered('publisher', 5, 1000, 1);
-    t.deepEqual([...new Set(s.next(2).map((a) => a.index))].sort(), [6, 7, 8, 9], `seed ${seed}: the list is in: the content`);
+    const first = s.next(0);
+    t.is(first.length, 1, `seed ${seed}: one chunk of the list from its sole holder, and nothing else: ${JSON.stringify(first)}`);
+    t.true(first[0]!.index < 6);
+    firstPicks.add(first[0]!.index);
+    t.deepEqual(s.next(0), [], `seed ${seed}: nothing more while it is on its way`);
+    // Two other chunks of the list reach the other host: two holders each, so they may come at once, from either.
+    const spread = range(0, 6).filter((i) => i !== first[0]!.index).slice(0, 2);
+    for (const i of spread) s.peerHas('peer', i);
+    t.deepEqual(s.next(1).map((a) => a.index).sort(), spread, `seed ${seed}: the list's chunks with two holders`);
+    for (const a of [first[0]!.index, ...spread]) s.delivered(a === first[0]!.index ? 'publisher' : 'peer', a, 1000, 1);
+    const rest: number[] = [];
+    for (let round = 0; round < 3 && rest.length < 3; round++) {
+      const got = s.next(2 + round);
+      t.is(got.length, 1, `seed ${seed}: the rest of the list one at a time (the publisher alone holds it)`);
+      rest.push(got[0]!.index);
+      s.delivered('publisher', got[0]!.index, 1000, 1);
+    }
+    t.deepEqual([first[0]!.index, ...spread, ...rest].sort(), range(0, 6), `seed ${seed}: the whole list`);
+    t.deepEqual([...new Set(s.next(10).map((a) => a.index))].sort(), [6, 7, 8, 9], `seed ${seed}: the list is in: the content`);
   }
+  t.true(firstPicks.size >= 3, `hosts starting together ask for different chunks of the list first: ${[...firstPicks]}`);
   // The list's only holder is busy (backing off): content from the other peer goes ahead meanwhile.
   const busy = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 4, random: seeded(1), busyBackoffMs: 500, firstNeeded: () => ({ from: 0, to: 1 }) });
   busy.setPeerHave('publisher', holding(10, [0]));

@@ -41,9 +41,9 @@ export interface SchedulerOptions {
   mayUseFarPeer?: (index: number, now: number, nearHolder: boolean) => boolean;
   /**
    * Chunks the install cannot do without, [from, to), or undefined when there are none: the entry list's,
-   * without which nothing can be extracted. The first few missing ones are asked for from any holder (at first
-   * that is the publisher, which then uploads the list to every host: cheap, as it is metadata), and while any
-   * of them is on its way nothing else is asked for. Absent or undefined = pure rarest first.
+   * without which nothing can be extracted. They are asked for ahead of everything else, rarest first, a few at
+   * once from any holder; one that a single peer holds, only while nothing else of the list is on its way. While
+   * any of them is on its way nothing else is asked for. Absent or undefined = pure rarest first.
    */
   firstNeeded?: () => { from: number; to: number } | undefined;
   /** Injectable for tests; must return values in [0, 1). */
@@ -94,7 +94,7 @@ const RTT_BUCKETS_PER_DOUBLING = 4;
 const MIN_DELIVERY_MS = 0.05;
 /** At most this many peers are asked for one chunk at once, endgame included. */
 const MAX_REQUESTS_PER_CHUNK = 2;
-/** How many of the install's first-needed chunks (the entry list) are asked for at once ahead of rarest first. */
+/** How many of the install's first-needed chunks (the entry list) may be on their way at once, ahead of rarest first. */
 const FIRST_NEEDED_WINDOW = 4;
 
 interface PeerState {
@@ -327,21 +327,38 @@ export class DownloadScheduler {
 
     const needed = this.opts.firstNeeded?.();
     if (needed !== undefined) {
-      let looked = 0;
       let held = false;
-      for (let index = Math.max(0, needed.from); index < Math.min(needed.to, this.chunks.length) && looked < FIRST_NEEDED_WINDOW; index++) {
+      let inFlight = 0;
+      const wanted: number[] = [];
+      for (let index = Math.max(0, needed.from); index < Math.min(needed.to, this.chunks.length); index++) {
         if (this.local[index] === 1) continue;
-        looked++;
         if (this.servers[index]!.length > 0) {
           held = true;
-          continue;
+          inFlight++;
+        } else if (this.holderCount[index]! > 0) {
+          wanted.push(index);
         }
-        if (this.holderCount[index] === 0) continue;
+      }
+      // Rarest first, ties at random: the hosts that start together ask for different chunks of the list, and
+      // pass them on to each other.
+      for (let i = wanted.length - 1; i > 0; i--) {
+        const j = this.randomInt(i + 1);
+        [wanted[i], wanted[j]] = [wanted[j]!, wanted[i]!];
+      }
+      wanted.sort((a, b) => this.holderCount[a]! - this.holderCount[b]!);
+      for (const index of wanted) {
+        if (inFlight >= FIRST_NEEDED_WINDOW) break;
+        // A chunk of the list that only one peer holds (at first the publisher, for every host) is asked for
+        // only while nothing else of the list is on its way: each host then takes one chunk of the list from
+        // it, not all of them. With a list of several chunks (tens of thousands of entries) the publisher
+        // otherwise uploaded the whole list to every host before any content could flow.
+        if (this.holderCount[index] === 1 && inFlight > 0) continue;
         if (freeTotal <= 0 || open.length === 0) return out;
         // None may be usable now (all busy, or only far ones the zone rule holds back): then content goes ahead.
         const holder = this.bestHolder(index, open, now);
         if (holder === undefined) continue;
         held = true;
+        inFlight++;
         this.assign(holder.state, index, now);
         out.push({ peer: holder.state.id, index });
         freeTotal--;
