@@ -292,6 +292,13 @@ export async function minorFaults(pid: number): Promise<number> {
   return Number(fieldsAfterComm(await fs.readFile(`/proc/${pid}/stat`, 'utf8'))[7]); // minflt, field 10 of the full line
 }
 
+/** Bytes a process passed to write and read syscalls so far (/proc/PID/io wchar, rchar: page cache and sockets included). */
+export async function ioBytes(pid: number): Promise<{ written: number; read: number }> {
+  const io = await fs.readFile(`/proc/${pid}/io`, 'utf8');
+  const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? NaN);
+  return { written: field('wchar'), read: field('rchar') };
+}
+
 /** The fields of a /proc stat line after the command name (field 2), which may hold spaces: from field 3 on. */
 function fieldsAfterComm(stat: string): string[] {
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ');

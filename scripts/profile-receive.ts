@@ -18,7 +18,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { Agent, agentCli, cpuSeconds, minorFaults, peakRssBytes, runBench, timeShell, waitFor } from './bench-util.js';
+import { Agent, agentCli, cpuSeconds, ioBytes, minorFaults, peakRssBytes, runBench, timeShell, waitFor } from './bench-util.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -65,6 +65,7 @@ runBench('profile-receive', async (cleanup) => {
 
   const cpu0 = await Promise.all(receivers.map((x) => cpuSeconds(x.pid)));
   const faults0 = await Promise.all(receivers.map((x) => minorFaults(x.pid)));
+  const io0 = await Promise.all(receivers.map((x) => ioBytes(x.pid)));
   const perf = values.perf
     ? spawn('perf', ['record', ...(values['perf-malloc'] ? ['-e', 'probe_libc:malloc', '--filter', 'size >= 65536'] : ['-F', '499']),
       '-g', '-p', String(b.pid), '-o', path.join(profDir, 'perf.data')], { stdio: 'ignore' })
@@ -88,7 +89,8 @@ runBench('profile-receive', async (cleanup) => {
     const cpu = (await cpuSeconds(x.pid)) - cpu0[i]!;
     console.log(`${x.name}: publish took ${((tPublished - t0) / 1000).toFixed(2)} s; ` +
       `cpu ${cpu.toFixed(2)} s = ${(cpu / tar.cpuSeconds).toFixed(2)}x tar -xzf; peak RSS ${((await peakRssBytes(x.pid)) / 1e6).toFixed(0)} MB; ` +
-      `${(((await minorFaults(x.pid)) - faults0[i]!) / 1000).toFixed(1)} k minor faults`);
+      `${(((await minorFaults(x.pid)) - faults0[i]!) / 1000).toFixed(1)} k minor faults; ` +
+      `${await ioBytes(x.pid).then((io) => `${((io.written - io0[i]!.written) / 1e6).toFixed(0)} MB written, ${((io.read - io0[i]!.read) / 1e6).toFixed(0)} MB read`)} (sockets included)`);
   }
   if (memory) console.log(`b's memory peaks (MB, each part's own peak): ${await memory.stop()}`);
   console.log(`b's threads (cpu s over its life): ${(await threadCpu(b.pid)).map(([n, c]) => `${n} ${c.toFixed(2)}`).join(', ')}`);
