@@ -13,7 +13,7 @@ import { CHUNK_PROTOCOL, ChunkClient, fetchAndStore, registerChunkServer } from 
 import { FrameReader, FrameWriter } from '../src/protocol/frames.js';
 import { ChunkStore, CHUNK_HEADER_BYTES, NEW_CHUNK_CODEC } from '../src/store/chunk-store.js';
 import { CorruptChunkError } from '../src/store/types.js';
-import { ZSTD_AVAILABLE } from '../src/store/zstd.js';
+import { joinAdjacent, ZSTD_AVAILABLE, zstdCompress } from '../src/store/zstd.js';
 import { connectedPair, tempDir } from './p2p-helpers.js';
 
 const zstdTest = ZSTD_AVAILABLE ? test : test.skip;
@@ -21,6 +21,7 @@ const zstdTest = ZSTD_AVAILABLE ? test : test.skip;
 const sha256Id = (bytes: Uint8Array): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 /** Compressible bytes that differ from run to run, so no chunk is ever shared with another test's. */
 const text = (size: number): Buffer => Buffer.from(`${randomBytes(8).toString('hex')} line of a text file\n`.repeat(size).slice(0, size));
+const zlibDecode = (b: Buffer): Buffer => (zlib as unknown as { zstdDecompressSync(b: Buffer): Buffer }).zstdDecompressSync(b);
 const zstdSync = (raw: Buffer): Buffer => (zlib as unknown as { zstdCompressSync(b: Buffer): Buffer }).zstdCompressSync(raw);
 
 /** Frame_Content_Size from a zstd frame header (RFC 8878, 3.1.1.1), or undefined when the frame leaves it out. */
@@ -61,6 +62,32 @@ zstdTest('new chunks are zstd on a Node that has it: header byte 3, served as st
   // A fresh store instance has nothing in memory: the bytes come from the file, decoded and hashed.
   const again = new ChunkStore(s.dir);
   t.true((await again.get(ref.id)).equals(raw));
+});
+
+zstdTest('a compressed chunk comes back as one view of zstd\'s output, not a copy, and decodes to its bytes', async (t) => {
+  for (const size of [1, 1000, 300_000, 1024 * 1024]) {
+    // Hex digits: about 2 : 1, so the output is too large for node's pool of small buffers.
+    const raw = Buffer.from(randomBytes(Math.ceil(size / 2)).toString('hex').slice(0, size));
+    const out = await zstdCompress(raw);
+    t.true(zlibDecode(out).equals(raw), `${size} bytes round trip`);
+    t.is(frameContentSize(out), size);
+    // The output buffer has room for the whole raw chunk: a result smaller than its buffer is a view of it.
+    if (size >= 300_000) t.true(out.buffer.byteLength > out.length, `${size}: a view of the output buffer (${out.length} of ${out.buffer.byteLength})`);
+  }
+});
+
+test('joinAdjacent joins side-by-side slices as a view and copies anything else', (t) => {
+  const whole = Buffer.from('abcdefghij');
+  const joined = joinAdjacent([whole.subarray(0, 4), whole.subarray(4, 7)]);
+  const gap = joinAdjacent([whole.subarray(0, 2), whole.subarray(3, 5)]);
+  const other = joinAdjacent([whole.subarray(0, 2), Buffer.from('xy')]);
+  t.deepEqual([joined.toString(), gap.toString(), other.toString()], ['abcdefg', 'abde', 'abxy']);
+  whole[0] = 0x41; // 'A'
+  t.is(joined.toString(), 'Abcdefg', 'adjacent: a view of the same bytes');
+  t.is(gap.toString(), 'abde', 'not adjacent: a copy');
+  t.is(other.toString(), 'abxy', 'another buffer: a copy');
+  t.is(joinAdjacent([whole]), whole);
+  t.is(joinAdjacent([]).length, 0);
 });
 
 zstdTest('a received zstd chunk that decodes to other bytes, or to more than its size, is refused and not stored', async (t) => {
