@@ -10,7 +10,7 @@
 import { parseArgs } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Agent, agentCli, cpuSeconds, runBench, timeShell } from './bench-util.js';
+import { Agent, agentCli, cpuSeconds, peakRssBytes, runBench, timeShell } from './bench-util.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -34,12 +34,14 @@ runBench('time-publish', async (cleanup) => {
     await agentCli(['publish', pkg, '--socket', a.socket, '--json']);
     const wall = (performance.now() - t0) / 1000;
     const cpu = (await cpuSeconds(a.pid)) - cpu0;
+    const rssMB = (await peakRssBytes(a.pid)) / 1e6;
     await a.stop();
     // Each round starts from the same filesystem: the trees and stores of earlier rounds are removed. Kept, they
     // made every later round's publish ~50 % slower in wall and CPU on this VM (JDK, tmpfs: 4.0 - 4.4 s against
     // 2.7 - 2.8 s with this removal, in the same script): writing pages the guest has not touched before is slow.
     await Promise.all([tarDir, a.dir].map((d) => fs.rm(d, { recursive: true, force: true })));
     console.log(`round ${round}: tar -xzf ${tar.seconds.toFixed(2)} s wall, ${tar.cpuSeconds.toFixed(2)} CPU s; ` +
-      `publish ${wall.toFixed(2)} s wall (${(wall / tar.seconds).toFixed(2)} x), ${cpu.toFixed(2)} CPU s (${(cpu / tar.cpuSeconds).toFixed(2)} x)`);
+      `publish ${wall.toFixed(2)} s wall (${(wall / tar.seconds).toFixed(2)} x), ${cpu.toFixed(2)} CPU s (${(cpu / tar.cpuSeconds).toFixed(2)} x), ` +
+      `agent peak RSS ${rssMB.toFixed(0)} MB`);
   }
 });
