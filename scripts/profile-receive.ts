@@ -5,7 +5,7 @@
  * `tar -xzf` CPU of the same file, measured in the same run.
  *
  *   node dist/scripts/profile-receive.js PACKAGE.tar.gz [--peers 1..3] [--prof-dir DIR]
- *        [--perf [--perf-malloc]] [--node-args="--trace-gc ..."] [--memory]
+ *        [--perf [--perf-malloc] | --strace] [--node-args="--trace-gc ..."] [--memory]
  *
  * --perf records B with `perf record -g` instead (the thread pool and the kernel too); --node-args runs every
  * receiver with those node flags and no profile (--trace-gc: B's GC counts, reasons and pauses are printed).
@@ -30,6 +30,9 @@ const { values, positionals } = parseArgs({
     // `perf probe -x /lib/x86_64-linux-gnu/libc.so.6 -a 'malloc size=%di:u64'`) for sizes of at least 64 KiB,
     // to see which code allocates the big buffers that drive V8's external-memory GCs.
     'perf-malloc': { type: 'boolean', default: false },
+    // Attach `strace -c -f` to B over the transfer instead: its syscalls counted and timed, all threads. strace
+    // slows every call, so read the counts, not the times.
+    strace: { type: 'boolean', default: false },
     // Extra node flags for every receiver (e.g. --max-semi-space-size=16), to compare V8 settings; no profile
     // then (`--node-args=` for none at all).
     'node-args': { type: 'string' },
@@ -60,7 +63,7 @@ runBench('profile-receive', async (cleanup) => {
   await fs.mkdir(profDir, { recursive: true });
   const extra = values['node-args']?.split(' ').filter(Boolean);
   const b = await Agent.create(cleanup, 'b', {
-    joinFleetOf: a, nodeArgs: extra ?? (values.perf ? ['--perf-basic-prof'] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`]),
+    joinFleetOf: a, nodeArgs: extra ?? (values.strace ? [] : values.perf ? ['--perf-basic-prof'] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`]),
   });
   const receivers = [b];
   for (const name of ['c', 'd'].slice(0, peers - 1)) receivers.push(await Agent.create(cleanup, name, { joinFleetOf: a, nodeArgs: extra ?? [] }));
@@ -74,6 +77,11 @@ runBench('profile-receive', async (cleanup) => {
       '-g', '-p', String(b.pid), '-o', path.join(profDir, 'perf.data')], { stdio: 'ignore' })
     : null;
   if (perf) cleanup.process(perf);
+  const strace = values.strace ? spawn('strace', ['-c', '-f', '-o', path.join(profDir, 'strace.txt'), '-p', String(b.pid)], { stdio: 'ignore' }) : null;
+  if (strace) {
+    cleanup.process(strace);
+    await new Promise((r) => setTimeout(r, 500));
+  }
   const memory = values.memory ? sampleMemory(b) : null;
   const t0 = performance.now();
   await agentCli(['publish', pkg, '--socket', a.socket, '--json']);
@@ -87,6 +95,11 @@ runBench('profile-receive', async (cleanup) => {
   if (perf) {
     perf.kill('SIGINT');
     await new Promise((r) => perf.once('exit', r));
+  }
+  if (strace) {
+    strace.kill('SIGINT');
+    await new Promise((r) => strace.once('exit', r));
+    console.log(`b's syscalls: ${path.join(profDir, 'strace.txt')}`);
   }
   for (const [i, x] of receivers.entries()) {
     const cpu = (await cpuSeconds(x.pid)) - cpu0[i]!;

@@ -12,14 +12,14 @@ function chunk(n: number): { ref: ChunkRef; raw: Buffer } {
   return { ref: { id: `sha256:${createHash('sha256').update(raw).digest('hex')}`, size: 100, storedSize: 100, codec: 'raw' }, raw };
 }
 
-/** A store that only answers read-backs, and records them. */
-function fakeStore(chunks: { ref: ChunkRef; raw: Buffer }[]) {
+/** A store that only answers read-backs, and records them; `own`: which chunks it reads into buffers of their own. */
+function fakeStore(chunks: { ref: ChunkRef; raw: Buffer }[], own: (i: number) => boolean = () => false) {
   const readBacks: number[] = [];
   const store = {
-    async get(id: string): Promise<Buffer> {
+    async read(id: string): Promise<{ raw: Buffer; own: boolean }> {
       const i = chunks.findIndex((c) => c.ref.id === id);
       readBacks.push(i);
-      return chunks[i]!.raw;
+      return { raw: chunks[i]!.raw, own: own(i) };
     },
   } as unknown as ChunkStore;
   return { store, readBacks };
@@ -89,6 +89,26 @@ test('a chunk repeated in one manifest is handed over at each of its indices fro
   arrive(2);
   t.deepEqual(await all, [[1, 1], [3, 1], [2, 2]]);
   t.deepEqual(readBacks, []);
+});
+
+test('the install may release a chunk only when nothing else holds its bytes: its own decode, at one index of the manifest', async (t) => {
+  const chunks = [0, 1, 2, 3, 4, 5].map(chunk);
+  // Chunk 1 again at index 6; chunk 5 was on disk at the start, and the store reads it into a buffer of its own.
+  const refs = [...chunks.map((c) => c.ref), chunks[1]!.ref];
+  const { store } = fakeStore(chunks, (i) => i === 5);
+  const feed = new LiveChunkSource(store, refs, (i) => i === 5);
+  feed.arrived(chunks[0]!.ref.id, chunks[0]!.raw, true);
+  await feed.get(0);
+  const releasable: number[] = [];
+  const all = (async () => {
+    for await (const { index, release } of feed.each(1, 7)) if (release) releasable.push(index);
+  })();
+  feed.arrived(chunks[1]!.ref.id, chunks[1]!.raw, true); // its own, but shared by indices 1 and 6
+  feed.arrived(chunks[2]!.ref.id, chunks[2]!.raw, true);
+  feed.arrived(chunks[3]!.ref.id, chunks[3]!.raw, false); // the store keeps these bytes (a raw chunk)
+  feed.arrived(chunks[4]!.ref.id, chunks[4]!.raw, true);
+  await all;
+  t.deepEqual(releasable.sort(), [2, 4, 5]);
 });
 
 test('the time the install waited for chunks is counted; stopping the download ends a waiting install', async (t) => {

@@ -12,6 +12,7 @@ import test, { type ExecutionContext } from 'ava';
 import { CHUNK_PROTOCOL, ChunkClient, fetchAndStore, registerChunkServer } from '../src/protocol/chunk-exchange.js';
 import { FrameReader, FrameWriter } from '../src/protocol/frames.js';
 import { ChunkStore, CHUNK_HEADER_BYTES, NEW_CHUNK_CODEC } from '../src/store/chunk-store.js';
+import { releaseBytes } from '../src/store/release-bytes.js';
 import { CorruptChunkError } from '../src/store/types.js';
 import { joinAdjacent, ZSTD_AVAILABLE, zstdCompress } from '../src/store/zstd.js';
 import { connectedPair, tempDir } from './p2p-helpers.js';
@@ -103,6 +104,41 @@ zstdTest('a received zstd chunk that decodes to other bytes, or to more than its
   const { ref } = await s.receive(id, 'zstd', zstdSync(raw), raw.length);
   t.is(ref.codec, 'zstd');
   t.true((await s.get(id)).equals(raw));
+});
+
+zstdTest('a decoded chunk is its receiver\'s own, and releasing it frees its memory at once; raw chunks and shared buffers are never freed', async (t) => {
+  const s = await store(t, 'release');
+  const raw = text(1024 * 1024);
+  const id = sha256Id(raw);
+  const got = await s.receive(id, 'zstd', zstdSync(raw), raw.length);
+  t.true(got.own);
+  t.true(got.raw.equals(raw));
+  const before = process.memoryUsage().arrayBuffers;
+  releaseBytes(got.raw);
+  t.is(got.raw.length, 0, 'the buffer is detached');
+  const freed = before - process.memoryUsage().arrayBuffers;
+  t.true(freed >= raw.length, `${freed} bytes freed`);
+  // The store kept the compressed bytes, not the decode: the chunk still reads back whole.
+  const read = await s.read(id);
+  t.true(read.own);
+  t.true(read.raw.equals(raw));
+
+  // A raw chunk's bytes are the ones the store keeps for serving: not the receiver's to free.
+  const noise = randomBytes(300_000);
+  const rawId = sha256Id(noise);
+  t.false((await s.receive(rawId, 'raw', noise, noise.length)).own);
+  t.false((await s.read(rawId)).own);
+  t.true((await s.get(rawId)).equals(noise));
+
+  // Whatever a caller says, a slice of a larger buffer (or of node's pool of small ones) is left alone.
+  const pooled = Buffer.from('a small pooled buffer');
+  releaseBytes(pooled);
+  t.is(pooled.toString(), 'a small pooled buffer');
+  const big = Buffer.alloc(1024 * 1024, 7);
+  const tail = big.subarray(100);
+  releaseBytes(tail);
+  t.is(tail.length, big.length - 100);
+  t.is(big[0], 7);
 });
 
 zstdTest('a zstd chunk file damaged on disk fails its read and is deleted', async (t) => {

@@ -151,8 +151,11 @@ export class AnyOrderTreeWriter {
     for (const f of this.plan.files) if (!f.whole) await x.placeFile(f.entry.path);
   }
 
-  /** Writes every file's part of content chunk `index`, whose verified bytes are `raw`. */
-  async place(index: number, raw: Buffer): Promise<void> {
+  /**
+   * Writes every file's part of content chunk `index`, whose verified bytes are `raw`. `done`, when given, is
+   * called once nothing reads `raw` any more: every write from it finished (the caller may free it then).
+   */
+  async place(index: number, raw: Buffer, done?: () => void): Promise<void> {
     this.throwIfFailed();
     const cStart = this.starts[index];
     if (cStart === undefined || index >= this.chunkSizes.length) throw new Error(`internal: ${this.label} has no content chunk ${index}`);
@@ -160,6 +163,7 @@ export class AnyOrderTreeWriter {
     if (raw.length !== this.chunkSizes[index]) throw new Error(`content chunk ${index} of ${this.label} is ${raw.length} bytes, not the manifest's ${this.chunkSizes[index]}`);
     const cEnd = cStart + raw.length;
     const files = this.plan.files;
+    const writes: Promise<void>[] = [];
     // The first file that ends after the chunk's start.
     let lo = 0;
     let hi = files.length;
@@ -175,7 +179,12 @@ export class AnyOrderTreeWriter {
       const to = Math.min(f.start + f.entry.size, cEnd);
       const piece = raw.subarray(from - cStart, to - cStart);
       if (f.whole) await this.writeWhole(f, piece);
-      else await this.writePiece(f, piece, from - f.start, raw.length);
+      else await this.writePiece(f, piece, from - f.start, raw.length, writes);
+    }
+    // A small file's bytes were copied into its batch by now; the pieces of spanning files are still being written.
+    if (done) {
+      if (writes.length === 0) done();
+      else void Promise.all(writes).then(done);
     }
     this.placed[index] = true;
     this.placedCount++;
@@ -192,28 +201,31 @@ export class AnyOrderTreeWriter {
     await file.end();
   }
 
-  /** `pins`: the bytes of the chunk `piece` is part of, which stay in memory until the write is done. */
-  private async writePiece(f: ContentFile, piece: Buffer, at: number, pins: number): Promise<void> {
+  /**
+   * `pins`: the bytes of the chunk `piece` is part of, which stay in memory until the write is done; the write
+   * (which never rejects) is added to `writes`.
+   */
+  private async writePiece(f: ContentFile, piece: Buffer, at: number, pins: number, writes: Promise<void>[]): Promise<void> {
     if (at === f.hashedTo) {
       f.hash ??= createHash('sha256');
       f.hash.update(piece);
       f.hashedTo += piece.length;
     }
     const handle = this.handleFor(f);
-    this.track(f.writes, pins, handle.then(async (h) => {
+    writes.push(this.track(f.writes, pins, handle.then(async (h) => {
       let done = 0;
       while (done < piece.length) done += (await h.write(piece, done, piece.length - done, at + done)).bytesWritten;
-    }));
+    })));
     f.remaining -= piece.length;
     if (f.remaining > 0) return;
     // The last piece is on its way: once every write is done, hash what was not hashed on the way, then the
     // file's owner, mode and mtime; in the background, through the same handle.
     this.open.delete(f);
     f.handle = null;
-    const writes = [...f.writes];
+    const fileWrites = [...f.writes];
     const e = f.entry;
     await this.extractor.finishPlaced(e.path, handle, installedMode(e.mode), new Date(e.mtime * 1000), async (h) => {
-      await Promise.all(writes);
+      await Promise.all(fileWrites);
       this.throwIfFailed();
       await this.verify(f, h);
     });
@@ -240,8 +252,11 @@ export class AnyOrderTreeWriter {
     return f.handle;
   }
 
-  /** Keeps `work` in flight (in `into` too, when given), counting `bytes` until it is done; a failure is kept. */
-  private track(into: Set<Promise<void>> | null, bytes: number, work: Promise<unknown>): void {
+  /**
+   * Keeps `work` in flight (in `into` too, when given), counting `bytes` until it is done; a failure is kept.
+   * Returns its end, which never rejects.
+   */
+  private track(into: Set<Promise<void>> | null, bytes: number, work: Promise<unknown>): Promise<void> {
     const done: Promise<void> = work.then(
       () => {},
       (err: unknown) => {
@@ -255,6 +270,7 @@ export class AnyOrderTreeWriter {
     this.writing.add(done);
     into?.add(done);
     this.writingBytes += bytes;
+    return done;
   }
 
   private throwIfFailed(): void {

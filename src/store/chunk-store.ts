@@ -162,8 +162,12 @@ export class ChunkStore {
     return (await this.receive(id, codec, stored, size)).ref;
   }
 
-  /** putStored, also handing back the verified uncompressed bytes, so they need not be decoded again. */
-  async receive(id: string, codec: Codec, stored: Buffer, size: number): Promise<{ ref: ChunkRef; raw: Buffer }> {
+  /**
+   * putStored, also handing back the verified uncompressed bytes, so they need not be decoded again. `own`: `raw`
+   * is a buffer of its own that nothing here keeps (a decode; for a raw chunk it is `stored`, which the store
+   * keeps for serving), so its holder may release it (release-bytes.ts) once done with it.
+   */
+  async receive(id: string, codec: Codec, stored: Buffer, size: number): Promise<{ ref: ChunkRef; raw: Buffer; own: boolean }> {
     const path = this.pathOf(id);
     if (!(codec in CODEC_BYTES)) throw new CorruptChunkError(id, `unknown codec ${JSON.stringify(codec)}`);
     // A peer sends zstd only to a node that said it reads it (ChunkGet.zstd): this one did not.
@@ -173,11 +177,12 @@ export class ChunkStore {
       throw new CorruptChunkError(id, `claimed size ${size} is outside 0..${CHUNK_MAX}`);
     }
     const raw = await this.decodeAndVerify(id, codec, stored, size, `received from a peer, for ${path}`);
+    const own = raw !== stored;
     const existing = await this.refIfPresent(id, true);
-    if (existing) return { ref: existing, raw };
+    if (existing) return { ref: existing, raw, own };
     await this.writeChunkFile(id, codec, stored, size);
     this.recent.add(id, { codec, data: stored, size });
-    return { ref: { id, size, storedSize: stored.length, codec }, raw };
+    return { ref: { id, size, storedSize: stored.length, codec }, raw, own };
   }
 
   async has(id: string): Promise<boolean> {
@@ -197,13 +202,20 @@ export class ChunkStore {
 
   /** The verified uncompressed bytes of a chunk. A file that fails verification is deleted (see drop). */
   async get(id: string): Promise<Buffer> {
+    return (await this.read(id)).raw;
+  }
+
+  /** `get`, also saying whether the bytes are the caller's alone to release (`own`, as for `receive`). */
+  async read(id: string): Promise<{ raw: Buffer; own: boolean }> {
     // An install reading back what its download just wrote: the kept bytes, if the file is still the one written.
     const recent = this.recent.peek(id);
-    if (recent?.codec === 'raw' && (await this.stillWritten(id))) return recent.data;
+    if (recent?.codec === 'raw' && (await this.stillWritten(id))) return { raw: recent.data, own: false };
     const { stored, info, path } = await this.readChunkFile(id);
     const raw = await this.decodeAndVerify(id, stored.codec, stored.data, stored.size, `file ${path}`).catch((err) => this.drop(id, info, err));
     this.verified.note(id, info);
-    return raw;
+    // A raw chunk's bytes are a view of the file's read buffer, which nothing else holds either; but they are
+    // past its header, so releaseBytes would not free them: only decodes are released.
+    return { raw, own: raw !== stored.data };
   }
 
   /**

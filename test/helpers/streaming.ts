@@ -35,8 +35,8 @@ export async function publishInto(store: Store, pkg: string, strip: 'auto' | 'no
 /** What a Download does per chunk: receive (verify, store) the bytes as a peer sends them, then hand them on. */
 export async function deliver(from: Store, to: Store, feed: LiveChunkSource, id: string): Promise<void> {
   const stored = await from.chunks.getStored(id);
-  const { raw } = await to.chunks.receive(id, stored.codec, Buffer.from(stored.data), stored.size);
-  feed.arrived(id, raw);
+  const { raw, own } = await to.chunks.receive(id, stored.codec, Buffer.from(stored.data), stored.size);
+  feed.arrived(id, raw, own);
 }
 
 /**

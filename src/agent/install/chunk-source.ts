@@ -2,24 +2,48 @@
 // download in progress, whose chunks are handed over as they arrive, in whatever order the swarm delivers them,
 // so that the install ends with the last chunk instead of reading chunks back afterwards.
 import type { ChunkStore } from '../../store/chunk-store.js';
+import { releaseBytes } from '../../store/release-bytes.js';
 import type { ChunkRef } from '../../store/types.js';
+
+/**
+ * A chunk handed to the install. `release`, when set: nothing else holds `raw`, so the install calls it once it
+ * is done with the bytes (every write from them finished), and their memory is freed at once.
+ */
+export interface HandedChunk {
+  index: number;
+  raw: Buffer;
+  release?: () => void;
+}
 
 export interface ChunkSource {
   /** The verified, uncompressed bytes of chunk `index`, once it is there. */
   get(index: number): Promise<Buffer>;
   /** Every chunk index in [from, end) once, with its verified bytes, in the order they become available. */
-  each(from: number, end: number): AsyncIterable<{ index: number; raw: Buffer }>;
+  each(from: number, end: number): AsyncIterable<HandedChunk>;
   /** The install is over (done or failed): release what is held. */
   close(): void;
 }
 
 /** Reads chunks from the store, verified on every read, a couple ahead of the consumer. */
 export class StoreChunkSource implements ChunkSource {
-  private readonly ahead = new Map<number, Promise<Buffer>>();
+  private readonly ahead = new Map<number, Promise<Read>>();
 
   constructor(private readonly store: ChunkStore, private readonly refs: ChunkRef[], private readonly readAhead = 2) {}
 
-  get(index: number): Promise<Buffer> {
+  async get(index: number): Promise<Buffer> {
+    return (await this.take(index)).raw;
+  }
+
+  async *each(from: number, end: number): AsyncIterable<HandedChunk> {
+    // Every index is a read of its own, so even a chunk that repeats in the manifest is released after its use.
+    for (let index = from; index < end; index++) yield handed(index, await this.take(index));
+  }
+
+  close(): void {
+    this.ahead.clear();
+  }
+
+  private take(index: number): Promise<Read> {
     const read = this.ahead.get(index) ?? this.read(index);
     this.ahead.delete(index);
     for (let i = index + 1; i <= index + this.readAhead && i < this.refs.length; i++) {
@@ -28,20 +52,22 @@ export class StoreChunkSource implements ChunkSource {
     return read;
   }
 
-  async *each(from: number, end: number): AsyncIterable<{ index: number; raw: Buffer }> {
-    for (let index = from; index < end; index++) yield { index, raw: await this.get(index) };
-  }
-
-  close(): void {
-    this.ahead.clear();
-  }
-
-  private read(index: number): Promise<Buffer> {
+  private read(index: number): Promise<Read> {
     const ref = this.refs[index]!;
-    const p = this.store.get(ref.id);
+    const p = this.store.read(ref.id);
     p.catch(() => {}); // observed when its turn comes
     return p;
   }
+}
+
+/** A chunk's bytes, and whether they are the reader's alone (ChunkStore.read). */
+interface Read {
+  raw: Buffer;
+  own: boolean;
+}
+
+function handed(index: number, { raw, own }: Read): HandedChunk {
+  return own ? { index, raw, release: () => releaseBytes(raw) } : { index, raw };
 }
 
 /** Read-backs of a LiveChunkSource started ahead of their turn. */
@@ -63,8 +89,10 @@ export class LiveChunkSource implements ChunkSource {
   /** Arrivals the install has not taken yet, in arrival order; null: not kept in memory, read it back. */
   private readonly pending = new Map<number, Buffer | null>();
   private pendingBytes = 0;
+  /** Indices whose kept bytes nothing else holds (a decode, and the only index of its chunk): released after use. */
+  private readonly own = new Set<number>();
   /** Read-backs started ahead of their turn: a store read waits in the thread pool, so a few run at once. */
-  private readonly readingAhead = new Map<number, Promise<Buffer>>();
+  private readonly readingAhead = new Map<number, Promise<Read>>();
   /** The install waiting for an arrival, and the indices it waits for, [from, to), until it has one. */
   private wake: (() => void) | null = null;
   private wanted: [number, number] = [0, 0];
@@ -106,10 +134,14 @@ export class LiveChunkSource implements ChunkSource {
     });
   }
 
-  /** Chunk `id` was verified and stored; `raw` is its uncompressed bytes. */
-  arrived(id: string, raw: Buffer): void {
+  /**
+   * Chunk `id` was verified and stored; `raw` is its uncompressed bytes, and `own` says that nothing else holds
+   * them (ChunkStore.receive), so they can be freed once the install has written them.
+   */
+  arrived(id: string, raw: Buffer, own = false): void {
     if (this.closed) return;
-    for (const i of this.indexes.get(id) ?? []) {
+    const indexes = this.indexes.get(id) ?? [];
+    for (const i of indexes) {
       if (this.stored[i]) continue;
       this.stored[i] = true;
       // One the install waits for is kept whatever the others take.
@@ -117,6 +149,8 @@ export class LiveChunkSource implements ChunkSource {
       const keep = awaited || this.pendingBytes + raw.length <= this.maxPendingBytes;
       this.pending.set(i, keep ? raw : null);
       if (keep) this.pendingBytes += raw.length;
+      // A chunk that repeats in the manifest shares its bytes between its indices: never released.
+      if (keep && own && indexes.length === 1) this.own.add(i);
     }
     const wake = this.wake;
     this.wake = null;
@@ -129,10 +163,10 @@ export class LiveChunkSource implements ChunkSource {
     while (!this.stored[index]) await this.arrival();
     this.wanted = [0, 0];
     this.listMs = performance.now() - this.createdAt;
-    return this.take(index);
+    return (await this.take(index)).raw;
   }
 
-  async *each(from: number, end: number): AsyncIterable<{ index: number; raw: Buffer }> {
+  async *each(from: number, end: number): AsyncIterable<HandedChunk> {
     this.cursor = undefined;
     this.contentFromMs = performance.now() - this.createdAt;
     for (let index = from; index < end; index++) {
@@ -154,15 +188,16 @@ export class LiveChunkSource implements ChunkSource {
   }
 
   /** Yields one chunk, timing how long the install works on it before it asks for the next. */
-  private *handOver(index: number, raw: Buffer): Generator<{ index: number; raw: Buffer }> {
+  private *handOver(index: number, read: Read): Generator<HandedChunk> {
     const since = performance.now();
-    yield { index, raw };
+    yield handed(index, read);
     this.placeMs += performance.now() - since;
   }
 
   close(): void {
     this.closed = true;
     this.pending.clear();
+    this.own.clear();
     this.readingAhead.clear();
     this.pendingBytes = 0;
     const wake = this.wake;
@@ -186,26 +221,27 @@ export class LiveChunkSource implements ChunkSource {
   }
 
   /** The bytes of stored chunk `index`: the ones kept from its arrival, or a read from the store. */
-  private async take(index: number): Promise<Buffer> {
+  private async take(index: number): Promise<Read> {
     if (this.closed) throw new Error('the download was stopped');
     this.taken[index] = true;
     this.delivered++;
     const kept = this.pending.get(index);
     this.pending.delete(index);
+    const own = this.own.delete(index);
     if (kept) {
       this.pendingBytes -= kept.length;
-      return kept;
+      return { raw: kept, own };
     }
-    if (this.presentAtStart[index]) return this.store.get(this.refs[index]!.id);
+    if (this.presentAtStart[index]) return this.store.read(this.refs[index]!.id);
     this.readBack++;
     const since = performance.now();
-    const read = this.readingAhead.get(index) ?? this.store.get(this.refs[index]!.id);
+    const read = this.readingAhead.get(index) ?? this.store.read(this.refs[index]!.id);
     this.readingAhead.delete(index);
     // The next arrivals that were not kept in memory: their reads start now.
     for (const [i, kept] of this.pending) {
       if (this.readingAhead.size >= READ_AHEAD) break;
       if (kept !== null || this.readingAhead.has(i)) continue;
-      const ahead = this.store.get(this.refs[i]!.id);
+      const ahead = this.store.read(this.refs[i]!.id);
       ahead.catch(() => {}); // observed when its turn comes
       this.readingAhead.set(i, ahead);
     }

@@ -155,7 +155,7 @@ async function extractInto(staging: string, sm: SignedManifest, source: ChunkSou
   const first = m.entries.chunks.length;
   try {
     await writer.prepare();
-    for await (const { index, raw } of source.each(first, first + sizes.length)) await writer.place(index - first, raw);
+    for await (const { index, raw, release } of source.each(first, first + sizes.length)) await writer.place(index - first, raw, release);
     await writer.finish();
   } catch (err) {
     await writer.abort();

@@ -303,9 +303,9 @@ export class Download {
         this.stored.add(ref.id);
         try {
           // Verifies the bytes against the id; a chunk another download stored meanwhile is not rewritten.
-          const { raw } = await this.swarm.store.chunks.receive(ref.id, got.codec, got.data, got.size);
+          const { raw, own } = await this.swarm.store.chunks.receive(ref.id, got.codec, got.data, got.size);
           this.inStore.add(ref.id);
-          this.feed?.arrived(ref.id, raw);
+          this.feed?.arrived(ref.id, raw, own);
         } catch (err) {
           this.stored.delete(ref.id);
           throw err;
