@@ -129,7 +129,10 @@ export class ChunkStore {
     return join(this.dir, hex.slice(0, 2), hex.slice(2));
   }
 
-  /** Stores uncompressed chunk bytes; compresses them when that pays. */
+  /**
+   * Stores uncompressed chunk bytes; compresses them when that pays. The store keeps `raw` (in `recent`) only
+   * when it stores a new chunk uncompressed; otherwise `raw` is the caller's again once this resolves.
+   */
   async put(raw: Buffer): Promise<{ ref: ChunkRef; created: boolean }> {
     const id = sha256Id(raw);
     const existing = await this.refIfPresent(id, true);

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import type { ChunkStore } from './chunk-store.js';
 import { Chunker, chunkStream } from './chunker.js';
+import { releaseBytes } from './release-bytes.js';
 import { encodeEntry, type TreeEntry, type TreeSink } from '../runtime/tree-entry.js';
 import type { ChunkRef } from './types.js';
 
@@ -42,8 +43,13 @@ class PutQueue {
 
   constructor(private readonly chunks: ChunkStore, private readonly opts: IngestOptions) {}
 
+  /** `chunk` is the queue's alone (a Chunker's copy): once stored, it is freed unless the store keeps it. */
   async add(chunk: Buffer): Promise<void> {
     const put = this.chunks.put(chunk);
+    // The store keeps the bytes it was given only for a new chunk stored uncompressed (for serving).
+    put.then(({ ref, created }) => {
+      if (!created || ref.codec !== 'raw') releaseBytes(chunk);
+    }, () => undefined);
     // A put may fail while we are still waiting on an older one; it is awaited later.
     put.catch(() => undefined);
     this.inFlight.push(put);

@@ -15,9 +15,10 @@ type Transferable = ArrayBuffer & { transfer?: (length: number) => ArrayBuffer }
 /** Frees the memory behind `bytes` now, where this Node can; `bytes` (and every view of it) is empty after. */
 export function releaseBytes(bytes: Buffer): void {
   const buffer = bytes.buffer as Transferable;
-  // Never a slice of Node's shared pool of small buffers, which holds other buffers' bytes too.
-  if (typeof buffer.transfer !== 'function' || bytes.byteOffset !== 0 || buffer.byteLength > bytes.length + 64 * 1024) return;
-  if (bytes.length < 64 * 1024) return;
+  if (typeof buffer.transfer !== 'function') return;
+  // Never a slice of Node's shared pool of small buffers (under 4 KiB each), which holds other buffers' bytes
+  // too, nor a view of part of a larger buffer; and a small one is not worth it.
+  if (bytes.length < 64 * 1024 || bytes.byteOffset !== 0 || buffer.byteLength > bytes.length + 64 * 1024) return;
   try {
     buffer.transfer(0);
   } catch {
