@@ -1,6 +1,7 @@
 import { noise, type NoiseComponents, type NoiseExtensions } from '@chainsafe/libp2p-noise';
 import type { ConnectionEncrypter, SecuredConnection } from '@libp2p/interface';
 import { Uint8ArrayList } from 'uint8arraylist';
+import { releaseBytes } from '../../store/release-bytes.js';
 
 type NoiseInit = Parameters<typeof noise>[0];
 
@@ -30,32 +31,48 @@ function isEncryptingStream(conn: unknown): conn is EncryptingStream {
  * ciphertext pieces, tag) and the TCP transport writes each piece with its own `socket.write`; with TCP_NODELAY
  * each piece written to an idle socket is a syscall and a segment of its own (2, 12, 16 bytes...). Sending 4 MiB
  * took 209 writes that way and takes 6 this way (test/noise-writes.test.ts).
+ *
+ * The ciphertext pieces are the cipher's fresh output, which nothing else holds once copied: they are freed at
+ * once (release-bytes.ts) instead of at the next full GC, which V8 starts after every ~64 MB of such memory.
+ * Each host of a swarm sends about a package's worth. Measured (16 hosts, the JDK, one run each): 10.5 full GCs
+ * per receiving host against 11.9.
  */
 export function encryptCoalesced(stream: EncryptingStream, chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList {
   const sealed: (Uint8Array | Uint8ArrayList)[] = [];
+  const own: boolean[] = [];
   let total = 0;
   for (let i = 0; i < chunk.byteLength; i += MAX_PLAINTEXT) {
     const end = Math.min(i + MAX_PLAINTEXT, chunk.byteLength);
-    const ciphertext = stream.handshake.encrypt(chunk instanceof Uint8Array ? chunk.subarray(i, end) : chunk.sublist(i, end));
+    const plaintext = chunk instanceof Uint8Array ? chunk.subarray(i, end) : chunk.sublist(i, end);
+    const ciphertext = stream.handshake.encrypt(plaintext);
+    // Without keys (never after the handshake) libp2p-noise hands the plaintext back, which is not ours to free.
+    own.push(ciphertext !== plaintext);
     sealed.push(ciphertext);
     total += 2 + ciphertext.byteLength;
   }
   const out = Buffer.allocUnsafe(total);
   let at = 0;
-  for (const ciphertext of sealed) {
+  for (const [k, ciphertext] of sealed.entries()) {
+    const free = own[k]! ? release : () => {};
     out.writeUInt16BE(ciphertext.byteLength, at);
     at += 2;
     if (ciphertext instanceof Uint8Array) {
       out.set(ciphertext, at);
       at += ciphertext.byteLength;
+      free(ciphertext);
     } else {
       for (const piece of ciphertext) {
         out.set(piece, at);
         at += piece.byteLength;
+        free(piece);
       }
     }
   }
   return new Uint8ArrayList(out);
+}
+
+function release(bytes: Uint8Array): void {
+  releaseBytes(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }
 
 function messageDecoderOf(conn: unknown): MessageDecoder | undefined {
