@@ -609,3 +609,23 @@ export async function writeResult(out: string, result: unknown): Promise<void> {
   await fs.writeFile(out, JSON.stringify(result, null, 2) + '\n');
   console.log(`\nresult written to ${out}`);
 }
+
+/** Sample an agent's memoryUsage() until stop(); returns each figure's peak in MB. */
+export function sampleMemory(agent: Agent): { stop(): Promise<string> } {
+  const peak = { rssBytes: 0, heapUsedBytes: 0, externalBytes: 0, arrayBufferBytes: 0 };
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const m = (await agent.status().catch(() => null))?.memory as Partial<typeof peak> | undefined;
+      for (const k of Object.keys(peak) as (keyof typeof peak)[]) peak[k] = Math.max(peak[k], m?.[k] ?? 0);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return Object.entries(peak).map(([k, v]) => `${k.replace(/Bytes$/, '')} ${(v / 1e6).toFixed(0)}`).join(', ');
+    },
+  };
+}

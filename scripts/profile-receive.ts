@@ -18,7 +18,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { Agent, agentCli, cpuSeconds, ioBytes, minorFaults, peakRssBytes, runBench, timeShell, waitFor } from './bench-util.js';
+import { Agent, agentCli, cpuSeconds, ioBytes, minorFaults, peakRssBytes, runBench, sampleMemory, timeShell, waitFor } from './bench-util.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -130,25 +130,6 @@ runBench('profile-receive', async (cleanup) => {
   }
 });
 
-/** Sample an agent's memoryUsage() until stop(); returns each figure's peak in MB. */
-function sampleMemory(agent: Agent): { stop(): Promise<string> } {
-  const peak = { rssBytes: 0, heapUsedBytes: 0, externalBytes: 0, arrayBufferBytes: 0 };
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const m = (await agent.status().catch(() => null))?.memory as Partial<typeof peak> | undefined;
-      for (const k of Object.keys(peak) as (keyof typeof peak)[]) peak[k] = Math.max(peak[k], m?.[k] ?? 0);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  })();
-  return {
-    async stop() {
-      running = false;
-      await loop;
-      return Object.entries(peak).map(([k, v]) => `${k.replace(/Bytes$/, '')} ${(v / 1e6).toFixed(0)}`).join(', ');
-    },
-  };
-}
 
 /** CPU seconds per thread name of a process over its life, from /proc/PID/task/TID/stat. */
 async function threadCpu(pid: number): Promise<[string, number][]> {
