@@ -18,7 +18,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { Agent, agentCli, cpuSeconds, ioBytes, minorFaults, peakRssBytes, runBench, sampleMemory, timeShell, waitFor } from './bench-util.js';
+import { Agent, agentCli, cpuSeconds, ioBytes, minorFaults, peakRssBytes, runBench, sampleMemory, threadCpu, timeShell, waitFor } from './bench-util.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -131,19 +131,3 @@ runBench('profile-receive', async (cleanup) => {
 });
 
 
-/** CPU seconds per thread name of a process over its life, from /proc/PID/task/TID/stat. */
-async function threadCpu(pid: number): Promise<[string, number][]> {
-  const byName = new Map<string, number>();
-  const add = (name: string, cpu: number) => byName.set(name, (byName.get(name) ?? 0) + cpu);
-  for (const tid of await fs.readdir(`/proc/${pid}/task`)) {
-    const stat = await fs.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
-    const m = /\((.*)\) \S+ (.*)$/.exec(stat.trim());
-    if (!m) continue;
-    const f = m[2]!.split(' ');
-    // f starts at field 4 of proc_pid_stat(5) (ppid): utime (field 14) is f[10], stime (15) f[11], in clock ticks (100/s).
-    const name = Number(tid) === pid ? 'main' : m[1] === 'node' ? 'pool/other' : m[1]!;
-    add(`${name} user`, Number(f[10]) / 100);
-    add(`${name} sys`, Number(f[11]) / 100);
-  }
-  return [...byName].sort((x, y) => y[1] - x[1]);
-}

@@ -12,7 +12,7 @@
 import { parseArgs } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Agent, agentCli, cpuSeconds, peakRssBytes, runBench, sampleMemory, timeShell } from './bench-util.js';
+import { Agent, agentCli, cpuSeconds, peakRssBytes, runBench, sampleMemory, threadCpu, timeShell } from './bench-util.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -39,6 +39,7 @@ runBench('time-publish', async (cleanup) => {
     const peaks = memory ? `; memory peaks (MB, each part's own): ${await memory.stop()}` : '';
     const cpu = (await cpuSeconds(a.pid)) - cpu0;
     const rssMB = (await peakRssBytes(a.pid)) / 1e6;
+    const threads = (await threadCpu(a.pid)).filter(([, c]) => c >= 0.01).map(([n, c]) => `${n} ${c.toFixed(2)}`).join(', ');
     await a.stop();
     // Each round starts from the same filesystem: the trees and stores of earlier rounds are removed. Kept, they
     // made every later round's publish ~50 % slower in wall and CPU on this VM (JDK, tmpfs: 4.0 - 4.4 s against
@@ -46,6 +47,6 @@ runBench('time-publish', async (cleanup) => {
     await Promise.all([tarDir, a.dir].map((d) => fs.rm(d, { recursive: true, force: true })));
     console.log(`round ${round}: tar -xzf ${tar.seconds.toFixed(2)} s wall, ${tar.cpuSeconds.toFixed(2)} CPU s; ` +
       `publish ${wall.toFixed(2)} s wall (${(wall / tar.seconds).toFixed(2)} x), ${cpu.toFixed(2)} CPU s (${(cpu / tar.cpuSeconds).toFixed(2)} x), ` +
-      `agent peak RSS ${rssMB.toFixed(0)} MB${peaks}`);
+      `agent peak RSS ${rssMB.toFixed(0)} MB${peaks}\n  the agent's threads (CPU s over its life): ${threads}`);
   }
 });

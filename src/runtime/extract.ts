@@ -32,6 +32,10 @@ const UMASK = process.umask();
 // Large files whose metadata and close are still in flight: enough to keep the thread pool busy, few
 // enough to stay far below any descriptor limit.
 const MAX_BACKGROUND = 32;
+// A large file's writes in flight, in bytes of its pieces (which stay in memory until written). Awaiting each
+// write held the producer (parsing, hashing, chunking at publish) for a thread-pool round trip per piece, which
+// on a busy host waits behind the compression jobs.
+const MAX_FILE_WRITE_BYTES = 4 * 1024 * 1024;
 
 /** The mode an entry is installed with: its permission bits without setuid and setgid. */
 export function installedMode(mode: number): number {
@@ -213,7 +217,8 @@ export class Extractor {
    * A file of `size` bytes at `path`. Files up to SMALL_FILE_MAX are gathered in memory and handed to the
    * small-file worker, which creates them in batches while the next entries are parsed: for trees of small
    * files, the round trips to the thread pool (open, write, utimes, close) dominate otherwise. Larger files
-   * are written as they come, each write awaited so the producer is held back while the disk catches up.
+   * are written as they come, with up to MAX_FILE_WRITE_BYTES in flight, so the producer is held back only while
+   * the disk catches up. A piece must stay unchanged until `end` (or `close`) resolves.
    */
   async openFile(path: string, mode: number, mtime: Date, size: number, replace: boolean): Promise<OpenFile> {
     await this.ensureParent(path);
@@ -238,14 +243,43 @@ export class Extractor {
     const handle = await open(this.abs(path), WRITE_FLAGS, mode);
     let written = 0;
     let closed = false;
+    const writes = new Set<Promise<void>>();
+    let writingBytes = 0;
+    let failure: unknown = null;
+    const settled = async () => {
+      await Promise.all(writes);
+      if (failure !== null) throw failure;
+    };
     return {
       write: async (piece) => {
         if (written + piece.length > size) throw new PackageError(`entry ${path} has more data than its size ${size}`);
-        await handle.write(piece, 0, piece.length, written);
+        const at = written;
         written += piece.length;
+        const done: Promise<void> = writeAt(handle, piece, at).then(
+          () => {},
+          (err: unknown) => {
+            failure ??= err;
+          },
+        ).then(() => {
+          writes.delete(done);
+          writingBytes -= piece.length;
+        });
+        writes.add(done);
+        writingBytes += piece.length;
+        while (writingBytes > MAX_FILE_WRITE_BYTES) await Promise.race(writes);
+        if (failure !== null) throw failure;
       },
       end: async () => {
-        if (written !== size) throw new PackageError(`entry ${path} ended after ${written} of ${size} bytes`);
+        try {
+          if (written !== size) throw new PackageError(`entry ${path} ended after ${written} of ${size} bytes`);
+          await settled();
+        } catch (err) {
+          // The caller forgets this file now: its descriptor is closed here.
+          await Promise.all(writes);
+          closed = true;
+          await handle.close().catch(() => {});
+          throw err;
+        }
         closed = true;
         // The rest works on the open descriptor, so it can overlap with the next entries too.
         await this.inBackground(path, async () => {
@@ -257,6 +291,8 @@ export class Extractor {
         });
       },
       close: async () => {
+        // No write may outlive the descriptor it goes through.
+        await Promise.all(writes);
         if (!closed) await handle.close();
         closed = true;
       },
@@ -428,5 +464,15 @@ function depth(path: string): number {
 async function drain(stream: AsyncIterable<Buffer>): Promise<void> {
   for await (const _ of stream) {
     // Bodies of entries that have none on disk.
+  }
+}
+
+/** Writes all of `piece` at `position`: a short write (the kernel may return one) goes on from where it stopped. */
+async function writeAt(handle: FileHandle, piece: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < piece.length) {
+    const { bytesWritten } = await handle.write(piece, done, piece.length - done, position + done);
+    if (bytesWritten === 0) throw new Error(`could not write to a file: the write made no progress at offset ${position + done}`);
+    done += bytesWritten;
   }
 }
