@@ -3,8 +3,9 @@
  * flags, MALLOC_ARENA_MAX=2), against `tar -xzf` of the same file in the same round, into the same temp dir's
  * filesystem (set TMPDIR to choose it: a tmpfs takes the disk's noise out of both).
  *
- *   node dist/scripts/time-publish.js PACKAGE.tar.gz [--rounds N] [--prof-dir DIR] [--memory]
+ *   node dist/scripts/time-publish.js PACKAGE.tar.gz [--rounds N] [--prof-dir DIR] [--memory] [--node-args="..."]
  *
+ * --node-args adds node flags to the agent's (e.g. "--trace-gc", "--heapsnapshot-signal=SIGUSR2").
  * --prof-dir runs the agent under `node --cpu-prof` and leaves its main-thread profile there. --memory samples the
  * agent's process.memoryUsage() every 100 ms (through `status`, which costs it a scan of its store) and prints
  * each part's peak: V8 heap, ArrayBuffers, the rest of the RSS.
@@ -16,12 +17,12 @@ import { Agent, agentCli, cpuSeconds, peakRssBytes, runBench, sampleMemory, thre
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { rounds: { type: 'string', default: '1' }, 'prof-dir': { type: 'string' }, memory: { type: 'boolean', default: false } },
+  options: { rounds: { type: 'string', default: '1' }, 'prof-dir': { type: 'string' }, memory: { type: 'boolean', default: false }, 'node-args': { type: 'string' } },
 });
 const pkg = positionals[0];
 const rounds = Number(values.rounds);
 if (!pkg || !Number.isInteger(rounds) || rounds < 1) {
-  console.error('usage: time-publish PACKAGE.tar.gz [--rounds N] [--prof-dir DIR] [--memory]');
+  console.error('usage: time-publish PACKAGE.tar.gz [--rounds N] [--prof-dir DIR] [--memory] [--node-args="..."]');
   process.exit(2);
 }
 const profDir = values['prof-dir'] ? path.resolve(values['prof-dir']) : null;
@@ -30,7 +31,7 @@ runBench('time-publish', async (cleanup) => {
   for (let round = 1; round <= rounds; round++) {
     const tarDir = await cleanup.tempDir('joblet-time-tar-');
     const tar = await timeShell('tar -xzf "$1" -C "$2"', [pkg, tarDir]);
-    const a = await Agent.create(cleanup, `a${round}`, { nodeArgs: profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] });
+    const a = await Agent.create(cleanup, `a${round}`, { nodeArgs: [...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), ...(values['node-args']?.split(' ').filter(Boolean) ?? [])] });
     const cpu0 = await cpuSeconds(a.pid);
     const memory = values.memory ? sampleMemory(a) : null;
     const t0 = performance.now();
