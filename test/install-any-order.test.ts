@@ -244,6 +244,38 @@ test('a chunk is handed back only once every write from it is done: bytes overwr
   for (const [i, bytes] of files.entries()) t.deepEqual(await fs.readFile(path.join(dir, `d/f${i}`)), bytes, `d/f${i}`);
 });
 
+test('decoded chunks are freed once written, where this Node can free them, and the tree is still exact', async (t) => {
+  const { src, pubStore, store, sm, ctx } = await setup(t, async (s, pkg) => {
+    // Text compresses, so chunks are stored compressed and each arrival is decoded into a buffer of its own.
+    await fs.mkdir(path.join(s, 'share'), { recursive: true });
+    await fs.writeFile(path.join(s, 'runtime.yml'), 'name: freed\nversion: 1.0.0\n');
+    for (let i = 0; i < 300; i++) {
+      const text = `${seededBytes(16, `w${i}`).toString('hex')} a line of a text file in a runtime\n`.repeat(20 + ((i * 37) % 500));
+      await fs.writeFile(path.join(s, 'share', `t${i}.txt`), text);
+    }
+    await fs.writeFile(path.join(s, 'share', 'big.txt'), 'one large text file spanning chunks\n'.repeat(200_000));
+    await execFileP('tar', ['cf', pkg, '--sort=name', '-C', s, '.']);
+  });
+  const refs = manifestChunks(sm.manifest);
+  const feed = new LiveChunkSource(store.chunks, refs, () => false);
+  const installing = installManifest(ctx, sm, { source: feed });
+  const handed: Buffer[] = [];
+  for (const ref of shuffled(refs, 21)) {
+    const stored = await pubStore.chunks.getStored(ref.id);
+    const { raw, own } = await store.chunks.receive(ref.id, stored.codec, Buffer.from(stored.data), stored.size);
+    if (own) handed.push(raw);
+    feed.arrived(ref.id, raw, own);
+  }
+  const rec = await installing;
+  t.deepEqual(await picture(rec!.path), await picture(src));
+  t.is(handed.length, refs.length, 'every chunk was stored compressed and decoded on arrival');
+  t.true(sm.manifest.content.chunks.length >= 4, `${sm.manifest.content.chunks.length} content chunks`);
+  // The entry list's chunks are kept (the install joins them); every content chunk's memory is given back.
+  const freed = handed.filter((b) => b.length === 0).length;
+  if (typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function') t.is(freed, sm.manifest.content.chunks.length);
+  else t.is(freed, 0, 'this Node cannot free a buffer early');
+});
+
 test('the owner given applies to every entry of an install from chunks in any order', async (t) => {
   if (process.getuid?.() !== 0) {
     t.pass('needs root to chown');
