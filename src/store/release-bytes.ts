@@ -16,10 +16,10 @@ type Transferable = ArrayBuffer & { transfer?: (length: number) => ArrayBuffer }
 export function releaseBytes(bytes: Buffer): void {
   const buffer = bytes.buffer as Transferable;
   if (typeof buffer.transfer !== 'function') return;
-  // Never a slice of Node's shared pool of small buffers (each under 4 KiB, in an 8 KiB pool), which holds other
-  // buffers' bytes too, nor a view of part of a larger buffer. The slack is for decoders' outputs, which have a
-  // byte of room past the chunk (chunk-store.ts).
-  if (bytes.length < 4096 || bytes.byteOffset !== 0 || buffer.byteLength > bytes.length + 1024) return;
+  // Never a slice of Node's shared pool of small buffers (each under half of Buffer.poolSize, 8 KiB unless a
+  // library changed it), which holds other buffers' bytes too, nor a view of part of a larger buffer. The slack is
+  // for decoders' outputs, which have a byte of room past the chunk (chunk-store.ts).
+  if (bytes.length < Math.max(8192, Buffer.poolSize) || bytes.byteOffset !== 0 || buffer.byteLength > bytes.length + 1024) return;
   try {
     buffer.transfer(0);
   } catch {
