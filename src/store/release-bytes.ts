@@ -2,10 +2,10 @@
 //
 // A receiver decodes every chunk into a fresh buffer (~1 MiB), writes it into the tree and drops it. Buffers are
 // memory outside V8's heap, which V8 frees only when a mark-compact finds them dead, and it starts one only
-// after ~64 MB more of such memory: so a receiver carried 110 – 160 MB of dead chunk buffers at its peak, every
-// new chunk took fresh pages from the kernel, and the GCs ran every ~350 ms (docs/benchmarks.md). Detaching the
-// ArrayBuffer (`transfer(0)`, ES2024; Node 22 and later) frees its memory now, and the allocator hands the same
-// pages to the next chunk.
+// after ~64 MB more of such memory: so a receiver's ArrayBuffers peaked at 110 – 160 MB, mostly dead, and its full
+// GCs ran every ~350 ms (docs/benchmarks.md). Detaching the ArrayBuffer (`transfer(0)`, ES2024; Node 22 and later)
+// frees its memory now. Measured on one receiver: full GCs 7 -> 3 (21,697-entry tree) and 10 -> 7 (JDK), peak
+// ArrayBuffers 146 -> 82 MB, 15 - 20 % fewer page faults.
 //
 // Only for a buffer its caller owns alone: a detached buffer reads as empty everywhere, so one still shared
 // would lose its bytes, and one still being written to a file by the thread pool would be freed under it.
