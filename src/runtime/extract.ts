@@ -246,16 +246,12 @@ export class Extractor {
     const writes = new Set<Promise<void>>();
     let writingBytes = 0;
     let failure: unknown = null;
-    const settled = async () => {
-      await Promise.all(writes);
-      if (failure !== null) throw failure;
-    };
     return {
       write: async (piece) => {
         if (written + piece.length > size) throw new PackageError(`entry ${path} has more data than its size ${size}`);
         const at = written;
         written += piece.length;
-        const done: Promise<void> = writeAt(handle, piece, at).then(
+        const done: Promise<void> = writeAt(handle, piece, at, path).then(
           () => {},
           (err: unknown) => {
             failure ??= err;
@@ -272,7 +268,8 @@ export class Extractor {
       end: async () => {
         try {
           if (written !== size) throw new PackageError(`entry ${path} ended after ${written} of ${size} bytes`);
-          await settled();
+          await Promise.all(writes);
+          if (failure !== null) throw failure;
         } catch (err) {
           // The caller forgets this file now: its descriptor is closed here.
           await Promise.all(writes);
@@ -467,12 +464,12 @@ async function drain(stream: AsyncIterable<Buffer>): Promise<void> {
   }
 }
 
-/** Writes all of `piece` at `position`: a short write (the kernel may return one) goes on from where it stopped. */
-async function writeAt(handle: FileHandle, piece: Buffer, position: number): Promise<void> {
+/** Writes all of `piece` at `position` of `path`: a short write (the kernel may return one) goes on from where it stopped. */
+async function writeAt(handle: FileHandle, piece: Buffer, position: number, path: string): Promise<void> {
   let done = 0;
   while (done < piece.length) {
     const { bytesWritten } = await handle.write(piece, done, piece.length - done, position + done);
-    if (bytesWritten === 0) throw new Error(`could not write to a file: the write made no progress at offset ${position + done}`);
+    if (bytesWritten === 0) throw new Error(`writing ${path} made no progress at byte ${position + done}`);
     done += bytesWritten;
   }
 }

@@ -13,7 +13,7 @@
 type Transferable = ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
 
 /** Frees the memory behind `bytes` now, where this Node can; `bytes` (and every view of it) is empty after. */
-export function releaseBytes(bytes: Buffer): void {
+export function releaseBytes(bytes: Uint8Array): void {
   const buffer = bytes.buffer as Transferable;
   if (typeof buffer.transfer !== 'function') return;
   // Never a slice of Node's shared pool of small buffers (each under half of Buffer.poolSize, 8 KiB unless a

@@ -32,11 +32,15 @@ export async function publishInto(store: Store, pkg: string, strip: 'auto' | 'no
   return { sm, created: tree.createdIds };
 }
 
-/** What a Download does per chunk: receive (verify, store) the bytes as a peer sends them, then hand them on. */
-export async function deliver(from: Store, to: Store, feed: LiveChunkSource, id: string): Promise<void> {
+/**
+ * What a Download does per chunk: receive (verify, store) the bytes as a peer sends them, then hand them on.
+ * Returns the decoded bytes handed on, and whether they were the receiver's own (and so may be freed).
+ */
+export async function deliver(from: Store, to: Store, feed: LiveChunkSource, id: string): Promise<{ raw: Buffer; own: boolean }> {
   const stored = await from.chunks.getStored(id);
   const { raw, own } = await to.chunks.receive(id, stored.codec, Buffer.from(stored.data), stored.size);
   feed.arrived(id, raw, own);
+  return { raw, own };
 }
 
 /**

@@ -38,41 +38,28 @@ function isEncryptingStream(conn: unknown): conn is EncryptingStream {
  * per receiving host against 11.9.
  */
 export function encryptCoalesced(stream: EncryptingStream, chunk: Uint8Array | Uint8ArrayList): Uint8ArrayList {
-  const sealed: (Uint8Array | Uint8ArrayList)[] = [];
-  const own: boolean[] = [];
+  const sealed: { ciphertext: Uint8Array | Uint8ArrayList; own: boolean }[] = [];
   let total = 0;
   for (let i = 0; i < chunk.byteLength; i += MAX_PLAINTEXT) {
     const end = Math.min(i + MAX_PLAINTEXT, chunk.byteLength);
     const plaintext = chunk instanceof Uint8Array ? chunk.subarray(i, end) : chunk.sublist(i, end);
     const ciphertext = stream.handshake.encrypt(plaintext);
     // Without keys (never after the handshake) libp2p-noise hands the plaintext back, which is not ours to free.
-    own.push(ciphertext !== plaintext);
-    sealed.push(ciphertext);
+    sealed.push({ ciphertext, own: ciphertext !== plaintext });
     total += 2 + ciphertext.byteLength;
   }
   const out = Buffer.allocUnsafe(total);
   let at = 0;
-  for (const [k, ciphertext] of sealed.entries()) {
-    const free = own[k]! ? release : () => {};
+  for (const { ciphertext, own } of sealed) {
     out.writeUInt16BE(ciphertext.byteLength, at);
     at += 2;
-    if (ciphertext instanceof Uint8Array) {
-      out.set(ciphertext, at);
-      at += ciphertext.byteLength;
-      free(ciphertext);
-    } else {
-      for (const piece of ciphertext) {
-        out.set(piece, at);
-        at += piece.byteLength;
-        free(piece);
-      }
+    for (const piece of ciphertext instanceof Uint8Array ? [ciphertext] : ciphertext) {
+      out.set(piece, at);
+      at += piece.byteLength;
+      if (own) releaseBytes(piece);
     }
   }
   return new Uint8ArrayList(out);
-}
-
-function release(bytes: Uint8Array): void {
-  releaseBytes(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }
 
 function messageDecoderOf(conn: unknown): MessageDecoder | undefined {
