@@ -630,23 +630,21 @@ export function sampleMemory(agent: Agent): { stop(): Promise<string> } {
   };
 }
 
-/** CPU seconds per thread name of a process over its life, from /proc/PID/task/TID/stat. */
+/** CPU seconds per thread name of a process over its life, user and system apart, from /proc/PID/task/TID/stat. */
 export async function threadCpu(pid: number): Promise<[string, number][]> {
   const byName = new Map<string, number>();
   const add = (name: string, cpu: number) => byName.set(name, (byName.get(name) ?? 0) + cpu);
   for (const tid of await fs.readdir(`/proc/${pid}/task`)) {
-    const stat = await fs.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
-    const m = /\((.*)\) \S+ (.*)$/.exec(stat.trim());
-    if (!m) continue;
-    const f = m[2]!.split(' ');
-    // f starts at field 4 of proc_pid_stat(5) (ppid): utime (field 14) is f[10], stime (15) f[11], in clock ticks (100/s).
-    const name = Number(tid) === pid ? 'main' : m[1] === 'node' ? 'pool/other' : m[1]!;
-    add(`${name} user`, Number(f[10]) / 100);
-    add(`${name} sys`, Number(f[11]) / 100);
+    const stat = await fs.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => null);
+    if (!stat) continue;
+    const fields = fieldsAfterComm(stat);
+    const comm = commOf(stat);
+    const name = Number(tid) === pid ? 'main' : comm === 'node' ? 'pool/other' : comm;
+    add(`${name} user`, Number(fields[11]) / CLOCK_TICKS); // utime, field 14 of the full line
+    add(`${name} sys`, Number(fields[12]) / CLOCK_TICKS); // stime, field 15
   }
   // Threads that ended (the small-file worker's) are in the process's total but have no entry of their own.
-  const [utime, stime] = (await fs.readFile(`/proc/${pid}/stat`, 'utf8')).trim().replace(/^.*\) /, '').split(' ').slice(11, 13).map(Number);
   const listed = [...byName.values()].reduce((a, b) => a + b, 0);
-  add('ended threads', Math.max(0, (utime! + stime!) / 100 - listed));
+  add('ended threads', Math.max(0, (await cpuSeconds(pid)) - listed));
   return [...byName].sort((x, y) => y[1] - x[1]);
 }

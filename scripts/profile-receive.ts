@@ -129,5 +129,3 @@ runBench('profile-receive', async (cleanup) => {
     console.log(`B's profile: ${profDir}`);
   }
 });
-
-
