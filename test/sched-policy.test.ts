@@ -232,6 +232,43 @@ test('per-peer and total caps hold, and a chunk is never asked of two peers outs
   t.deepEqual(single.next(0), []);
 });
 
+test('slow answers shrink the requests kept outstanding to that peer, down to one; quick ones grow them back', (t) => {
+  const n = 200;
+  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 50, latencyTargetMs: 1000, random: seeded(3) });
+  s.setPeerHave('slow', holding(n, range(0, n)));
+  s.setPeerHave('quick', holding(n, range(0, n)));
+  const outstanding = new Map<string, number[]>([['slow', []], ['quick', []]]);
+  let now = 0;
+  const refill = () => {
+    for (const a of s.next(++now)) outstanding.get(a.peer)!.push(a.index);
+  };
+  /** Answer the oldest `count` requests to `peer`, each `ms` after it was made, then let the scheduler refill. */
+  const answer = (peer: string, ms: number, count = outstanding.get(peer)!.length) => {
+    for (const index of outstanding.get(peer)!.splice(0, count)) s.delivered(peer, index, 1000, ms);
+    refill();
+    return outstanding.get(peer)!.length;
+  };
+  refill();
+  t.is(outstanding.get('slow')!.length, 4, 'a peer starts at the full per-peer cap');
+  t.is(answer('slow', 2500, 1), 3, 'one answer over the target halves the window to 2: the freed slot is not refilled');
+  t.is(answer('slow', 3000, 1), 2, 'and again, to 1');
+  t.is(answer('slow', 3000, 1), 1);
+  t.is(answer('slow', 3000), 1, 'a peer that stays slow keeps exactly one request, so it is still used');
+  t.is(answer('slow', 3000), 1);
+  t.is(outstanding.get('quick')!.length, 4, 'the quick peer was never held back');
+  t.is(answer('slow', 100), 2, 'an answer under half the target grows it by one');
+  t.is(answer('slow', 100), 4, 'two more quick answers: 2 -> 3 -> 4');
+  t.is(answer('slow', 100), 4, 'never past the per-peer cap');
+  t.is(answer('slow', 700), 4, 'between half the target and the target nothing changes');
+  t.is(answer('quick', 100), 4);
+
+  // latencyTargetMs 0: the per-peer cap always applies in full.
+  const fixed = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 50, latencyTargetMs: 0 });
+  fixed.setPeerHave('slow', holding(n, range(0, n)));
+  for (const a of fixed.next(0)) fixed.delivered('slow', a.index, 1000, 60_000);
+  t.is(fixed.next(1).length, 4);
+});
+
 test('a busy peer is not asked again until its backoff has passed', (t) => {
   const n = 10;
   const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 2, maxInFlightTotal: 10, busyBackoffMs: 500 });
@@ -378,6 +415,7 @@ test('options are validated', (t) => {
     message: /maxInFlightPerPeer must be an integer >= 1/,
   });
   t.throws(() => new DownloadScheduler(chunks(1), [], { busyBackoffMs: -1 }), { message: /busyBackoffMs/ });
+  t.throws(() => new DownloadScheduler(chunks(1), [], { latencyTargetMs: Number.NaN }), { message: /latencyTargetMs must be a number >= 0/ });
   const s = new DownloadScheduler(chunks(2), []);
   t.throws(() => s.peerHas('a', 2), { instanceOf: RangeError, message: /chunk index 2 is outside 0\.\.1/ });
 });

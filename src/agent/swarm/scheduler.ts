@@ -22,8 +22,14 @@ export interface Assignment {
 }
 
 export interface SchedulerOptions {
-  /** Requests outstanding to one peer at once. */
+  /** Requests outstanding to one peer at once, at most (see latencyTargetMs for what is allowed below it). */
   maxInFlightPerPeer: number;
+  /**
+   * Deliveries from a peer that take longer than this (request to last byte) halve the requests this host keeps
+   * outstanding to it, down to one; quicker ones (under half of it) let it grow back by one, up to
+   * maxInFlightPerPeer. 0 = always maxInFlightPerPeer. See PeerState.window for why.
+   */
+  latencyTargetMs: number;
   /** Requests outstanding in total (endgame duplicates count). */
   maxInFlightTotal: number;
   /** Enter endgame when at most this many chunks are missing and all of them are in flight; 0 disables it. */
@@ -79,6 +85,7 @@ export interface SchedulerStats {
 
 const DEFAULTS: Omit<SchedulerOptions, 'localZone' | 'random' | 'mayUseFarPeer' | 'firstNeeded'> = {
   maxInFlightPerPeer: 4,
+  latencyTargetMs: 1000,
   maxInFlightTotal: 16,
   endgameRemaining: 8,
   busyBackoffMs: 500,
@@ -102,6 +109,16 @@ interface PeerState {
   /** has[i] === 1 when the peer holds chunk i. */
   has: Uint8Array;
   inFlight: Set<number>;
+  /**
+   * Requests this host may keep outstanding to the peer now, 1..maxInFlightPerPeer. A peer's connection gets
+   * its share of the peer's upload whether one request of ours waits there or four, so the extra ones add no
+   * throughput once its link is the bottleneck, only delay: they wait behind each other, and behind the
+   * megabytes TCP buffers for every other host the peer serves. At 16 hosts on 20 Mbit/s links the publisher had
+   * 19 MB in its sockets' send queues and answered in 10.7 s (median); a chunk in flight that long still looks
+   * held by the publisher alone to every other host, which asks for it too: the publisher sent 1.71 times the
+   * package. So a slow answer shrinks the window, a quick one grows it (as TCP Vegas or LEDBAT do with delay).
+   */
+  window: number;
   /** The peer is not asked for anything before this time. */
   backoffUntil: number;
   /** Smoothed delivery rate, bytes per millisecond; null until measured. */
@@ -153,6 +170,7 @@ export class DownloadScheduler {
   ) {
     this.opts = {
       maxInFlightPerPeer: opts.maxInFlightPerPeer ?? DEFAULTS.maxInFlightPerPeer,
+      latencyTargetMs: opts.latencyTargetMs ?? DEFAULTS.latencyTargetMs,
       maxInFlightTotal: opts.maxInFlightTotal ?? DEFAULTS.maxInFlightTotal,
       endgameRemaining: opts.endgameRemaining ?? DEFAULTS.endgameRemaining,
       busyBackoffMs: opts.busyBackoffMs ?? DEFAULTS.busyBackoffMs,
@@ -164,6 +182,9 @@ export class DownloadScheduler {
     requireInteger('maxInFlightPerPeer', this.opts.maxInFlightPerPeer, 1);
     requireInteger('maxInFlightTotal', this.opts.maxInFlightTotal, 1);
     requireInteger('endgameRemaining', this.opts.endgameRemaining, 0);
+    if (!(this.opts.latencyTargetMs >= 0)) {
+      throw new RangeError(`scheduler option latencyTargetMs must be a number >= 0, got ${this.opts.latencyTargetMs}`);
+    }
     if (!(this.opts.busyBackoffMs >= 0)) {
       throw new RangeError(`scheduler option busyBackoffMs must be a number >= 0, got ${this.opts.busyBackoffMs}`);
     }
@@ -296,6 +317,7 @@ export class DownloadScheduler {
       this.release(state, index);
       const sample = bytes / Math.max(ms, MIN_DELIVERY_MS);
       state.rate = state.rate === null ? sample : state.rate + RATE_EWMA_WEIGHT * (sample - state.rate);
+      if (fresh && bytes > 0) this.adjustWindow(state, ms);
       state.bytes += bytes;
       if (fresh) state.delivered++;
       if (!state.banned && state.connected) this.markHolder(state, index);
@@ -362,7 +384,7 @@ export class DownloadScheduler {
         this.assign(holder.state, index, now);
         out.push({ peer: holder.state.id, index });
         freeTotal--;
-        if (holder.state.inFlight.size >= this.opts.maxInFlightPerPeer) open.splice(open.indexOf(holder), 1);
+        if (holder.state.inFlight.size >= holder.state.window) open.splice(open.indexOf(holder), 1);
       }
       // Nothing else while they are on their way: at the start every host asks the publisher, and a request for
       // the list queued behind content requests there waited for up to 20 s (measured at 16 hosts), while the
@@ -401,7 +423,7 @@ export class DownloadScheduler {
         this.assign(holder.state, index, now);
         out.push({ peer: holder.state.id, index });
         freeTotal--;
-        if (holder.state.inFlight.size >= this.opts.maxInFlightPerPeer) open.splice(open.indexOf(holder), 1);
+        if (holder.state.inFlight.size >= holder.state.window) open.splice(open.indexOf(holder), 1);
       }
     }
 
@@ -466,7 +488,7 @@ export class DownloadScheduler {
       this.assign(holder.state, index, now);
       out.push({ peer: holder.state.id, index });
       freeTotal--;
-      if (holder.state.inFlight.size >= this.opts.maxInFlightPerPeer) open.splice(open.indexOf(holder), 1);
+      if (holder.state.inFlight.size >= holder.state.window) open.splice(open.indexOf(holder), 1);
     }
   }
 
@@ -480,7 +502,7 @@ export class DownloadScheduler {
     const localZone = this.opts.localZone;
     const open: OpenPeer[] = [];
     for (const state of live) {
-      if (state.backoffUntil > now || state.inFlight.size >= this.opts.maxInFlightPerPeer) continue;
+      if (state.backoffUntil > now || state.inFlight.size >= state.window) continue;
       const rate = state.rate ?? neutralRate;
       const rtt = state.rttMs ?? neutralRtt;
       open.push({
@@ -556,6 +578,14 @@ export class DownloadScheduler {
     }
   }
 
+  /** Multiplicative decrease on a slow delivery, additive increase on a quick one (see PeerState.window). */
+  private adjustWindow(state: PeerState, ms: number): void {
+    const target = this.opts.latencyTargetMs;
+    if (target === 0) return;
+    if (ms > target) state.window = Math.max(1, Math.floor(state.window / 2));
+    else if (ms < target / 2) state.window = Math.min(this.opts.maxInFlightPerPeer, state.window + 1);
+  }
+
   private markHolder(state: PeerState, index: number): void {
     if (state.has[index] === 1) return;
     state.has[index] = 1;
@@ -575,6 +605,7 @@ export class DownloadScheduler {
       id: peer,
       has: new Uint8Array(this.chunks.length),
       inFlight: new Set(),
+      window: this.opts.maxInFlightPerPeer,
       backoffUntil: -Infinity,
       rate: null,
       rttMs: null,
