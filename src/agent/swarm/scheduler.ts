@@ -3,8 +3,8 @@
  *
  * Pure logic: no I/O, no timers, no libp2p. The caller feeds in what peers hold and how requests ended,
  * passes the current time in, and issues the requests `next()` returns. That keeps every policy (rarest first,
- * nearest holder, caps, per-source windows, busy backoff, endgame) deterministic under an injected random source and testable
- * without a network.
+ * nearest holder, caps, per-source windows, busy backoff, endgame) deterministic under an injected random
+ * source and testable without a network.
  *
  * Costs: `next()` is O(missing chunks x open peers); every other call is O(1) apart from `setPeerHave` and
  * `removePeer`/`ban`, which are O(chunks) for that one peer.
