@@ -261,6 +261,10 @@ test('slow answers shrink the requests kept outstanding to that peer, down to on
   t.is(answer('slow', 100), 4, 'never past the per-peer cap');
   t.is(answer('slow', 700), 4, 'between half the target and the target nothing changes');
   t.is(answer('quick', 100), 4);
+  // A timeout halves the window like a slow answer.
+  const timedOut = outstanding.get('quick')!.shift()!;
+  s.failed('quick', timedOut, ++now, 'timeout');
+  t.is(s.next(now + 1000).filter((a) => a.peer === 'quick').length, 0, 'after a timeout: window 2, 3 still outstanding');
 
   // latencyTargetMs 0: the per-peer cap always applies in full.
   const fixed = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 50, latencyTargetMs: 0 });

@@ -25,9 +25,9 @@ export interface SchedulerOptions {
   /** Requests outstanding to one peer at once, at most (see latencyTargetMs for what is allowed below it). */
   maxInFlightPerPeer: number;
   /**
-   * Deliveries from a peer that take longer than this (request to last byte) halve the requests this host keeps
-   * outstanding to it, down to one; quicker ones (under half of it) let it grow back by one, up to
-   * maxInFlightPerPeer. 0 = always maxInFlightPerPeer. See PeerState.window for why.
+   * Deliveries from a peer that take longer than this (request to last byte), and timeouts, halve the requests
+   * this host keeps outstanding to it, down to one; quicker ones (under half of it) let it grow back by one, up
+   * to maxInFlightPerPeer. 0 = always maxInFlightPerPeer. See PeerState.window for why.
    */
   latencyTargetMs: number;
   /** Requests outstanding in total (endgame duplicates count). */
@@ -301,6 +301,8 @@ export class DownloadScheduler {
     }
     state.backoffUntil = Math.max(state.backoffUntil, now + this.opts.busyBackoffMs);
     if (reason === 'timeout' || reason === 'miss') state.rate = state.rate === null ? 0 : state.rate / 2;
+    // A request that timed out took longer than any slow answer: the window halves as for one.
+    if (reason === 'timeout' && this.opts.latencyTargetMs > 0) state.window = Math.max(1, Math.floor(state.window / 2));
   }
 
   /**
