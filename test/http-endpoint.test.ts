@@ -207,6 +207,7 @@ test('with --zone, downloaded bytes are split into zone and far by the zone of t
     let zone = 0;
     let far = 0;
     for (const src of done.sources) {
+      t.true(Number.isInteger(src.window) && src.window >= 1 && src.window <= 4, `source window ${src.window}`);
       if (zoneOf.get(src.peer) === 'dc-b') zone += src.bytes;
       else far += src.bytes;
     }

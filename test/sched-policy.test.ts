@@ -254,6 +254,7 @@ test('slow answers shrink the requests kept outstanding to that peer, down to on
   t.is(answer('slow', 3000, 1), 2, 'and again, to 1');
   t.is(answer('slow', 3000, 1), 1);
   t.is(answer('slow', 3000), 1, 'a peer that stays slow keeps exactly one request, so it is still used');
+  t.is(s.stats().peers.find((p) => p.peer === 'slow')!.window, 1, 'stats report the window');
   t.is(answer('slow', 3000), 1);
   t.is(outstanding.get('quick')!.length, 4, 'the quick peer was never held back');
   t.is(answer('slow', 100), 2, 'an answer under half the target grows it by one');

@@ -201,7 +201,9 @@ export class Download {
       installedChunks: this.feed ? this.feed.delivered : null,
       readBackChunks: this.feed ? this.feed.readBack : null,
       startedAt: new Date(this.startedAt).toISOString(),
-      sources: [...this.sources.values()].sort((a, b) => b.bytes - a.bytes),
+      // With each source's current request window: 1 where its answers are slow (its link is the bottleneck).
+      sources: [...this.sources.values()].sort((a, b) => b.bytes - a.bytes)
+        .map((s) => ({ ...s, window: st.peers.find((p) => p.peer === s.peer)?.window ?? null })),
     };
   }
 

@@ -70,6 +70,8 @@ export interface PeerStats {
   rateBps: number | null;
   rttMs: number | null;
   zone: string | null;
+  /** Requests this host may keep outstanding to the peer now, 1..maxInFlightPerPeer (see latencyTargetMs). */
+  window: number;
   banned: boolean;
   /** False after removePeer; the counters are kept so a download's accounting adds up across reconnects. */
   connected: boolean;
@@ -459,6 +461,7 @@ export class DownloadScheduler {
         rateBps: state.rate === null ? null : state.rate * 1000,
         rttMs: state.rttMs,
         zone: state.zone,
+        window: state.window,
         banned: state.banned,
         connected: state.connected,
       });
