@@ -304,7 +304,7 @@ export class DownloadScheduler {
     state.backoffUntil = Math.max(state.backoffUntil, now + this.opts.busyBackoffMs);
     if (reason === 'timeout' || reason === 'miss') state.rate = state.rate === null ? 0 : state.rate / 2;
     // A request that timed out took longer than any slow answer: the window halves as for one.
-    if (reason === 'timeout' && this.opts.latencyTargetMs > 0) state.window = Math.max(1, Math.floor(state.window / 2));
+    if (reason === 'timeout') this.shrinkWindow(state);
   }
 
   /**
@@ -586,9 +586,13 @@ export class DownloadScheduler {
   /** Multiplicative decrease on a slow delivery, additive increase on a quick one (see PeerState.window). */
   private adjustWindow(state: PeerState, ms: number): void {
     const target = this.opts.latencyTargetMs;
-    if (target === 0) return;
-    if (ms > target) state.window = Math.max(1, Math.floor(state.window / 2));
-    else if (ms < target / 2) state.window = Math.min(this.opts.maxInFlightPerPeer, state.window + 1);
+    if (ms > target) this.shrinkWindow(state);
+    else if (target > 0 && ms < target / 2) state.window = Math.min(this.opts.maxInFlightPerPeer, state.window + 1);
+  }
+
+  /** Halve the peer's window, never below one request; latencyTargetMs 0 keeps the full per-peer cap. */
+  private shrinkWindow(state: PeerState): void {
+    if (this.opts.latencyTargetMs > 0) state.window = Math.max(1, Math.floor(state.window / 2));
   }
 
   private markHolder(state: PeerState, index: number): void {
