@@ -193,6 +193,7 @@ test('a download tells have-subscribers only what its store holds: chunks found 
     store, zone: null, peerId: 'self',
     peerInfo: () => ({}),
     chunkStored: () => {},
+    chunkFetching: () => {},
     peerSentCorrupt: () => { corrupt = true; },
     clientFor: () => ({
       fetch: async (id: string) => {

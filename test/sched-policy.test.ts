@@ -1,4 +1,5 @@
 // DownloadScheduler policies one by one: rarest first, holder choice, caps, busy backoff, ban, endgame, bitfields.
+// Tests of other policies pin the per-peer cap (latencyTargetMs: 0); the window has its own test.
 import test from 'ava';
 
 import { DownloadScheduler, decodeBitfield, encodeBitfield, type Assignment } from '../src/agent/swarm/scheduler.js';
@@ -48,6 +49,7 @@ test('bitfields are MSB-first and match the protocol encoding', (t) => {
 test('rarest first: the chunks held by the fewest peers are requested first; unheld chunks are skipped', (t) => {
   const n = 21;
   const s = new DownloadScheduler(chunks(n), [], {
+    latencyTargetMs: 0,
     maxInFlightPerPeer: 10,
     maxInFlightTotal: 6,
     random: seeded(1),
@@ -87,7 +89,7 @@ test('rarest first: the chunks held by the fewest peers are requested first; unh
 
 test('equally rare chunks are picked in a random order, so hosts spread over different chunks', (t) => {
   const firstPicks = [1, 2, 3, 4].map((seed) => {
-    const s = new DownloadScheduler(chunks(200), [], { maxInFlightTotal: 4, random: seeded(seed) });
+    const s = new DownloadScheduler(chunks(200), [], { latencyTargetMs: 0, maxInFlightTotal: 4, random: seeded(seed) });
     s.setPeerHave('publisher', holding(200, range(0, 200)));
     return s.next(0).map((a) => a.index);
   });
@@ -97,7 +99,7 @@ test('equally rare chunks are picked in a random order, so hosts spread over dif
 
 test('chunks already held locally are never requested; a predicate works as localHave', (t) => {
   const n = 40;
-  const s = new DownloadScheduler(chunks(n), (i) => i % 2 === 0, { maxInFlightPerPeer: 40, maxInFlightTotal: 40 });
+  const s = new DownloadScheduler(chunks(n), (i) => i % 2 === 0, { latencyTargetMs: 0, maxInFlightPerPeer: 40, maxInFlightTotal: 40 });
   s.setPeerHave('a', holding(n, range(0, n)));
   t.is(s.missing(), 20);
   const batch = s.next(0);
@@ -114,7 +116,7 @@ test('chunks already held locally are never requested; a predicate works as loca
 
 test('a peer that delivered faster gets the work', (t) => {
   const n = 50;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 2, random: seeded(2) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 4, maxInFlightTotal: 2, random: seeded(2) });
   s.setPeerHave('fast', holding(n, range(0, n)));
   s.setPeerHave('slow', holding(n, range(0, n)));
   const first = s.next(0);
@@ -129,7 +131,7 @@ test('a peer that delivered faster gets the work', (t) => {
 
 test('over a whole download a fast peer serves far more than a slow one', (t) => {
   const n = 300;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 4, random: seeded(3) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 4, maxInFlightTotal: 4, random: seeded(3) });
   const msPerChunk: Record<string, number> = { fast: 2, slow: 20 };
   for (const peer of Object.keys(msPerChunk)) s.setPeerHave(peer, holding(n, range(0, n)));
   // Each peer serves its requests one after another, like a real upload link.
@@ -160,6 +162,7 @@ test('over a whole download a fast peer serves far more than a slow one', (t) =>
 test('a holder in the local zone is preferred, even over a faster one elsewhere', (t) => {
   const n = 20;
   const s = new DownloadScheduler(chunks(n), [], {
+    latencyTargetMs: 0,
     maxInFlightPerPeer: 3,
     maxInFlightTotal: 5,
     localZone: 'rack-1',
@@ -181,7 +184,7 @@ test('a holder in the local zone is preferred, even over a faster one elsewhere'
 
 test('lower RTT breaks ties between peers of equal rate', (t) => {
   const n = 20;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 3, random: seeded(5) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 4, maxInFlightTotal: 3, random: seeded(5) });
   for (const peer of ['a', 'b', 'c']) s.setPeerHave(peer, holding(n, range(0, n)));
   s.setPeerInfo('a', { rttMs: 40 });
   s.setPeerInfo('b', { rttMs: 2 });
@@ -189,7 +192,7 @@ test('lower RTT breaks ties between peers of equal rate', (t) => {
   t.deepEqual(countByPeer(s.next(0)), { b: 3 });
 
   // Once all three have delivered at the same rate, RTT still decides.
-  const s2 = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 4, maxInFlightTotal: 3, random: seeded(5) });
+  const s2 = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 4, maxInFlightTotal: 3, random: seeded(5) });
   for (const [i, peer] of ['a', 'b', 'c'].entries()) {
     s2.setPeerHave(peer, holding(n, range(0, n)));
     s2.delivered(peer, i, 50_000, 5);
@@ -202,7 +205,7 @@ test('lower RTT breaks ties between peers of equal rate', (t) => {
 
 test('equal peers share the load', (t) => {
   const n = 100;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 20, maxInFlightTotal: 20, random: seeded(6) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 20, maxInFlightTotal: 20, random: seeded(6) });
   for (const peer of ['a', 'b', 'c', 'd']) s.setPeerHave(peer, holding(n, range(0, n)));
   t.deepEqual(
     countByPeer(s.next(0)),
@@ -212,7 +215,7 @@ test('equal peers share the load', (t) => {
 
 test('per-peer and total caps hold, and a chunk is never asked of two peers outside the endgame', (t) => {
   const n = 100;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 3, maxInFlightTotal: 10, random: seeded(7) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 3, maxInFlightTotal: 10, random: seeded(7) });
   for (const peer of ['a', 'b', 'c', 'd', 'e', 'f']) s.setPeerHave(peer, holding(n, range(0, n)));
   const batch = s.next(0);
   t.is(batch.length, 10);
@@ -226,7 +229,7 @@ test('per-peer and total caps hold, and a chunk is never asked of two peers outs
   t.false(batch.some((a) => a.index === refill[0]!.index));
 
   // A single holder never gets more than its per-peer cap, whatever the total cap.
-  const single = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 3, maxInFlightTotal: 50 });
+  const single = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 3, maxInFlightTotal: 50 });
   single.setPeerHave('only', holding(n, range(0, n)));
   t.is(single.next(0).length, 3);
   t.deepEqual(single.next(0), []);
@@ -249,7 +252,12 @@ test('slow answers shrink the requests kept outstanding to that peer, down to on
     return outstanding.get(peer)!.length;
   };
   refill();
-  t.is(outstanding.get('slow')!.length, 4, 'a peer starts at the full per-peer cap');
+  t.is(outstanding.get('slow')!.length, 1, 'a peer starts at one request (slow start)');
+  t.is(outstanding.get('quick')!.length, 1);
+  t.is(answer('slow', 100), 2, 'a quick answer grows the window by one');
+  t.is(answer('slow', 100), 4, 'two more quick answers: 2 -> 3 -> 4');
+  t.is(answer('quick', 100), 2);
+  t.is(answer('quick', 100), 4);
   t.is(answer('slow', 2500, 1), 3, 'one answer over the target halves the window to 2: the freed slot is not refilled');
   t.is(answer('slow', 3000, 1), 2, 'and again, to 1');
   t.is(answer('slow', 3000, 1), 1);
@@ -276,7 +284,7 @@ test('slow answers shrink the requests kept outstanding to that peer, down to on
 
 test('a busy peer is not asked again until its backoff has passed', (t) => {
   const n = 10;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 2, maxInFlightTotal: 10, busyBackoffMs: 500 });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 2, maxInFlightTotal: 10, busyBackoffMs: 500 });
   s.setPeerHave('a', holding(n, range(0, n)));
   s.setPeerHave('b', holding(n, [9]));
   const batch = s.next(0);
@@ -300,7 +308,7 @@ test('a busy peer is not asked again until its backoff has passed', (t) => {
 
 test('a miss clears the have bit so the chunk goes to another holder', (t) => {
   const n = 1;
-  const s = new DownloadScheduler(chunks(n), [], { random: seeded(8) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, random: seeded(8) });
   s.setPeerHave('liar', holding(n, [0]));
   s.setPeerHave('honest', holding(n, [0]));
   s.setPeerInfo('liar', { rttMs: 1 });
@@ -316,7 +324,7 @@ test('a miss clears the have bit so the chunk goes to another holder', (t) => {
 
 test('a banned peer gets nothing more and its chunks go to others; it stays banned after reconnecting', (t) => {
   const n = 2;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 1, endgameRemaining: 0, random: seeded(9) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 1, endgameRemaining: 0, random: seeded(9) });
   s.setPeerHave('bad', holding(n, [0, 1]));
   s.setPeerHave('good', holding(n, [0, 1]));
   s.setPeerInfo('bad', { rttMs: 1 });
@@ -342,7 +350,7 @@ test('a banned peer gets nothing more and its chunks go to others; it stays bann
 
 test('a removed peer frees its slots and its chunks are reassigned', (t) => {
   const n = 6;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 3, endgameRemaining: 0, random: seeded(10) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 3, endgameRemaining: 0, random: seeded(10) });
   s.setPeerHave('a', holding(n, range(0, n)));
   s.setPeerHave('b', holding(n, range(0, n)));
   const first = s.next(0);
@@ -363,6 +371,7 @@ test('a removed peer frees its slots and its chunks are reassigned', (t) => {
 test('endgame: the last chunks are asked of a second holder, and delivery names the duplicate to cancel', (t) => {
   const n = 20;
   const s = new DownloadScheduler(chunks(n), [], {
+    latencyTargetMs: 0,
     maxInFlightPerPeer: 8,
     maxInFlightTotal: 16,
     endgameRemaining: 4,
@@ -407,12 +416,64 @@ test('endgame: the last chunks are asked of a second holder, and delivery names 
 
 test('no endgame while a missing chunk is still waiting for a free holder', (t) => {
   const n = 3;
-  const s = new DownloadScheduler(chunks(n), [], { maxInFlightPerPeer: 1, maxInFlightTotal: 16, random: seeded(12) });
+  const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightPerPeer: 1, maxInFlightTotal: 16, random: seeded(12) });
   s.setPeerHave('a', holding(n, range(0, n)));
   s.setPeerHave('b', holding(n, range(0, n)));
   const first = s.next(0);
   t.is(first.length, 2);
   t.is(new Set(first.map((a) => a.index)).size, 2, 'the third chunk waits; nobody is asked twice');
+});
+
+test('a chunk another peer is fetching ranks as one holder more, until that peer holds it or the hint expires', (t) => {
+  // random () => 0 always draws the first chunk of the rarest bucket, in index order here: so without hints
+  // chunk 0 goes first, and a chunk goes later only because it ranks as less rare.
+  const mk = (n: number, opts: { fetchHintMs?: number } = {}) => {
+    const s = new DownloadScheduler(chunks(n), [], { latencyTargetMs: 0, maxInFlightTotal: 1, random: () => 0, ...opts });
+    s.setPeerHave('pub', holding(n, range(0, n)));
+    return s;
+  };
+  const first = (s: DownloadScheduler, now: number) => s.next(now)[0]!.index;
+
+  const live = mk(2, { fetchHintMs: 5000 });
+  live.peerFetching('b', 0, 0);
+  t.is(live.holders(0), 1, 'a hint is not a holder');
+  t.is(first(live, 4999), 1, 'chunk 0, which b is fetching, waits while the hint lasts');
+  const expired = mk(2, { fetchHintMs: 5000 });
+  expired.peerFetching('b', 0, 0);
+  t.is(first(expired, 5000), 0, 'an expired hint counts no more');
+
+  // b's have1 of the chunk replaces its hint: chunk 0 then has two holders, as chunk 1 has.
+  const held = mk(3);
+  held.setPeerHave('c', holding(3, [1]));
+  held.peerFetching('b', 0, 0);
+  t.is(first(held, 1), 2, 'the chunk only the publisher holds, and nobody is fetching, goes first');
+  held.delivered('pub', 2, 1000, 10);
+  held.peerHas('b', 0);
+  t.is(first(held, 2), 0, 'chunk 0 ranks as held twice, not three times');
+
+  const gone = mk(2);
+  gone.peerFetching('gone', 0, 0);
+  gone.removePeer('gone');
+  t.is(first(gone, 1), 0, "a removed peer's hints are dropped");
+  const bad = mk(2);
+  bad.peerFetching('bad', 0, 0);
+  bad.ban('bad');
+  bad.peerFetching('bad', 0, 0);
+  t.is(first(bad, 1), 0, "a banned peer's hints are dropped, and no new ones are taken");
+  const off = mk(2, { fetchHintMs: 0 });
+  off.peerFetching('b', 0, 0);
+  t.is(first(off, 1), 0, 'fetchHintMs 0 ignores hints');
+
+  // One peer counts for at most 32 chunks at once: hints for all 64 leave chunks 32 - 63 the rarest.
+  const flood = mk(64);
+  for (let i = 0; i < 64; i++) flood.peerFetching('flood', i, 0);
+  const picks: number[] = [];
+  for (let k = 0; k < 32; k++) {
+    const index = first(flood, k + 1);
+    picks.push(index);
+    flood.delivered('pub', index, 1000, 10);
+  }
+  t.true(picks.every((i) => i >= 32), `the chunks past the limit went first: ${picks.join(' ')}`);
 });
 
 test('options are validated', (t) => {
@@ -421,6 +482,7 @@ test('options are validated', (t) => {
   });
   t.throws(() => new DownloadScheduler(chunks(1), [], { busyBackoffMs: -1 }), { message: /busyBackoffMs/ });
   t.throws(() => new DownloadScheduler(chunks(1), [], { latencyTargetMs: Number.NaN }), { message: /latencyTargetMs must be a number >= 0/ });
+  t.throws(() => new DownloadScheduler(chunks(1), [], { fetchHintMs: -1 }), { message: /fetchHintMs must be a number >= 0/ });
   const s = new DownloadScheduler(chunks(2), []);
   t.throws(() => s.peerHas('a', 2), { instanceOf: RangeError, message: /chunk index 2 is outside 0\.\.1/ });
 });
@@ -430,7 +492,7 @@ test('the first-needed chunks (the entry list) are asked for first and alone, ra
   // chunks 0 - 5; the install needs chunks 0 - 5 first (its entry list).
   const firstPicks = new Set<number>();
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
-    const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 8, maxInFlightPerPeer: 8, random: seeded(seed), firstNeeded: () => ({ from: 0, to: 6 }) });
+    const s = new DownloadScheduler(chunks(10), [], { latencyTargetMs: 0, maxInFlightTotal: 8, maxInFlightPerPeer: 8, random: seeded(seed), firstNeeded: () => ({ from: 0, to: 6 }) });
     s.setPeerHave('publisher', holding(10, range(0, 10)));
     s.setPeerHave('peer', holding(10, [7]));
     const first = s.next(0);
@@ -455,7 +517,7 @@ test('the first-needed chunks (the entry list) are asked for first and alone, ra
   }
   t.true(firstPicks.size >= 3, `hosts starting together ask for different chunks of the list first: ${[...firstPicks]}`);
   // The list's only holder is busy (backing off): content from the other peer goes ahead meanwhile.
-  const busy = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 4, random: seeded(1), busyBackoffMs: 500, firstNeeded: () => ({ from: 0, to: 1 }) });
+  const busy = new DownloadScheduler(chunks(10), [], { latencyTargetMs: 0, maxInFlightTotal: 4, random: seeded(1), busyBackoffMs: 500, firstNeeded: () => ({ from: 0, to: 1 }) });
   busy.setPeerHave('publisher', holding(10, [0]));
   busy.setPeerHave('peer', holding(10, range(1, 10)));
   t.deepEqual(busy.next(0).filter((a) => a.peer === 'publisher').map((a) => a.index), [0]);
@@ -464,7 +526,7 @@ test('the first-needed chunks (the entry list) are asked for first and alone, ra
   const meanwhile = busy.next(1);
   t.true(meanwhile.length > 0 && meanwhile.every((a) => a.peer === 'peer' && a.index > 0), `content while the publisher backs off: ${JSON.stringify(meanwhile)}`);
   // Nothing first-needed: rarest first.
-  const s = new DownloadScheduler(chunks(10), [], { maxInFlightTotal: 1, random: seeded(1), firstNeeded: () => undefined });
+  const s = new DownloadScheduler(chunks(10), [], { latencyTargetMs: 0, maxInFlightTotal: 1, random: seeded(1), firstNeeded: () => undefined });
   s.setPeerHave('publisher', holding(10, range(0, 10)));
   s.setPeerHave('peer', holding(10, [7]));
   t.notDeepEqual(s.next(0).map((a) => a.index), [7], 'chunk 7 has two holders: not the rarest');

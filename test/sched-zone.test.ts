@@ -12,6 +12,7 @@ const ALL = new Uint8Array([0xf0]);
 
 test('a chunk a near peer holds is never fetched across zones, even while the near peer is busy', (t) => {
   const s = new DownloadScheduler(chunks, [false, false, false, false], {
+    latencyTargetMs: 0,
     localZone: 'A', maxInFlightPerPeer: 1, random: seeded(1),
     mayUseFarPeer: (_index, _now, near) => !near,
   });
@@ -31,6 +32,7 @@ test('a chunk a near peer holds is never fetched across zones, even while the ne
 
 test('the policy decides which far chunks this host fetches; the rest wait for the zone', (t) => {
   const s = new DownloadScheduler(chunks, [false, false, false, false], {
+    latencyTargetMs: 0,
     localZone: 'A', maxInFlightPerPeer: 4, random: seeded(2),
     mayUseFarPeer: (index) => index % 2 === 0, // this host is designated for even chunks
   });
@@ -47,6 +49,7 @@ test('the policy decides which far chunks this host fetches; the rest wait for t
 test('without a local zone every holder may serve', (t) => {
   let calls = 0;
   const s = new DownloadScheduler(chunks, [false, false, false, false], {
+    latencyTargetMs: 0,
     maxInFlightPerPeer: 4, random: seeded(3), mayUseFarPeer: () => { calls++; return false; },
   });
   s.setPeerHave('other', ALL);

@@ -3,7 +3,10 @@
  * A downloader opens one stream per (peer, manifest) and sends `sub`; the peer answers with its full
  * bitfield, then pushes `have1` for every chunk it stores, until the downloader closes the stream.
  * This is how partial holders become sources while they are still downloading (the swarm pipelines),
- * without one gossip message per chunk.
+ * without one gossip message per chunk. A downloader that sends `hints: true` in its `sub` also gets `fetching`
+ * for each chunk the peer has just asked a source for while only one peer held it (messages.ts): so hosts that
+ * start together spread their first requests to the publisher over different chunks. Older agents ignore the
+ * field and never send `fetching`; older downloaders do not ask for it.
  */
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface';
 import { asError, FrameReader, FrameWriter } from './frames.js';
@@ -19,7 +22,11 @@ export interface HaveProvider {
    * Current bitfield of `manifest` (base64, as encodeHaveBits makes it) and a registration for later
    * chunks; null when this agent does not know the manifest.
    */
-  subscribe(manifest: string, onIndex: (index: number) => void): Promise<{ bits: string; unsubscribe: () => void } | null>;
+  subscribe(
+    manifest: string,
+    onIndex: (index: number) => void,
+    onFetching?: (index: number) => void,
+  ): Promise<{ bits: string; unsubscribe: () => void } | null>;
 }
 
 export async function serveHave(node: Pick<Libp2p, 'handle'>, provider: HaveProvider): Promise<void> {
@@ -32,7 +39,7 @@ export async function serveHave(node: Pick<Libp2p, 'handle'>, provider: HaveProv
         let unsubscribe = () => {};
         try {
           const first = await reader.next();
-          const h = first?.header as { t?: unknown; manifest?: unknown } | undefined;
+          const h = first?.header as { t?: unknown; manifest?: unknown; hints?: unknown } | undefined;
           if (h?.t !== 'sub' || typeof h.manifest !== 'string' || !ID_RE.test(h.manifest)) throw new Error('bad have subscription');
           const manifest = h.manifest;
           const push = (index: number) => {
@@ -41,7 +48,11 @@ export async function serveHave(node: Pick<Libp2p, 'handle'>, provider: HaveProv
           // A chunk stored while the bitfield is being computed must reach the peer after the bitfield,
           // which replaces whatever the peer knew: hold such updates back until the bitfield is queued.
           let early: number[] | null = [];
-          const sub = await provider.subscribe(manifest, (index) => (early ? early.push(index) : push(index)));
+          // Hints are news of the moment: one that would go out before the bitfield is dropped, not held back.
+          const hint = (index: number) => {
+            if (early === null) writer.write({ t: 'fetching', manifest, index }).catch(() => stream.abort(new Error('have push failed')));
+          };
+          const sub = await provider.subscribe(manifest, (index) => (early ? early.push(index) : push(index)), h.hints === true ? hint : undefined);
           const sent = writer.write({ t: 'have', manifest, bits: sub?.bits ?? '' });
           early.forEach(push);
           early = null;
@@ -73,7 +84,9 @@ export interface HaveSubscription {
 
 /**
  * Subscribe to `peer`'s holdings of `manifest`. `onBits` gets the initial predicate (false everywhere when
- * the peer does not know the manifest yet), `onIndex` each later chunk.
+ * the peer does not know the manifest yet), `onIndex` each later chunk, and `onFetching`, when given, each chunk
+ * the peer says it has just asked for while it believed only one peer held it (a peer of an older version never
+ * says).
  */
 export async function subscribeHave(
   node: Pick<Libp2p, 'dialProtocol'>,
@@ -81,17 +94,20 @@ export async function subscribeHave(
   manifest: string,
   onBits: (has: (index: number) => boolean, known: boolean) => void,
   onIndex: (index: number) => void,
+  onFetching?: (index: number) => void,
 ): Promise<HaveSubscription> {
   const stream = await node.dialProtocol(peer, HAVE_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
   const reader = new FrameReader(stream, LIMITS);
-  await new FrameWriter(stream).write({ t: 'sub', manifest });
+  await new FrameWriter(stream).write(onFetching === undefined ? { t: 'sub', manifest } : { t: 'sub', manifest, hints: true });
   const ended = (async () => {
     try {
       for await (const frame of reader) {
         const msg = parseHaveMessage(frame.header);
         if (msg.manifest !== manifest) throw new Error('have message for another manifest');
         if (msg.t === 'have') onBits(decodeHaveBits(msg.bits), msg.bits.length > 0);
-        else onIndex(msg.index);
+        else if (msg.t === 'have1') onIndex(msg.index);
+        else if (onFetching === undefined) throw new Error('fetching hint not asked for');
+        else onFetching(msg.index);
       }
     } catch {
       stream.abort(new Error('have subscription failed'));

@@ -76,7 +76,18 @@ export interface HaveOne {
   index: number;
 }
 
-export type HaveMessage = HaveBitfield | HaveOne;
+/**
+ * The peer has just asked a source for chunk `index` of a manifest, which it believes only one peer holds. Sent only
+ * to a subscriber whose `sub` carried `hints: true`, so agents that predate it never see it. A hint, not a promise:
+ * the chunk ranks as less rare until the peer's `have1` of it arrives or the hint times out.
+ */
+export interface HaveFetching {
+  t: 'fetching';
+  manifest: string;
+  index: number;
+}
+
+export type HaveMessage = HaveBitfield | HaveOne | HaveFetching;
 
 /** A message from a peer is malformed; the text names the offending field. */
 export class MessageError extends Error {
@@ -168,14 +179,14 @@ export function parseChunkResponse(value: unknown): ChunkResponseMessage {
   }
 }
 
-/** Validate a 'have' or 'have1' message. */
+/** Validate a 'have', 'have1' or 'fetching' message. */
 export function parseHaveMessage(value: unknown): HaveMessage {
   const fields = expectObject(value, 'have message');
-  const kind = kindOf(fields, ['have', 'have1'], 'have message');
-  if (kind === 'have1') {
+  const kind = kindOf(fields, ['have', 'have1', 'fetching'], 'have message');
+  if (kind === 'have1' || kind === 'fetching') {
     expectKeys(fields, kind, ['t', 'manifest', 'index']);
     return {
-      t: 'have1',
+      t: kind,
       manifest: expectContentId(fields, kind, 'manifest'),
       index: expectInt(fields, kind, 'index', MAX_HAVE_BITS - 1),
     };

@@ -41,6 +41,8 @@ export interface DownloadHost {
   clientFor(peer: string): ChunkClient;
   peerSentCorrupt(peer: string, err: Error): void;
   chunkStored(id: string): void;
+  /** This download has just asked for chunk `index` of `manifestId`, which only its source holds. */
+  chunkFetching(manifestId: string, index: number): void;
 }
 
 export interface SourceStats { peer: string; bytes: number; chunks: number }
@@ -138,6 +140,9 @@ export class Download {
       for (const a of this.sched.next(now)) {
         const token = this.nextToken++;
         this.tokens.set(`${a.peer}#${a.index}`, token);
+        // A chunk only its source holds (at first: the publisher, for every host at once) is news for the peers
+        // subscribed here: they then ask that source for other chunks first (scheduler.peerFetching).
+        if (this.sched.holders(a.index) === 1) this.swarm.chunkFetching(this.sm.id, a.index);
         void this.fetch(a.peer, a.index, token);
       }
       // One timer per wait, cleared when something wakes the loop earlier (a chunk, a `have`): otherwise every
@@ -253,6 +258,10 @@ export class Download {
           this.sched.peerHas(key, index);
           // A chunk this host already holds changes nothing the scheduler would pick now.
           if (this.sched.wants(index)) this.wake?.();
+        },
+        (index) => {
+          // Only changes how rare the chunk ranks for the next pick: nothing to wake up for.
+          if (index < this.chunks.length) this.sched.peerFetching(key, index, Date.now());
         });
       if (this.stopped) { sub.close(); return; }
       this.subs.set(key, sub);

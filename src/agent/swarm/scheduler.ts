@@ -27,7 +27,7 @@ export interface SchedulerOptions {
   /**
    * Deliveries from a peer that take longer than this (request to last byte), and timeouts, halve the requests
    * this host keeps outstanding to it, down to one; quicker ones (under half of it) let it grow back by one, up
-   * to maxInFlightPerPeer. 0 = always maxInFlightPerPeer. See PeerState.window for why.
+   * to maxInFlightPerPeer. A new peer starts at one. 0 = always maxInFlightPerPeer. See PeerState.window for why.
    */
   latencyTargetMs: number;
   /** Requests outstanding in total (endgame duplicates count). */
@@ -36,6 +36,11 @@ export interface SchedulerOptions {
   endgameRemaining: number;
   /** After a peer answers 'busy' (or a request to it fails), do not ask it again for this long. */
   busyBackoffMs: number;
+  /**
+   * How long a peer's news that it is fetching a chunk counts, unless its `have` of the chunk comes first (see
+   * peerFetching). The requester's own timeout, so a fetch that fails stops counting when it would have ended.
+   */
+  fetchHintMs: number;
   /** This host's zone label; holders in the same zone are preferred. */
   localZone?: string | null;
   /**
@@ -91,6 +96,7 @@ const DEFAULTS: Omit<SchedulerOptions, 'localZone' | 'random' | 'mayUseFarPeer' 
   maxInFlightTotal: 16,
   endgameRemaining: 8,
   busyBackoffMs: 500,
+  fetchHintMs: 30_000,
 };
 
 /** Weight of the newest sample in the delivery-rate average: recent enough to follow a peer that slows down. */
@@ -103,6 +109,8 @@ const RTT_BUCKETS_PER_DOUBLING = 4;
 const MIN_DELIVERY_MS = 0.05;
 /** At most this many peers are asked for one chunk at once, endgame included. */
 const MAX_REQUESTS_PER_CHUNK = 2;
+/** Chunks one peer may be counted as fetching at once (twice the default maxInFlightTotal). */
+const MAX_FETCHING_PER_PEER = 32;
 /** How many of the install's first-needed chunks (the entry list) may be on their way at once, ahead of rarest first. */
 const FIRST_NEEDED_WINDOW = 4;
 
@@ -123,6 +131,8 @@ interface PeerState {
   window: number;
   /** The peer is not asked for anything before this time. */
   backoffUntil: number;
+  /** Chunks the peer said it is fetching (not yet held), each with when that news expires. */
+  fetching: Map<number, number>;
   /** Smoothed delivery rate, bytes per millisecond; null until measured. */
   rate: number | null;
   rttMs: number | null;
@@ -152,6 +162,8 @@ export class DownloadScheduler {
   private readonly local: Uint8Array;
   /** Non-banned peers that hold chunk i. */
   private readonly holderCount: Uint32Array;
+  /** Connected peers that said they are fetching chunk i and do not hold it yet (see peerFetching). */
+  private readonly fetchingCount: Uint32Array;
   /** Peers currently asked for chunk i, in request order. */
   private readonly servers: string[][];
   /** When chunk i was first requested in its current attempt; the endgame duplicates the oldest first. */
@@ -176,6 +188,7 @@ export class DownloadScheduler {
       maxInFlightTotal: opts.maxInFlightTotal ?? DEFAULTS.maxInFlightTotal,
       endgameRemaining: opts.endgameRemaining ?? DEFAULTS.endgameRemaining,
       busyBackoffMs: opts.busyBackoffMs ?? DEFAULTS.busyBackoffMs,
+      fetchHintMs: opts.fetchHintMs ?? DEFAULTS.fetchHintMs,
       localZone: opts.localZone ?? null,
       mayUseFarPeer: opts.mayUseFarPeer,
       firstNeeded: opts.firstNeeded,
@@ -187,6 +200,9 @@ export class DownloadScheduler {
     if (!(this.opts.latencyTargetMs >= 0)) {
       throw new RangeError(`scheduler option latencyTargetMs must be a number >= 0, got ${this.opts.latencyTargetMs}`);
     }
+    if (!(this.opts.fetchHintMs >= 0)) {
+      throw new RangeError(`scheduler option fetchHintMs must be a number >= 0, got ${this.opts.fetchHintMs}`);
+    }
     if (!(this.opts.busyBackoffMs >= 0)) {
       throw new RangeError(`scheduler option busyBackoffMs must be a number >= 0, got ${this.opts.busyBackoffMs}`);
     }
@@ -195,6 +211,7 @@ export class DownloadScheduler {
     this.chunks = chunks;
     this.local = new Uint8Array(n);
     this.holderCount = new Uint32Array(n);
+    this.fetchingCount = new Uint32Array(n);
     this.servers = Array.from({ length: n }, () => []);
     this.requestedAt = new Float64Array(n);
     this.missingPos = new Int32Array(n).fill(-1);
@@ -226,9 +243,19 @@ export class DownloadScheduler {
       const now = bitAt(bits, i);
       if (now === state.has[i]) continue;
       state.has[i] = now;
-      if (now === 1) this.holderCount[i]!++;
-      else this.holderCount[i]!--;
+      if (now === 1) {
+        this.holderCount[i]!++;
+        this.forgetFetching(state, i);
+      } else {
+        this.holderCount[i]!--;
+      }
     }
+  }
+
+  /** Connected, unbanned peers known to hold chunk `index`. */
+  holders(index: number): number {
+    this.checkIndex(index);
+    return this.holderCount[index]!;
   }
 
   /** True while chunk `index` is not here yet (news of it may change what next() picks). */
@@ -242,6 +269,24 @@ export class DownloadScheduler {
     const state = this.peerState(peer);
     if (state.banned) return;
     this.markHolder(state, index);
+  }
+
+  /**
+   * `peer` is fetching chunk `index` now: until it holds it, or for fetchHintMs, the chunk ranks as held by one
+   * more peer. Hosts that start together otherwise all see the publisher as the only holder of the same chunks,
+   * and rarest first sends several of them to it for the same chunk while the others wait for their first copy.
+   */
+  peerFetching(peer: string, index: number, now: number): void {
+    this.checkIndex(index);
+    const state = this.peerState(peer);
+    if (state.banned || state.has[index] === 1 || this.opts.fetchHintMs === 0) return;
+    if (!state.fetching.has(index)) {
+      // An honest peer announces only its own requests in flight; more than this is noise, or an attack on the
+      // cost of next().
+      if (state.fetching.size >= MAX_FETCHING_PER_PEER) return;
+      this.fetchingCount[index]!++;
+    }
+    state.fetching.set(index, now + this.opts.fetchHintMs);
   }
 
   setPeerInfo(peer: string, info: PeerInfo): void {
@@ -396,12 +441,13 @@ export class DownloadScheduler {
       if (held) return out;
     }
 
-    // Bucket the requestable chunks by how many peers hold them; rarest bucket first.
+    // Bucket the requestable chunks by how many peers hold them, or are fetching them; rarest bucket first.
+    this.expireFetching(now);
     const buckets: number[][] = [];
     for (const index of this.missingList) {
       const holders = this.holderCount[index]!;
       if (holders === 0 || this.servers[index]!.length > 0) continue;
-      (buckets[holders] ??= []).push(index);
+      (buckets[holders + this.fetchingCount[index]!] ??= []).push(index);
     }
 
     let pendingWithHolders = 0;
@@ -574,6 +620,7 @@ export class DownloadScheduler {
   /** Release every request to this peer and stop counting it as a holder. */
   private dropPeerWork(state: PeerState): void {
     for (const index of [...state.inFlight]) this.release(state, index);
+    for (const index of [...state.fetching.keys()]) this.forgetFetching(state, index);
     if (state.banned) return;
     for (let i = 0; i < state.has.length; i++) {
       if (state.has[i] === 1) {
@@ -596,9 +643,21 @@ export class DownloadScheduler {
   }
 
   private markHolder(state: PeerState, index: number): void {
+    this.forgetFetching(state, index);
     if (state.has[index] === 1) return;
     state.has[index] = 1;
     this.holderCount[index]!++;
+  }
+
+  private forgetFetching(state: PeerState, index: number): void {
+    if (state.fetching.delete(index)) this.fetchingCount[index]!--;
+  }
+
+  /** Drop the fetching news that has expired. */
+  private expireFetching(now: number): void {
+    for (const state of this.peers.values()) {
+      for (const [index, until] of state.fetching) if (until <= now) this.forgetFetching(state, index);
+    }
   }
 
   /** The state of a peer just heard from (reconnecting it if it had been removed). */
@@ -614,8 +673,12 @@ export class DownloadScheduler {
       id: peer,
       has: new Uint8Array(this.chunks.length),
       inFlight: new Set(),
-      window: this.opts.maxInFlightPerPeer,
+      // One request to start with, as TCP's slow start: at the start every host asks the publisher at once,
+      // and four each put 60 chunks into its send buffers, the last of them 13 - 22 s behind the first (16 hosts,
+      // 20 Mbit/s). Quick answers grow it to the cap within three deliveries.
+      window: this.opts.latencyTargetMs > 0 ? 1 : this.opts.maxInFlightPerPeer,
       backoffUntil: -Infinity,
+      fetching: new Map(),
       rate: null,
       rttMs: null,
       zone: null,

@@ -140,6 +140,8 @@ export class Swarm implements DownloadHost {
   private readonly failures = new Map<string, { count: number; retryAt: number; error: string }>();
   private stateTimer: NodeJS.Timeout | null = null;
   private readonly chunkWatchers = new Map<string, Set<() => void>>();
+  /** Per manifest id: the have subscribers that asked to hear which chunks this host is fetching (have.ts). */
+  private readonly fetchWatchers = new Map<string, Set<(index: number) => void>>();
   private tombstones: Tombstone[] = [];
   private timers: NodeJS.Timeout[] = [];
   private chunkServer!: ChunkServer;
@@ -208,7 +210,7 @@ export class Swarm implements DownloadHost {
     await serveCatalog(this.node, {
       listing: () => this.listing(), manifest: (id) => this.store.index.getManifest(id), digest: () => this.catalogDigest(),
     });
-    await serveHave(this.node, { subscribe: (id, onIndex) => this.subscribeLocal(id, onIndex) });
+    await serveHave(this.node, { subscribe: (id, onIndex, onFetching) => this.subscribeLocal(id, onIndex, onFetching) });
 
     const pubsub = this.node.services.pubsub;
     // Validated before delivery and before relaying: a rejected message goes no further than this host.
@@ -924,13 +926,22 @@ export class Swarm implements DownloadHost {
     for (const notify of this.chunkWatchers.get(id) ?? []) notify();
   }
 
-  private async subscribeLocal(manifestId: string, onIndex: (index: number) => void) {
+  /**
+   * A download of `manifestId` has just asked a source for chunk `index`, which only that source holds: tell the
+   * subscribers that asked for such hints (have.ts), so they ask the same source for other chunks first.
+   */
+  chunkFetching(manifestId: string, index: number): void {
+    for (const notify of this.fetchWatchers.get(manifestId) ?? []) notify(index);
+  }
+
+  private async subscribeLocal(manifestId: string, onIndex: (index: number) => void, onFetching?: (index: number) => void) {
     const download = this.downloads.get(manifestId);
     const sm = download?.sm ?? (await this.store.index.getManifest(manifestId));
     if (!sm) return null;
     const chunks = manifestChunks(sm.manifest);
     // Watch first, then look, so a chunk stored meanwhile is not missed (a duplicate have1 is harmless).
     const unwatch = chunks.map((c, i) => this.watchChunk(c.id, () => onIndex(i)));
+    if (onFetching !== undefined) unwatch.push(this.watchFetching(manifestId, onFetching));
     // A running download knows what it holds; otherwise the store is asked, one stat per chunk.
     const held = download
       ? chunks.flatMap((_, i) => (download.holds(i) ? [i] : []))
@@ -938,6 +949,19 @@ export class Swarm implements DownloadHost {
     const unsubscribe = () => unwatch.forEach((u) => u());
     if (held.length === chunks.length) unsubscribe(); // complete here: nothing more to tell
     return { bits: encodeHaveBits(chunks.length, held), unsubscribe };
+  }
+
+  private watchFetching(manifestId: string, fn: (index: number) => void): () => void {
+    let set = this.fetchWatchers.get(manifestId);
+    if (!set) {
+      set = new Set();
+      this.fetchWatchers.set(manifestId, set);
+    }
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0) this.fetchWatchers.delete(manifestId);
+    };
   }
 
   private watchChunk(id: string, fn: () => void): () => void {
