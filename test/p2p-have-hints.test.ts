@@ -16,7 +16,9 @@ function provider() {
   const onIndex = new Set<(i: number) => void>();
   const onFetching = new Set<(i: number) => void>();
   const asked: boolean[] = [];
+  const fromPeers: string[] = [];
   const p: HaveProvider = {
+    peerFetching: (peer, manifest, index) => fromPeers.push(`${peer} ${manifest === MANIFEST} ${index}`),
     subscribe: async (manifest, index, fetching) => {
       if (manifest !== MANIFEST) return null;
       asked.push(fetching !== undefined);
@@ -26,7 +28,7 @@ function provider() {
     },
   };
   return {
-    p, asked,
+    p, asked, fromPeers,
     subscribers: () => onIndex.size,
     stored: (i: number) => onIndex.forEach((f) => f(i)),
     fetching: (i: number) => onFetching.forEach((f) => f(i)),
@@ -103,4 +105,28 @@ test('a peer that sends hints nobody asked for has its have stream dropped', asy
   const sub = await subscribeHave(client, server.peerId, MANIFEST, () => {}, (i) => seen.push(i));
   await sub.ended;
   t.deepEqual(seen, [], 'nothing after the unasked hint is believed');
+});
+
+test("a downloader's own hints reach the peer it subscribed to; invalid ones and other manifests' are ignored", async (t) => {
+  const { server, client } = await connectedPair(t, 'back');
+  const src = provider();
+  await serveHave(server, src.p);
+  const sub = await subscribeHave(client, server.peerId, MANIFEST, () => {}, () => {}, () => {});
+  t.teardown(() => sub.close());
+  await until(() => src.subscribers() === 1, 'the subscription');
+  sub.hint(4);
+  // What a broken or hostile peer might send on the same stream: not believed, and the stream is kept.
+  const raw = await client.dialProtocol(server.peerId, HAVE_PROTOCOL);
+  const rawWriter = new FrameWriter(raw);
+  await rawWriter.write({ t: 'sub', manifest: MANIFEST });
+  await until(() => src.subscribers() === 2, 'the second subscription');
+  await rawWriter.write({ t: 'fetching', manifest: `sha256:${'cd'.repeat(32)}`, index: 1 });
+  await rawWriter.write({ t: 'fetching', manifest: MANIFEST, index: -1 });
+  await rawWriter.write({ t: 'fetching', manifest: MANIFEST, index: 2, extra: true });
+  await rawWriter.write({ t: 'fetching', manifest: MANIFEST, index: 6 });
+  sub.hint(5);
+  await until(() => src.fromPeers.length === 3, 'three hints');
+  const me = client.peerId.toString();
+  t.deepEqual(src.fromPeers.sort(), [`${me} true 4`, `${me} true 5`, `${me} true 6`]);
+  await raw.close();
 });

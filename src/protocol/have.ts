@@ -10,7 +10,7 @@
  */
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface';
 import { asError, FrameReader, FrameWriter } from './frames.js';
-import { decodeHaveBits, parseHaveMessage } from './messages.js';
+import { decodeHaveBits, parseHaveMessage, type HaveMessage } from './messages.js';
 
 export const HAVE_PROTOCOL = '/joblet-agent/have/1';
 
@@ -27,12 +27,15 @@ export interface HaveProvider {
     onIndex: (index: number) => void,
     onFetching?: (index: number) => void,
   ): Promise<{ bits: string; unsubscribe: () => void } | null>;
+  /** The subscribed peer says it is fetching chunk `index` of `manifest` (sent the other way, see subscribeHave). */
+  peerFetching?(peer: string, manifest: string, index: number): void;
 }
 
 export async function serveHave(node: Pick<Libp2p, 'handle'>, provider: HaveProvider): Promise<void> {
   await node.handle(
     HAVE_PROTOCOL,
-    (stream: Stream, _connection: Connection) => {
+    (stream: Stream, connection: Connection) => {
+      const peer = connection.remotePeer.toString();
       void (async () => {
         const reader = new FrameReader(stream, LIMITS);
         const writer = new FrameWriter(stream);
@@ -62,8 +65,12 @@ export async function serveHave(node: Pick<Libp2p, 'handle'>, provider: HaveProv
             return;
           }
           unsubscribe = sub.unsubscribe;
-          // Nothing more is expected from the downloader; its close ends the subscription.
-          while ((await reader.next()) !== undefined) { /* ignore */ }
+          // The downloader's close ends the subscription. Before that it may send its own `fetching` hints this way
+          // (subscribeHave's hint); anything else is ignored, as agents before the hints ignored everything here.
+          for (let frame = await reader.next(); frame !== undefined; frame = await reader.next()) {
+            const msg = parseOrNull(frame.header);
+            if (msg?.t === 'fetching' && msg.manifest === manifest) provider.peerFetching?.(peer, manifest, msg.index);
+          }
           await stream.close().catch(() => undefined);
         } catch (err) {
           stream.abort(asError(err, 'have stream failed'));
@@ -80,6 +87,19 @@ export interface HaveSubscription {
   /** Resolves when the stream ends, for whatever reason. */
   ended: Promise<void>;
   close(): void;
+  /**
+   * Tell the peer this host is fetching chunk `index` (only its source holding it): a peer of this version counts
+   * it (HaveProvider.peerFetching), an older one ignores it. Best effort: a failed write is not an error.
+   */
+  hint(index: number): void;
+}
+
+function parseOrNull(header: unknown): HaveMessage | null {
+  try {
+    return parseHaveMessage(header);
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -98,7 +118,8 @@ export async function subscribeHave(
 ): Promise<HaveSubscription> {
   const stream = await node.dialProtocol(peer, HAVE_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
   const reader = new FrameReader(stream, LIMITS);
-  await new FrameWriter(stream).write(onFetching === undefined ? { t: 'sub', manifest } : { t: 'sub', manifest, hints: true });
+  const writer = new FrameWriter(stream);
+  await writer.write(onFetching === undefined ? { t: 'sub', manifest } : { t: 'sub', manifest, hints: true });
   const ended = (async () => {
     try {
       for await (const frame of reader) {
@@ -116,5 +137,8 @@ export async function subscribeHave(
   return {
     ended,
     close: () => { stream.close().catch(() => stream.abort(new Error('closing have subscription'))); },
+    hint: (index) => {
+      if (stream.status === 'open') writer.write({ t: 'fetching', manifest, index }).catch(() => {});
+    },
   };
 }

@@ -142,7 +142,12 @@ export class Download {
         this.tokens.set(`${a.peer}#${a.index}`, token);
         // A chunk only its source holds (at first: the publisher, for every host at once) is news for the peers
         // subscribed here: they then ask that source for other chunks first (scheduler.peerFetching).
-        if (this.sched.holders(a.index) === 1) this.swarm.chunkFetching(this.sm.id, a.index);
+        // Both ways: to the peers subscribed here, and to those this download subscribes to, which are not all the
+        // same (each host picks its own sources).
+        if (this.sched.holders(a.index) === 1) {
+          this.swarm.chunkFetching(this.sm.id, a.index);
+          for (const sub of this.subs.values()) sub.hint(a.index);
+        }
         void this.fetch(a.peer, a.index, token);
       }
       // One timer per wait, cleared when something wakes the loop earlier (a chunk, a `have`): otherwise every
@@ -176,6 +181,11 @@ export class Download {
     this.subs.delete(peer);
     this.sched.removePeer(peer);
     this.wake?.();
+  }
+
+  /** `peer` says it is fetching chunk `index`: only changes how rare it ranks for the next pick, so no wake-up. */
+  peerFetching(peer: string, index: number): void {
+    if (Number.isInteger(index) && index >= 0 && index < this.chunks.length) this.sched.peerFetching(peer, index, Date.now());
   }
 
   ban(peer: string): void {
@@ -259,10 +269,7 @@ export class Download {
           // A chunk this host already holds changes nothing the scheduler would pick now.
           if (this.sched.wants(index)) this.wake?.();
         },
-        (index) => {
-          // Only changes how rare the chunk ranks for the next pick: nothing to wake up for.
-          if (index < this.chunks.length) this.sched.peerFetching(key, index, Date.now());
-        });
+        (index) => this.peerFetching(key, index));
       if (this.stopped) { sub.close(); return; }
       this.subs.set(key, sub);
       void sub.ended.then(() => {

@@ -210,7 +210,10 @@ export class Swarm implements DownloadHost {
     await serveCatalog(this.node, {
       listing: () => this.listing(), manifest: (id) => this.store.index.getManifest(id), digest: () => this.catalogDigest(),
     });
-    await serveHave(this.node, { subscribe: (id, onIndex, onFetching) => this.subscribeLocal(id, onIndex, onFetching) });
+    await serveHave(this.node, {
+      subscribe: (id, onIndex, onFetching) => this.subscribeLocal(id, onIndex, onFetching),
+      peerFetching: (peer, id, index) => this.downloads.get(id)?.peerFetching(peer, index),
+    });
 
     const pubsub = this.node.services.pubsub;
     // Validated before delivery and before relaying: a rejected message goes no further than this host.
