@@ -82,7 +82,7 @@ test('a loopback fleet infers nothing: no local zone, so the far rule is never c
   t.is(localZone(null, ownCluster(['/ip4/127.0.0.1/tcp/40001'])), null);
   let asked = 0;
   const s = new DownloadScheduler(chunks, chunks.map(() => false), {
-    localZone: localZone(null, null), maxInFlightPerPeer: 8, random: seeded(5), mayUseFarPeer: () => { asked++; return false; },
+    localZone: localZone(null, null), maxInFlightPerPeer: 8, latencyTargetMs: 0, random: seeded(5), mayUseFarPeer: () => { asked++; return false; },
   });
   s.setPeerHave('p1', ALL);
   s.setPeerInfo('p1', { zone: peerZone(null, { zone: null, cluster: null }) });

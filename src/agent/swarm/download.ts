@@ -140,10 +140,10 @@ export class Download {
       for (const a of this.sched.next(now)) {
         const token = this.nextToken++;
         this.tokens.set(`${a.peer}#${a.index}`, token);
-        // A chunk only its source holds (at first: the publisher, for every host at once) is news for the peers
-        // subscribed here: they then ask that source for other chunks first (scheduler.peerFetching).
-        // Both ways: to the peers subscribed here, and to those this download subscribes to, which are not all the
-        // same (each host picks its own sources).
+        // A chunk only its source holds (at first: the publisher, for every host at once) is news for the other
+        // downloaders: they then ask that source for other chunks first (scheduler.peerFetching). It goes both
+        // ways, to the peers subscribed here and to those this download subscribes to: each host picks its own
+        // sources, so the two sets differ.
         if (this.sched.holders(a.index) === 1) {
           this.swarm.chunkFetching(this.sm.id, a.index);
           for (const sub of this.subs.values()) sub.hint(a.index);
