@@ -69,7 +69,8 @@ export interface ScenarioResult {
   links: LinkFigures;
   linkSamples: Sample[];
   /** The BitTorrent baseline's torrent, when it ran: its info hash (what the tracker's whitelist holds). */
-  bitTorrent: { infoHash: string; torrentBytes: number } | null;
+  /** linkSamples is the agents' transfer; these are the same counters while BitTorrent runs. */
+  bitTorrent: { infoHash: string; torrentBytes: number; linkSamples: Sample[] } | null;
   /** With --zones: over all agents, how many of their peers they knew the zone of when the publish began. */
   zonesKnown: { known: number; peers: number } | null;
   /** The git commit of the tree and the src files that differed from it (other people edit src meanwhile). */
@@ -187,8 +188,10 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
     let ok: boolean;
     if (name === 'bittorrent') {
       log(`BitTorrent: opentracker and a seeding aria2c on host 0, aria2c on ${clients.length} hosts, tar -xzf on completion`);
-      const run = await bitTorrent(server, clients, pkgPath, workDir, res, opts.timeoutS * 1000, log);
-      bt = { infoHash: run.infoHash, torrentBytes: run.torrentBytes };
+      const btSampler = new LinkSampler(hosts.length);
+      await btSampler.start();
+      const run = await bitTorrent(server, clients, pkgPath, workDir, res, opts.timeoutS * 1000, log).finally(() => btSampler.stop());
+      bt = { infoHash: run.infoHash, torrentBytes: run.torrentBytes, linkSamples: btSampler.samples.map((x) => ({ ...x, t: round(x.t, 2) })) };
       methods['BitTorrent (aria2c)'] = summarize(run.finishedMs.map((ms) => ms / 1000), bound);
       ok = await baselineTreesMatch(run.dirs, reference.digest);
       if (opts.keepLogs) await keepLogs([workDir], opts.keepLogs);
