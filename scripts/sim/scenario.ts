@@ -68,8 +68,10 @@ export interface ScenarioResult {
   /** From the switch port counters during the agents' transfer (seconds from the publish's end). */
   links: LinkFigures;
   linkSamples: Sample[];
-  /** The BitTorrent baseline's torrent, when it ran: its info hash (what the tracker's whitelist holds). */
-  /** linkSamples is the agents' transfer; these are the same counters while BitTorrent runs. */
+  /**
+   * The BitTorrent baseline, when it ran: its info hash (what the tracker's whitelist holds), and the same link
+   * counters as linkSamples (which cover the agents' transfer) while BitTorrent ran.
+   */
   bitTorrent: { infoHash: string; torrentBytes: number; linkSamples: Sample[] } | null;
   /** With --zones: over all agents, how many of their peers they knew the zone of when the publish began. */
   zonesKnown: { known: number; peers: number } | null;
