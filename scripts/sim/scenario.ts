@@ -82,6 +82,9 @@ export interface ScenarioResult {
 
 export const loadAvg = () => os.loadavg().map((x) => round(x, 2));
 
+/** Link samples as the JSON keeps them: times to 10 ms. */
+const roundedSamples = (samples: Sample[]): Sample[] => samples.map((x) => ({ ...x, t: round(x.t, 2) }));
+
 export async function runScenario(opts: ScenarioOptions): Promise<ScenarioResult> {
   const { result, cleanup } = await withSimResources(opts.keepLogs, (res) => runInside(opts, res));
   return { ...result, cleanup };
@@ -193,7 +196,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
       const btSampler = new LinkSampler(hosts.length);
       await btSampler.start();
       const run = await bitTorrent(server, clients, pkgPath, workDir, res, opts.timeoutS * 1000, log).finally(() => btSampler.stop());
-      bt = { infoHash: run.infoHash, torrentBytes: run.torrentBytes, linkSamples: btSampler.samples.map((x) => ({ ...x, t: round(x.t, 2) })) };
+      bt = { infoHash: run.infoHash, torrentBytes: run.torrentBytes, linkSamples: roundedSamples(btSampler.samples) };
       methods['BitTorrent (aria2c)'] = summarize(run.finishedMs.map((ms) => ms / 1000), bound);
       ok = await baselineTreesMatch(run.dirs, reference.digest);
       if (opts.keepLogs) await keepLogs([workDir], opts.keepLogs);
@@ -241,7 +244,7 @@ async function runInside(opts: ScenarioOptions, res: Resources): Promise<Omit<Sc
     zonesKnown,
     bitTorrent: bt,
     agentVersion,
-    linkSamples: samples.map((x) => ({ ...x, t: round(x.t, 2) })),
+    linkSamples: roundedSamples(samples),
   };
 }
 
